@@ -1,0 +1,230 @@
+"""Per-layer sparsity report computed from the actual zeros in the weights (works on checkpoints)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustbench_sparse.errors import UserError
+from robustbench_sparse.sparsity.config import SparsityConfig
+from robustbench_sparse.sparsity.masks import achievable_sparsity, applied_granularity
+from robustbench_sparse.sparsity.selection import weight_layers
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """Sparsity of one Conv2d/Linear weight.
+
+    ``target`` is the requested sparsity (0 for dense layers); ``rounded_target`` is what the
+    rounding rule can reach for this shape (see ``masks.kept_per_group``); ``achieved`` is
+    ``1 - nnz / numel`` counted on the weights. ``kernel_nnz_min/max`` count nonzeros in the
+    kernels that are not entirely zero (k×k convs with k×k > 1 only); ``filter_kernels_min/max``
+    count nonzero kernels per filter (convs only). Either pair is ``None`` where it does not apply.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str
+    granularity: str
+    pruned: bool
+    target: float
+    rounded_target: float
+    achieved: float
+    numel: int
+    nnz: int
+    kernel_nnz_min: int | None = None
+    kernel_nnz_max: int | None = None
+    filter_kernels_min: int | None = None
+    filter_kernels_max: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (shape as a list)."""
+        out = dataclasses.asdict(self)
+        out["shape"] = list(self.shape)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LayerSparsity:
+        """Inverse of :meth:`to_dict`."""
+        data = dict(d)
+        data["shape"] = tuple(int(x) for x in data["shape"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Sparsity of a whole model, always with its denominators.
+
+    ``achieved_pruned = 1 - nnz_pruned / numel_pruned`` over the weights of the pruned layers;
+    ``achieved_all = 1 - nnz_all / numel_all`` over all Conv2d/Linear weights (biases excluded).
+    """
+
+    layers: list[LayerSparsity]
+    target: float
+    granularity: str
+    achieved_pruned: float
+    achieved_all: float
+    numel_pruned: int
+    numel_all: int
+    nnz_pruned: int
+    nnz_all: int
+
+    @property
+    def per_layer_target(self) -> dict[str, float]:
+        """Layer name -> the target after the rounding rule (0 for dense layers)."""
+        return {layer.name: layer.rounded_target for layer in self.layers}
+
+    @property
+    def pruned_names(self) -> list[str]:
+        """Names of the pruned layers."""
+        return [layer.name for layer in self.layers if layer.pruned]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["layers"] = [layer.to_dict() for layer in self.layers]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SparsityReport:
+        """Inverse of :meth:`to_dict`."""
+        data = dict(d)
+        data["layers"] = [LayerSparsity.from_dict(x) for x in data["layers"]]
+        return cls(**data)
+
+    def format_table(self) -> str:
+        """Plain-text aligned table, one row per layer, then the totals with their denominators."""
+        header = (
+            "layer",
+            "kind",
+            "shape",
+            "granularity",
+            "target",
+            "rounded",
+            "achieved",
+            "nnz/numel",
+            "kernel nnz",
+            "kernels/filter",
+        )
+        rows = [header]
+        for layer in self.layers:
+            rows.append(
+                (
+                    layer.name,
+                    layer.kind,
+                    "x".join(str(s) for s in layer.shape),
+                    layer.granularity,
+                    f"{layer.target:.2%}",
+                    f"{layer.rounded_target:.2%}",
+                    f"{layer.achieved:.2%}",
+                    f"{layer.nnz}/{layer.numel}",
+                    _span(layer.kernel_nnz_min, layer.kernel_nnz_max),
+                    _span(layer.filter_kernels_min, layer.filter_kernels_max),
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append("")
+        lines.append(
+            f"target {self.target:.2%} ({self.granularity}); "
+            f"pruned layers: {self.achieved_pruned:.2%} sparse "
+            f"({self.numel_pruned - self.nnz_pruned}/{self.numel_pruned} weights zero); "
+            f"all Conv/Linear weights: {self.achieved_all:.2%} sparse "
+            f"({self.numel_all - self.nnz_all}/{self.numel_all})"
+        )
+        return "\n".join(lines)
+
+
+def _span(lo: int | None, hi: int | None) -> str:
+    if lo is None or hi is None:
+        return "-"
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _kind(weight: torch.Tensor) -> str:
+    if weight.ndim == 4:
+        return f"conv{weight.shape[2]}x{weight.shape[3]}"
+    return "linear"
+
+
+def _layer(name: str, weight: torch.Tensor, pruned: bool, config: SparsityConfig) -> LayerSparsity:
+    w = weight.detach()
+    nonzero = w != 0
+    numel = w.numel()
+    nnz = int(nonzero.sum().item())
+    shape = tuple(int(s) for s in w.shape)
+    kernel_min = kernel_max = filter_min = filter_max = None
+    if w.ndim == 4:
+        per_kernel = nonzero.reshape(shape[0], shape[1], -1).sum(dim=-1)  # (K, C)
+        per_filter = (per_kernel > 0).sum(dim=-1)  # (K,)
+        filter_min, filter_max = int(per_filter.min().item()), int(per_filter.max().item())
+        if shape[2] * shape[3] > 1:
+            alive = per_kernel[per_kernel > 0]  # (n_alive_kernels,)
+            if alive.numel() > 0:
+                kernel_min, kernel_max = int(alive.min().item()), int(alive.max().item())
+    target = config.target if pruned else 0.0
+    return LayerSparsity(
+        name=name,
+        shape=shape,
+        kind=_kind(w),
+        granularity=applied_granularity(shape, config.granularity) if pruned else "dense",
+        pruned=pruned,
+        target=target,
+        rounded_target=achievable_sparsity(shape, target, config.granularity) if pruned else 0.0,
+        achieved=1.0 - nnz / numel,
+        numel=numel,
+        nnz=nnz,
+        kernel_nnz_min=kernel_min,
+        kernel_nnz_max=kernel_max,
+        filter_kernels_min=filter_min,
+        filter_kernels_max=filter_max,
+    )
+
+
+def sparsity_report(
+    model: nn.Module, config: SparsityConfig, pruned_names: Iterable[str]
+) -> SparsityReport:
+    """Report every Conv2d/Linear weight of ``model`` from its actual zeros.
+
+    ``pruned_names`` are parameter names (``"net.conv2.weight"``) or module names
+    (``"net.conv2"``) of the layers that were pruned; an unknown name raises ``UserError``.
+    """
+    wanted = set(pruned_names)
+    layers: list[LayerSparsity] = []
+    found: set[str] = set()
+    for module_name, module in weight_layers(model):
+        param_name = f"{module_name}.weight" if module_name else "weight"
+        pruned = param_name in wanted or module_name in wanted
+        if pruned:
+            found.update({param_name, module_name})
+        layers.append(_layer(param_name, module.weight, pruned, config))
+    missing = sorted(wanted - found)
+    if missing:
+        raise UserError(
+            f"pruned layers not found among the model's Conv2d/Linear weights: {', '.join(missing)}"
+        )
+    pruned_layers = [layer for layer in layers if layer.pruned]
+    numel_pruned = sum(layer.numel for layer in pruned_layers)
+    nnz_pruned = sum(layer.nnz for layer in pruned_layers)
+    numel_all = sum(layer.numel for layer in layers)
+    nnz_all = sum(layer.nnz for layer in layers)
+    return SparsityReport(
+        layers=layers,
+        target=config.target,
+        granularity=config.granularity.value,
+        achieved_pruned=1.0 - nnz_pruned / numel_pruned if numel_pruned else 0.0,
+        achieved_all=1.0 - nnz_all / numel_all if numel_all else 0.0,
+        numel_pruned=numel_pruned,
+        numel_all=numel_all,
+        nnz_pruned=nnz_pruned,
+        nnz_all=nnz_all,
+    )
