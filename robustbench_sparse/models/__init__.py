@@ -1,0 +1,36 @@
+"""Models by name, wrapped with input normalization: ``create_model("small_cnn", num_classes=10)``.
+
+Every model returned by :func:`create_model` is a :class:`NormalizedModel` taking ``[0, 1]`` images;
+parameter names look like ``net.conv1.weight``. Registered: ``small_cnn``, CIFAR ResNets
+``resnet20/32/56`` (option-B shortcuts), torchvision ``resnet18``/``resnet50`` (v1.5), and
+``tv:<name>`` for any torchvision classification model.
+"""
+
+from __future__ import annotations
+
+# Importing the builder modules registers their models.
+from robustbench_sparse.models import resnet_cifar, small_cnn, torchvision_models  # noqa: F401
+from robustbench_sparse.models.normalize import Normalize, NormalizedModel
+from robustbench_sparse.models.registry import (
+    TV_PREFIX,
+    create_model,
+    first_conv_and_classifier,
+    list_models,
+    load_state_dict_into,
+    register_model,
+)
+from robustbench_sparse.models.resnet_cifar import CifarResNet
+from robustbench_sparse.models.small_cnn import SmallCNN
+
+__all__ = [
+    "TV_PREFIX",
+    "CifarResNet",
+    "Normalize",
+    "NormalizedModel",
+    "SmallCNN",
+    "create_model",
+    "first_conv_and_classifier",
+    "list_models",
+    "load_state_dict_into",
+    "register_model",
+]
