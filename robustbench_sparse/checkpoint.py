@@ -1,0 +1,319 @@
+"""Self-describing checkpoints: ``checkpoint.safetensors`` (weights + masks) and ``checkpoint.json``.
+
+The JSON holds everything needed to rebuild and judge the model (arch and kwargs, dataset,
+normalisation, sparsity config and per-layer report, training config and history, accuracy, seed,
+versions) plus the SHA-256 of the weights file, so a torn or mismatched pair is detected on load.
+
+Loading never executes code: safetensors holds raw tensors only, and plain PyTorch state dicts
+(``.pt`` / ``.pth``) are read with ``torch.load(weights_only=True)``, which refuses pickled objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from robustbench_sparse.atomic import atomic_path, atomic_write_text
+from robustbench_sparse.datasets import DatasetInfo, dataset_info
+from robustbench_sparse.errors import UserError
+from robustbench_sparse.models import create_model, load_state_dict_into
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "checkpoint.safetensors"
+META_FILE = "checkpoint.json"
+FORMAT = "robustbench-sparse-checkpoint"
+FORMAT_VERSION = 1
+MASK_PREFIX = "__mask__."
+# A safetensors header larger than this is not a model header: refuse before allocating it.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model rebuilt from a checkpoint, in eval mode, with its metadata."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    path: Path
+    name: str
+    info: DatasetInfo
+    masks: dict[str, torch.Tensor]
+
+    @property
+    def granularity(self) -> str:
+        """``dense`` or the Campfire granularity."""
+        return str(self.meta.get("granularity", "dense"))
+
+    @property
+    def sparsity_target(self) -> float:
+        """Target sparsity (0 for dense)."""
+        return float(self.meta.get("sparsity_target", 0.0))
+
+    @property
+    def sparsity_achieved(self) -> float:
+        """Achieved sparsity over the pruned layers' weights (0 for dense)."""
+        report = self.meta.get("sparsity_report") or {}
+        return float(report.get("achieved_pruned", 0.0))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    out_dir: str | Path,
+    model: nn.Module,
+    meta: dict[str, Any],
+    masks: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``out_dir/checkpoint.safetensors`` and ``out_dir/checkpoint.json`` atomically.
+
+    ``meta`` must contain at least ``arch``, ``num_classes``, ``in_channels``, ``dataset``.
+    Returns the directory.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for key in ("arch", "num_classes", "in_channels", "dataset"):
+        if key not in meta:
+            raise ValueError(f"checkpoint metadata lacks {key!r}")
+    tensors: dict[str, torch.Tensor] = {
+        k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
+    }
+    for name, mask in (masks or {}).items():
+        tensors[MASK_PREFIX + name] = mask.detach().to("cpu", torch.bool).contiguous()
+    weights = out / WEIGHTS_FILE
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "arch": str(meta["arch"])})
+    full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    full_meta["weights_sha256"] = _sha256(weights)
+    atomic_write_text(out / META_FILE, json.dumps(full_meta, indent=2, sort_keys=False) + "\n")
+    return out
+
+
+def check_safetensors_header(path: Path) -> None:
+    """Validate the safetensors header size and offsets before anything is allocated."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise UserError(
+                f"{path} is truncated (no safetensors header); re-create the checkpoint"
+            )
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > MAX_HEADER_BYTES or header_len > size - 8:
+            raise UserError(
+                f"{path} is corrupt: safetensors header claims {header_len} bytes "
+                f"but the file has {size}; re-create the checkpoint"
+            )
+        try:
+            header = json.loads(fh.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UserError(f"{path} is corrupt: unreadable safetensors header") from None
+    if not isinstance(header, dict):
+        raise UserError(f"{path} is corrupt: safetensors header is not a mapping")
+    data_len = size - 8 - header_len
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not 0 <= offsets[0] <= offsets[1] <= data_len
+        ):
+            raise UserError(
+                f"{path} is corrupt or truncated: tensor {name!r} lies outside the file; "
+                "re-create the checkpoint"
+            )
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"checkpoint metadata {path} is missing; was the checkpoint written fully?")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"checkpoint metadata {path} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{path} is not a robustbench-sparse checkpoint description")
+    for key in ("arch", "num_classes", "in_channels", "dataset"):
+        if key not in meta:
+            raise UserError(f"checkpoint metadata {path} lacks the field {key!r}")
+    return meta
+
+
+def _check_finite(state: dict[str, torch.Tensor], where: Path) -> None:
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(
+                f"{where}: tensor {name!r} contains NaN or Inf values; refusing to use it"
+            )
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file after validating its header; corrupt files are user errors."""
+    if not path.is_file():
+        raise UserError(f"checkpoint weights {path} do not exist")
+    check_safetensors_header(path)
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+def load_plain_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Load a torchvision-style ``.pt`` / ``.pth`` state dict without executing any pickled code."""
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported object"
+        raise UserError(
+            f"refusing to load {path}: it holds pickled Python objects, not only tensors "
+            f"({first[:160]}); save a plain state dict or convert it to safetensors"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable PyTorch file ({exc})") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path} does not contain a state dict of tensors")
+    # DataParallel checkpoints prefix every key with "module.".
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def resolve_checkpoint_files(path: str | Path) -> tuple[Path, Path]:
+    """Map a directory or a ``.safetensors`` / ``.json`` path to (weights, meta) paths."""
+    p = Path(path)
+    if p.is_dir():
+        return p / WEIGHTS_FILE, p / META_FILE
+    if p.suffix == ".json":
+        return p.with_suffix(".safetensors"), p
+    if p.suffix == ".safetensors":
+        return p, p.with_suffix(".json")
+    if not p.exists():
+        raise UserError(f"checkpoint {str(p)!r} does not exist")
+    raise UserError(
+        f"cannot tell what {str(p)!r} is: pass a checkpoint directory, a .safetensors file, "
+        "or a .pt/.pth state dict with --arch and --dataset"
+    )
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    dataset: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+) -> LoadedCheckpoint:
+    """Rebuild a model from a checkpoint directory / file, in eval mode on the CPU.
+
+    A ``.pt`` / ``.pth`` plain state dict needs ``arch`` and ``dataset`` (which gives the class count
+    and the normalisation); ``dataset`` may also override a checkpoint's own dataset when the class
+    count and input shape agree.
+    """
+    p = Path(path)
+    if p.suffix in (".pt", ".pth"):
+        if arch is None or dataset is None:
+            raise UserError(f"{p} is a plain state dict: pass --arch and --dataset to load it")
+        info = dataset_info(dataset)
+        state = load_plain_state_dict(p)
+        _check_finite(state, p)
+        model = create_model(
+            arch,
+            num_classes=info.num_classes,
+            in_channels=info.input_shape[0],
+            mean=info.mean,
+            std=info.std,
+            **(arch_kwargs or {}),
+        )
+        load_state_dict_into(model, state)
+        model.eval()
+        meta: dict[str, Any] = {
+            "format": FORMAT,
+            "arch": arch,
+            "arch_kwargs": arch_kwargs or {},
+            "dataset": dataset,
+            "num_classes": info.num_classes,
+            "in_channels": info.input_shape[0],
+            "input_shape": list(info.input_shape),
+            "granularity": "dense",
+            "sparsity_target": 0.0,
+            "source": "plain-state-dict",
+        }
+        return LoadedCheckpoint(model, meta, p, p.stem, info, {})
+
+    weights_path, meta_path = resolve_checkpoint_files(p)
+    meta = _read_meta(meta_path)
+    if not weights_path.is_file():
+        raise UserError(f"checkpoint weights {weights_path} are missing")
+    expected = meta.get("weights_sha256")
+    if expected is not None and _sha256(weights_path) != expected:
+        raise UserError(
+            f"{weights_path} does not match {meta_path.name} (checksum differs): the pair is torn "
+            "or was edited; re-create or re-train this checkpoint"
+        )
+    tensors = load_safetensors(weights_path)
+    masks = {k[len(MASK_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
+    state = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
+    _check_finite(state, weights_path)
+
+    ckpt_dataset = str(meta["dataset"])
+    info = dataset_info(dataset or ckpt_dataset)
+    if int(meta["num_classes"]) != info.num_classes:
+        raise UserError(
+            f"checkpoint {p} has {meta['num_classes']} classes but dataset {info.name!r} has "
+            f"{info.num_classes}; pass the dataset it was trained on"
+        )
+    norm = meta.get("normalization") or {}
+    model = create_model(
+        str(meta["arch"]),
+        num_classes=int(meta["num_classes"]),
+        in_channels=int(meta["in_channels"]),
+        mean=norm.get("mean"),
+        std=norm.get("std"),
+        **dict(meta.get("arch_kwargs") or {}),
+    )
+    load_state_dict_into(model, state)
+    model.eval()
+    name = str(meta.get("name") or (p.name if p.is_dir() else p.stem))
+    return LoadedCheckpoint(model, meta, p, name, info, masks)
+
+
+def save_train_state(out_dir: str | Path, state: dict[str, Any]) -> None:
+    """Persist the resumable training state (optimizer, LR schedule, sparsifier, history)."""
+    with atomic_path(Path(out_dir) / "train_state.pt") as tmp:
+        torch.save(state, str(tmp))
+
+
+def load_train_state(out_dir: str | Path) -> dict[str, Any] | None:
+    """Load the training state written by :func:`save_train_state` (``None`` if absent)."""
+    path = Path(out_dir) / "train_state.pt"
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise UserError(f"cannot resume: {path} is unreadable ({exc}); start afresh") from None
+    if not isinstance(state, dict):
+        raise UserError(f"cannot resume: {path} is not a training state")
+    return state

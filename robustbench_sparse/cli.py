@@ -1,0 +1,467 @@
+"""The ``rbs`` command line: the single composition root.
+
+Each subcommand maps its flags to one library call. User errors (:class:`UserError`, attack input
+and configuration errors) print one line to stderr and exit with status 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from robustbench_sparse import __version__
+from robustbench_sparse.errors import UserError
+
+logger = logging.getLogger("robustbench_sparse")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 0 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    for name in ("robustbench_sparse", "attacks", "evaluations"):
+        logging.getLogger(name).setLevel(level)
+
+
+def _bool_flag(parser: argparse.ArgumentParser, name: str, help_: str) -> None:
+    parser.add_argument(
+        f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help_
+    )
+
+
+# ----------------------------------------------------------------------------------------- train
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a dense or Campfire-sparse checkpoint",
+        description="Train one checkpoint. Flags override --config, which overrides the "
+        "per-dataset defaults. --sparsity 0 trains the dense baseline.",
+    )
+    p.add_argument("--config", type=Path, help="TOML file with [data] [model] [train] [sparsity]")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--name", help="checkpoint name (default: the --out directory name)")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help="digits (default), mnist, fashion-mnist, cifar10, ...")
+    g.add_argument("--data-root", help="where torchvision datasets live")
+    g.add_argument("--download", action="store_true", default=None, help="allow downloading")
+    g.add_argument("--train-limit", type=int, help="use at most N training examples")
+    g.add_argument("--test-limit", type=int, help="use the first N test examples")
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", help="model name (see `rbs models`); default small_cnn")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    g.add_argument("--lr", type=float)
+    g.add_argument("--momentum", type=float)
+    _bool_flag(g, "nesterov", "Nesterov momentum (SGD)")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--lr-schedule", choices=["constant", "cosine", "step", "multistep"])
+    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--milestones", help="comma-separated epochs for --lr-schedule multistep")
+    g.add_argument("--gamma", type=float, help="LR decay factor for step/multistep")
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    _bool_flag(g, "amp", "mixed precision on CUDA (default on)")
+    g = p.add_argument_group("Campfire sparsity")
+    g.add_argument("--sparsity", type=float, help="target sparsity in [0, 1); 0 = dense")
+    g.add_argument("--granularity", choices=["window", "channel", "combined", "unstructured"])
+    g.add_argument("--initial-sparsity", type=float)
+    g.add_argument("--prune-start", type=float, help="epoch where pruning starts")
+    g.add_argument("--prune-end", type=float, help="epoch where masks freeze")
+    g.add_argument("--update-every", type=int, help="optimizer steps between mask updates")
+    g.add_argument("--include", action="append", help="prune only layers matching (fnmatch)")
+    g.add_argument("--exclude", action="append", help="never prune layers matching (fnmatch)")
+    _bool_flag(g, "prune-first-conv", "also prune the first conv (default: dense)")
+    _bool_flag(g, "prune-classifier", "also prune the classifier (default: dense)")
+    p.set_defaults(handler=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from robustbench_sparse.config import load_toml
+    from robustbench_sparse.train_job import run_train_job, train_job_from_config
+
+    config = load_toml(args.config) if args.config else {}
+    milestones = None
+    if args.milestones:
+        milestones = [_parse_float(v, "--milestones") for v in args.milestones.split(",")]
+    job = train_job_from_config(
+        config,
+        data_overrides={
+            "dataset": args.dataset,
+            "data_root": args.data_root,
+            "download": args.download,
+            "train_limit": args.train_limit,
+            "test_limit": args.test_limit,
+        },
+        train_overrides={
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "optimizer": args.optimizer,
+            "lr": args.lr,
+            "momentum": args.momentum,
+            "nesterov": args.nesterov,
+            "weight_decay": args.weight_decay,
+            "lr_schedule": args.lr_schedule,
+            "warmup_epochs": args.warmup_epochs,
+            "milestones": milestones,
+            "gamma": args.gamma,
+            "label_smoothing": args.label_smoothing,
+            "seed": args.seed,
+            "device": args.device,
+            "amp": args.amp,
+        },
+        sparsity_overrides={
+            "target": args.sparsity,
+            "granularity": args.granularity,
+            "initial": args.initial_sparsity,
+            "start": args.prune_start,
+            "end": args.prune_end,
+            "update_every": args.update_every,
+            "include": args.include,
+            "exclude": args.exclude,
+            "prune_first_conv": args.prune_first_conv,
+            "prune_classifier": args.prune_classifier,
+        },
+        arch=args.arch,
+        name=args.name,
+    )
+    ckpt = run_train_job(job, args.out, overwrite=args.overwrite, resume=args.resume)
+    meta = ckpt.meta
+    report = meta.get("sparsity_report") or {}
+    print(
+        f"checkpoint: {args.out}  ({meta['arch']} on {meta['dataset']}, {meta['granularity']})\n"
+        f"clean test accuracy: {meta['clean_accuracy']:.4f} "
+        f"({meta['test_correct']}/{meta['test_n']})"
+    )
+    if meta["granularity"] != "dense":
+        print(
+            f"sparsity: target {meta['sparsity_target']:.3f}, achieved "
+            f"{report.get('achieved_pruned', 0.0):.4f} of the {report.get('numel_pruned', 0):,} "
+            f"weights in pruned layers; {report.get('achieved_all', 0.0):.4f} of all "
+            f"{report.get('numel_all', 0):,} conv/linear weights"
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------------------- inspect
+def _add_inspect(sub: Any) -> None:
+    p = sub.add_parser("inspect", help="per-layer sparsity and accuracy of a checkpoint")
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory or .safetensors file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_inspect)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from robustbench_sparse.checkpoint import load_checkpoint
+    from robustbench_sparse.config import dataclass_from_dict
+    from robustbench_sparse.sparsity import SparsityConfig, sparsity_report
+
+    ckpt = load_checkpoint(args.checkpoint)
+    meta = ckpt.meta
+    sp_cfg = dataclass_from_dict(SparsityConfig, meta.get("sparsity") or {}, "sparsity")
+    # Recomputed from the weights just loaded from disk, not copied from the JSON.
+    report = sparsity_report(ckpt.model, sp_cfg, meta.get("pruned_layers") or [])
+    if args.json:
+        out = {
+            "name": ckpt.name,
+            "arch": meta["arch"],
+            "dataset": meta["dataset"],
+            "granularity": ckpt.granularity,
+            "sparsity_target": ckpt.sparsity_target,
+            "clean_accuracy": meta.get("clean_accuracy"),
+            "test_correct": meta.get("test_correct"),
+            "test_n": meta.get("test_n"),
+            "sparsity_report": report.to_dict(),
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{ckpt.name}: {meta['arch']} on {meta['dataset']}, granularity {ckpt.granularity}")
+    print(report.format_table())
+    acc = meta.get("clean_accuracy")
+    if acc is not None:
+        print(f"clean test accuracy: {acc:.4f} ({meta.get('test_correct')}/{meta.get('test_n')})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- models
+def _add_models(sub: Any) -> None:
+    p = sub.add_parser("models", help="list registered model names")
+    p.set_defaults(handler=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from robustbench_sparse.datasets import list_datasets
+    from robustbench_sparse.models import list_models
+
+    print("models:   " + ", ".join(list_models()) + ", tv:<any torchvision classifier>")
+    print("datasets: " + ", ".join(list_datasets()))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- attack
+def _add_attack(sub: Any) -> None:
+    p = sub.add_parser(
+        "attack",
+        help="attack checkpoints over an epsilon grid",
+        description="Attack one or more checkpoints with FGSM / PGD / C&W over epsilon grids and "
+        "write a tidy results table. Re-running the same command resumes.",
+    )
+    p.add_argument("--checkpoint", action="append", type=Path, required=True, help="repeatable")
+    p.add_argument("--attack", action="append", help="fgsm, pgd, pgd-l2, cw, ... (repeatable)")
+    p.add_argument("--eps", help="Linf grid, comma-separated, fractions allowed: 0,2/255,8/255")
+    p.add_argument("--eps-l2", help="L2 grid, comma-separated")
+    p.add_argument("--backend", default="native", help="native (default), torchattacks, foolbox")
+    p.add_argument(
+        "--param", action="append", default=[], help="ATTACK.KEY=VALUE, e.g. pgd.steps=40"
+    )
+    p.add_argument("--limit", type=int, help="evaluate the first N test examples")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    p.add_argument("--dataset", help="override the checkpoint's dataset")
+    p.add_argument("--data-root", help="where torchvision datasets live")
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--arch", help="architecture of a plain .pt/.pth state dict (with --dataset)")
+    p.add_argument("--out", type=Path, required=True, help="results directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-report", action="store_true", help="skip figures and report")
+    p.set_defaults(handler=_cmd_attack)
+
+
+def _parse_param(text: str) -> tuple[str, str, Any]:
+    import tomllib
+
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise UserError(f"--param {text!r}: expected ATTACK.KEY=VALUE, e.g. pgd.steps=40")
+    key, raw = text.split("=", 1)
+    attack, name = key.split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return attack, name, value
+
+
+def _cmd_attack(args: argparse.Namespace) -> int:
+    from evaluations.runner import AttackRunRequest, run_attack_command
+
+    params: dict[str, dict[str, Any]] = {}
+    for text in args.param:
+        attack, key, value = _parse_param(text)
+        params.setdefault(attack, {})[key] = value
+    request = AttackRunRequest(
+        checkpoints=tuple(args.checkpoint),
+        attacks=tuple(args.attack or ["fgsm", "pgd", "cw"]),
+        backend=args.backend,
+        params=params,
+        linf_epsilons=_parse_eps(args.eps, "--eps") if args.eps else None,
+        l2_epsilons=_parse_eps(args.eps_l2, "--eps-l2") if args.eps_l2 else None,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=args.device,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        download=bool(args.download),
+        arch=args.arch,
+        report=not args.no_report,
+    )
+    outcome = run_attack_command(
+        request,
+        args.out,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        command=_command_line(),
+    )
+    print(f"results: {outcome.results_dir / 'results.csv'}")
+    if outcome.report_html is not None:
+        print(f"report:  {outcome.report_html}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ plot / report
+def _add_plot_report(sub: Any) -> None:
+    p = sub.add_parser("plot", help="draw the figures of a results directory")
+    p.add_argument("results", type=Path)
+    p.set_defaults(handler=_cmd_plot)
+    p = sub.add_parser("report", help="write report.md and report.html for a results directory")
+    p.add_argument("results", type=Path)
+    p.set_defaults(handler=_cmd_report)
+
+
+def _results_dir(path: Path) -> Path:
+    if (path / "results" / "results.csv").is_file():
+        return path / "results"  # an `rbs run` output directory
+    if not (path / "results.csv").is_file() and not (path / "results.parquet").is_file():
+        raise UserError(f"{str(path)!r} holds no results.csv; run `rbs attack` or `rbs run` first")
+    return path
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from evaluations.plots import plot_all
+
+    paths = plot_all(_results_dir(args.results))
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from evaluations.report import write_report
+
+    html, md = write_report(_results_dir(args.results))
+    print(f"report: {html}\n        {md}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- run
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the main job: train dense + Campfire models, attack them, report",
+        description="Train a dense baseline and Campfire models, attack each with FGSM, PGD and "
+        "C&W over the default grids, and write checkpoints, results, figures and the report. "
+        "Without CONFIG the shipped default (digits, small_cnn) runs. Re-running resumes.",
+    )
+    p.add_argument("config", nargs="?", type=Path, help="experiment TOML (default: shipped)")
+    p.add_argument("--out", type=Path, default=Path("runs/default"), help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--limit", type=int, help="attack only the first N test examples")
+    p.add_argument("--epochs", type=int, help="override the training epochs of every model")
+    p.add_argument("--device", help="training device: auto, cpu, cuda")
+    p.add_argument("--print-default-config", action="store_true", help="print it and exit")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from evaluations.experiment import default_config_text, plan_experiment, run_experiment
+    from robustbench_sparse.config import load_toml
+
+    if args.print_default_config:
+        print(default_config_text(), end="")
+        return 0
+    config = load_toml(args.config) if args.config else None
+    plan = plan_experiment(
+        config,
+        overrides={
+            "attack": {"limit": args.limit},
+            "train": {"epochs": args.epochs, "device": args.device},
+        },
+    )
+    outcome = run_experiment(
+        plan, args.out, overwrite=args.overwrite, resume=args.resume, command=_command_line()
+    )
+    print(f"results: {outcome.results_dir / 'results.csv'}")
+    print(f"report:  {outcome.report_html}")
+    print(f"         {outcome.report_md}")
+    print(f"finished in {outcome.seconds:.0f}s")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- utils
+def _command_line() -> str:
+    import shlex
+
+    return "rbs " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _parse_eps(text: str, flag: str) -> list[float]:
+    values = [_parse_float(v, flag) for v in text.split(",") if v.strip()]
+    if not values:
+        raise UserError(f"{flag}: empty epsilon list")
+    return values
+
+
+def _parse_float(text: str, flag: str) -> float:
+    text = text.strip()
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"{flag}: {text!r} is not a number (use e.g. 0.1 or 8/255)") from None
+    if not math.isfinite(value):
+        raise UserError(f"{flag}: {text!r} is not a finite number")
+    return value
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="rbs",
+        description="robustbench-sparse: train dense and Campfire structured-sparse CNNs and "
+        "measure their adversarial robustness.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (
+        _add_run,
+        _add_train,
+        _add_inspect,
+        _add_attack,
+        _add_plot_report,
+        _add_models,
+        *_EXTRA_COMMANDS,
+    ):
+        add(sub)
+    return parser
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [UserError]
+    try:
+        from attacks import AttackConfigError, AttackInputError
+
+        types += [AttackConfigError, AttackInputError]
+    except ImportError:  # pragma: no cover - attacks is part of the distribution
+        pass
+    return tuple(types)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 user error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.handler(args))
+    except _user_error_types() as exc:
+        if args.debug:
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"rbs {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rbs {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

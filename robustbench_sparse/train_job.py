@@ -1,0 +1,323 @@
+"""One training job: ``load_dataset -> create_model -> CampfireSparsifier -> fit -> save_checkpoint``.
+
+Used by ``rbs train`` and by the experiment runner (``rbs run``). Output directory rules: an existing
+finished checkpoint is never overwritten without ``overwrite``; ``resume`` continues an interrupted
+run (or returns the finished one untouched).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustbench_sparse.checkpoint import (
+    META_FILE,
+    LoadedCheckpoint,
+    load_checkpoint,
+    load_train_state,
+    save_checkpoint,
+    save_train_state,
+)
+from robustbench_sparse.config import to_jsonable
+from robustbench_sparse.datasets import DatasetSplits, load_dataset
+from robustbench_sparse.devices import resolve_device
+from robustbench_sparse.errors import UserError
+from robustbench_sparse.models import create_model
+from robustbench_sparse.provenance import provenance
+from robustbench_sparse.sparsity import CampfireSparsifier, SparsityConfig, sparsity_report
+from robustbench_sparse.training import Checkpointer, EpochRecord, TrainConfig, fit
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset and how much of it."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    train_limit: int | None = None
+    test_limit: int | None = None
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything that defines one checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    arch: str = "small_cnn"
+    arch_kwargs: tuple[tuple[str, Any], ...] = ()
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    name: str | None = None
+
+
+def _meta(
+    job: TrainJob,
+    data: DatasetSplits,
+    model: nn.Module,
+    sparsifier: CampfireSparsifier | None,
+    history: list[EpochRecord],
+    *,
+    test_correct: int,
+    test_n: int,
+    kind: str,
+    name: str,
+    seconds: float,
+) -> dict[str, Any]:
+    pruned = sparsifier.pruned_names if sparsifier is not None else []
+    report = sparsity_report(model, job.sparsity, pruned)
+    dense = job.sparsity.target == 0
+    return {
+        "name": name,
+        "kind": kind,
+        "arch": job.arch,
+        "arch_kwargs": dict(job.arch_kwargs),
+        "dataset": data.info.name,
+        "num_classes": data.info.num_classes,
+        "in_channels": data.info.input_shape[0],
+        "input_shape": list(data.info.input_shape),
+        "normalization": {"mean": list(data.info.mean), "std": list(data.info.std)},
+        "granularity": "dense" if dense else job.sparsity.granularity.value,
+        "sparsity_target": float(job.sparsity.target),
+        "sparsity": to_jsonable(job.sparsity),
+        "sparsity_report": report.to_dict(),
+        "pruned_layers": list(pruned),
+        "masks_frozen": bool(sparsifier.frozen) if sparsifier is not None else True,
+        "training": to_jsonable(job.train),
+        "data": to_jsonable(job.data),
+        "history": [vars(h) for h in history],
+        "epochs_completed": len(history),
+        "clean_accuracy": test_correct / max(test_n, 1),
+        "test_correct": test_correct,
+        "test_n": test_n,
+        "seed": job.train.seed,
+        "train_seconds": seconds,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(resolve_device(job.train.device)),
+    }
+
+
+def is_finished(out_dir: str | Path) -> bool:
+    """True when ``out_dir`` holds a finished (all epochs) checkpoint."""
+    meta_path = Path(out_dir) / META_FILE
+    if not meta_path.is_file():
+        return False
+    try:
+        import json
+
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return False
+    epochs = (meta.get("training") or {}).get("epochs")
+    return bool(meta.get("kind") == "final" and meta.get("epochs_completed") == epochs)
+
+
+def prepare_out_dir(out_dir: Path, *, overwrite: bool, resume: bool) -> None:
+    """Apply the output-directory rules (refuse to clobber without ``overwrite``)."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(out_dir)
+        elif not resume:
+            raise UserError(
+                f"output directory {str(out_dir)!r} already exists and is not empty; "
+                "pass --overwrite to replace it or --resume to continue it"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def run_train_job(
+    job: TrainJob,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    data: DatasetSplits | None = None,
+) -> LoadedCheckpoint:
+    """Train one checkpoint into ``out_dir`` and return it loaded back from disk."""
+    out = Path(out_dir)
+    prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    if resume and is_finished(out):
+        logger.info("%s is already finished; skipping training", out)
+        return load_checkpoint(out)
+
+    if data is None:
+        data = load_dataset(
+            job.data.dataset,
+            root=job.data.data_root,
+            download=job.data.download,
+            train_limit=job.data.train_limit,
+            test_limit=job.data.test_limit,
+            augment=job.data.augment,
+            seed=job.train.seed,
+        )
+    if job.sparsity.end > job.train.epochs:
+        raise UserError(
+            f"pruning ends at epoch {job.sparsity.end} but training has only "
+            f"{job.train.epochs} epochs; lower --prune-end or raise --epochs"
+        )
+    torch.manual_seed(job.train.seed)
+    c, _, _ = data.info.input_shape
+    model = create_model(
+        job.arch,
+        num_classes=data.info.num_classes,
+        in_channels=c,
+        mean=data.info.mean,
+        std=data.info.std,
+        **dict(job.arch_kwargs),
+    )
+    name = job.name or out.name
+    t0 = time.perf_counter()
+
+    def masks_of(sparsifier: CampfireSparsifier | None) -> dict[str, torch.Tensor]:
+        return dict(sparsifier.masks) if sparsifier is not None else {}
+
+    def save_last(
+        model: nn.Module,
+        sparsifier: CampfireSparsifier | None,
+        history: list[EpochRecord],
+        train_state: dict[str, Any],
+    ) -> None:
+        # Training state first, then the checkpoint: a kill in between resumes from the
+        # newer state and rewrites the checkpoint at the next epoch.
+        save_train_state(out, train_state)
+        rec = history[-1]
+        test_n = len(data.test)  # type: ignore[arg-type]
+        meta = _meta(
+            job,
+            data,
+            model,
+            sparsifier,
+            history,
+            test_correct=round(rec.test_accuracy * test_n),
+            test_n=test_n,
+            kind="last",
+            name=name,
+            seconds=time.perf_counter() - t0,
+        )
+        save_checkpoint(out, model, meta, masks_of(sparsifier))
+
+    def save_best(
+        model: nn.Module, sparsifier: CampfireSparsifier | None, history: list[EpochRecord]
+    ) -> None:
+        rec = history[-1]
+        test_n = len(data.test)  # type: ignore[arg-type]
+        meta = _meta(
+            job,
+            data,
+            model,
+            sparsifier,
+            history,
+            test_correct=round(rec.test_accuracy * test_n),
+            test_n=test_n,
+            kind="best",
+            name=f"{name}-best",
+            seconds=time.perf_counter() - t0,
+        )
+        save_checkpoint(out / "best", model, meta, masks_of(sparsifier))
+
+    checkpointer = Checkpointer(
+        save_last=save_last, save_best=save_best, load_state=lambda: load_train_state(out)
+    )
+    result = fit(
+        model,
+        data,
+        job.train,
+        job.sparsity,
+        checkpointer=checkpointer,
+        resume=resume,
+        progress=progress,
+    )
+    meta = _meta(
+        job,
+        data,
+        result.model,
+        result.sparsifier,
+        result.history,
+        test_correct=result.test_correct,
+        test_n=result.test_n,
+        kind="final",
+        name=name,
+        seconds=result.seconds,
+    )
+    meta["best_epoch"] = result.best_epoch
+    save_checkpoint(out, result.model.to("cpu"), meta, masks_of(result.sparsifier))
+    (out / "train_state.pt").unlink(missing_ok=True)
+    logger.info(
+        "trained %s: test accuracy %.4f (%d/%d), sparsity %.4f, %.1fs",
+        name,
+        meta["clean_accuracy"],
+        result.test_correct,
+        result.test_n,
+        meta["sparsity_report"].get("achieved_pruned", 0.0),
+        result.seconds,
+    )
+    return load_checkpoint(out)
+
+
+def job_with(job: TrainJob, **changes: Any) -> TrainJob:
+    """``dataclasses.replace`` for jobs (kept here so callers need not import dataclasses)."""
+    return replace(job, **changes)
+
+
+def train_job_from_config(
+    config: dict[str, Any],
+    *,
+    data_overrides: dict[str, Any] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    sparsity_overrides: dict[str, Any] | None = None,
+    arch: str | None = None,
+    name: str | None = None,
+) -> TrainJob:
+    """Compose a :class:`TrainJob` from TOML sections and explicit overrides.
+
+    Precedence: explicit overrides (CLI flags) > config file > per-dataset defaults. Sections:
+    ``[data]``, ``[model]`` (``arch`` + any model kwargs), ``[train]``, ``[sparsity]``. The
+    pruning window defaults to :func:`default_prune_window` of the final epoch count.
+    """
+    from robustbench_sparse.config import check_keys, dataclass_from_dict
+    from robustbench_sparse.training import default_prune_window, default_train_config
+
+    check_keys("config", config, ["data", "model", "train", "sparsity", "name"])
+    data_section = {
+        **config.get("data", {}),
+        **{k: v for k, v in (data_overrides or {}).items() if v is not None},
+    }
+    data_cfg = dataclass_from_dict(DataConfig, data_section, "data")
+    model_section = dict(config.get("model", {}))
+    arch_name = arch or model_section.pop("arch", "small_cnn")
+    model_section.pop("arch", None)
+    base_train = to_jsonable(default_train_config(data_cfg.dataset))
+    train_section = {
+        **base_train,
+        **config.get("train", {}),
+        **{k: v for k, v in (train_overrides or {}).items() if v is not None},
+    }
+    train_cfg = dataclass_from_dict(TrainConfig, train_section, "train")
+    start, end = default_prune_window(train_cfg.epochs)
+    sparsity_section = {
+        "start": start,
+        "end": end,
+        **config.get("sparsity", {}),
+        **{k: v for k, v in (sparsity_overrides or {}).items() if v is not None},
+    }
+    sparsity_cfg = dataclass_from_dict(SparsityConfig, sparsity_section, "sparsity")
+    return TrainJob(
+        data=data_cfg,
+        arch=arch_name,
+        arch_kwargs=tuple(sorted(model_section.items())),
+        train=train_cfg,
+        sparsity=sparsity_cfg,
+        name=name or config.get("name"),
+    )
