@@ -1,0 +1,300 @@
+"""The main job (``rbs run``): train dense + Campfire checkpoints, attack them, plot, report.
+
+One experiment config (TOML; the default ships as ``evaluations/configs/default.toml``) composes
+the training settings shared by every model, the list of (granularity, target) models, and the
+attack grid. Output layout under ``OUT``::
+
+    OUT/experiment.json          resolved config + fingerprint (used to resume safely)
+    OUT/checkpoints/<name>/      one checkpoint per model (checkpoint.safetensors + .json)
+    OUT/results/                 results.csv / .parquet, results.json, min_norms.parquet, cells/
+    OUT/results/figures/         PNG + SVG figures
+    OUT/results/report.{md,html}
+
+Re-running the same command resumes: finished checkpoints and finished attack cells are reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from evaluations.grid import AttackSpec, GridConfig, GridRun, run_grid, validate_epsilons
+from evaluations.metrics import check_invariants, pgd_vs_fgsm
+from evaluations.plots import plot_all
+from evaluations.report import write_report
+from evaluations.results import write_sidecar
+from robustbench_sparse.atomic import atomic_write_text
+from robustbench_sparse.checkpoint import LoadedCheckpoint
+from robustbench_sparse.config import check_keys, load_toml, to_jsonable
+from robustbench_sparse.datasets import load_dataset
+from robustbench_sparse.devices import resolve_device
+from robustbench_sparse.errors import UserError
+from robustbench_sparse.provenance import provenance
+from robustbench_sparse.sparsity import Granularity
+from robustbench_sparse.train_job import TrainJob, job_with, run_train_job, train_job_from_config
+
+logger = logging.getLogger(__name__)
+
+EXPERIMENT_FILE = "experiment.json"
+_TOP_KEYS = ["name", "data", "model", "train", "sparsity", "models", "attack", "epsilons"]
+_MODELS_KEYS = ["dense", "targets", "granularities"]
+_ATTACK_KEYS = ["attacks", "backend", "batch_size", "limit", "device", "params"]
+_EPS_KEYS = ["linf", "l2"]
+
+
+def default_config_text() -> str:
+    """The shipped default experiment config (TOML text)."""
+    return resources.files("evaluations").joinpath("configs/default.toml").read_text("utf-8")
+
+
+def default_config() -> dict[str, Any]:
+    """The shipped default experiment config, parsed."""
+    path = resources.files("evaluations").joinpath("configs/default.toml")
+    with resources.as_file(path) as p:
+        return load_toml(p)
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """One checkpoint to train: its name and job."""
+
+    name: str
+    job: TrainJob
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    """A resolved experiment: the models to train and the grid to run."""
+
+    name: str
+    models: tuple[ModelPlan, ...]
+    grid: GridConfig
+    config: dict[str, Any]
+
+    def fingerprint(self) -> str:
+        """Hash of the resolved config: a re-run with the same fingerprint resumes."""
+        text = json.dumps(self.config, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _model_name(granularity: str, target: float) -> str:
+    return "dense" if target == 0 else f"{granularity}-{round(target * 100):02d}"
+
+
+def plan_experiment(
+    config: dict[str, Any] | None = None, *, overrides: dict[str, Any] | None = None
+) -> ExperimentPlan:
+    """Resolve a config dict (default: the shipped one) into an :class:`ExperimentPlan`.
+
+    ``overrides`` patches top-level sections key by key (e.g. ``{"attack": {"limit": 100}}``).
+    """
+    cfg = json.loads(json.dumps(config if config is not None else default_config()))
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict):
+            cfg.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+        elif values is not None:
+            cfg[section] = values
+    check_keys("experiment", cfg, _TOP_KEYS)
+    models_cfg = cfg.get("models", {})
+    check_keys("models", models_cfg, _MODELS_KEYS)
+    attack_cfg = cfg.get("attack", {})
+    check_keys("attack", attack_cfg, _ATTACK_KEYS)
+    eps_cfg = cfg.get("epsilons", {})
+    check_keys("epsilons", eps_cfg, _EPS_KEYS)
+
+    base = train_job_from_config(
+        {k: cfg[k] for k in ("data", "model", "train", "sparsity") if k in cfg}
+    )
+    targets = [float(t) for t in models_cfg.get("targets", [0.5, 0.7, 0.9])]
+    granularities = [
+        Granularity(g) if g in {m.value for m in Granularity} else _bad_granularity(g)
+        for g in models_cfg.get("granularities", ["window", "channel", "combined"])
+    ]
+    plans: list[ModelPlan] = []
+    if models_cfg.get("dense", True):
+        dense_sparsity = job_with(base).sparsity
+        dense_job = job_with(base, sparsity=_with_target(dense_sparsity, 0.0, None), name="dense")
+        plans.append(ModelPlan("dense", dense_job))
+    for granularity in granularities:
+        for target in targets:
+            if not 0 < target < 1:
+                raise UserError(f"[models] targets must be in (0, 1); got {target}")
+            name = _model_name(granularity.value, target)
+            job = job_with(
+                base, sparsity=_with_target(base.sparsity, target, granularity), name=name
+            )
+            plans.append(ModelPlan(name, job))
+    if not plans:
+        raise UserError("the experiment trains no model: set [models] dense or targets")
+
+    params = attack_cfg.get("params", {})
+    if not isinstance(params, dict):
+        raise UserError("[attack.params] must be a table of per-attack tables")
+    names = list(attack_cfg.get("attacks", ["fgsm", "pgd", "cw"]))
+    for key in params:
+        if key not in names:
+            raise UserError(f"[attack.params.{key}] configures an attack that is not in attacks")
+    backend = str(attack_cfg.get("backend", "native"))
+    specs = tuple(
+        AttackSpec(n, backend, tuple(sorted(dict(params.get(n, {})).items()))) for n in names
+    )
+    grid = GridConfig(
+        attacks=specs,
+        linf_epsilons=tuple(validate_epsilons(eps_cfg["linf"], "linf"))
+        if "linf" in eps_cfg
+        else None,
+        l2_epsilons=tuple(validate_epsilons(eps_cfg["l2"], "l2")) if "l2" in eps_cfg else None,
+        batch_size=int(attack_cfg.get("batch_size", 500)),
+        limit=attack_cfg.get("limit"),
+        device=str(attack_cfg.get("device", "cpu")),
+        seed=base.train.seed,
+    )
+    for spec in specs:
+        spec.build()  # fail early on unknown attacks / parameters
+    resolved = {
+        "name": cfg.get("name", "experiment"),
+        "models": [{"name": p.name, "job": to_jsonable(p.job)} for p in plans],
+        "grid": to_jsonable(grid),
+    }
+    return ExperimentPlan(str(cfg.get("name", "experiment")), tuple(plans), grid, resolved)
+
+
+def _bad_granularity(g: str) -> Granularity:
+    valid = ", ".join(m.value for m in Granularity)
+    raise UserError(f"[models] unknown granularity {g!r}; valid: {valid}")
+
+
+def _with_target(sp: Any, target: float, granularity: Granularity | None) -> Any:
+    from dataclasses import replace
+
+    changes: dict[str, Any] = {"target": target, "initial": min(sp.initial, target)}
+    if granularity is not None:
+        changes["granularity"] = granularity
+    return replace(sp, **changes)
+
+
+def prepare_experiment_dir(
+    out: Path, plan: ExperimentPlan, *, overwrite: bool, resume: bool
+) -> bool:
+    """Apply the output rules; returns True when resuming an earlier run of the same plan."""
+    marker = out / EXPERIMENT_FILE
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        else:
+            same = False
+            if marker.is_file():
+                try:
+                    same = json.loads(marker.read_text()).get("fingerprint") == plan.fingerprint()
+                except (OSError, ValueError):
+                    same = False
+            if resume and marker.is_file() and not same:
+                raise UserError(
+                    f"{str(out)!r} holds a different experiment (config changed); "
+                    "use another --out or pass --overwrite"
+                )
+            if not same and not resume:
+                raise UserError(
+                    f"output directory {str(out)!r} already exists and holds something else; "
+                    "pass --overwrite to replace it or choose another --out"
+                )
+            logger.info("resuming the experiment in %s", out)
+            return True
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        marker,
+        json.dumps({"fingerprint": plan.fingerprint(), "plan": plan.config}, indent=2) + "\n",
+    )
+    return False
+
+
+@dataclass
+class ExperimentOutcome:
+    """Where things went and the key numbers."""
+
+    out_dir: Path
+    results_dir: Path
+    report_html: Path
+    report_md: Path
+    grid: GridRun
+    seconds: float
+
+
+def run_experiment(
+    plan: ExperimentPlan,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> ExperimentOutcome:
+    """Train every model of ``plan``, run the attack grid, write figures and the report."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    prepare_experiment_dir(out, plan, overwrite=overwrite, resume=resume)
+    first = plan.models[0].job
+    data = load_dataset(
+        first.data.dataset,
+        root=first.data.data_root,
+        download=first.data.download,
+        train_limit=first.data.train_limit,
+        test_limit=first.data.test_limit,
+        augment=first.data.augment,
+        seed=first.train.seed,
+    )
+    checkpoints: list[LoadedCheckpoint] = []
+    for i, model in enumerate(plan.models, 1):
+        logger.info("[%d/%d] training %s", i, len(plan.models), model.name)
+        ckpt = run_train_job(
+            model.job,
+            out / "checkpoints" / model.name,
+            resume=True,
+            progress=progress,
+            data=data,
+        )
+        checkpoints.append(ckpt)
+
+    results_dir = out / "results"
+    grid_run = run_grid(checkpoints, data.test, plan.grid, out_dir=results_dir, progress=progress)
+    invariants = check_invariants(grid_run.results)
+    sidecar = {
+        "command": command,
+        "experiment": plan.name,
+        "config": plan.config,
+        "seeds": {"train": first.train.seed, "attack": plan.grid.seed},
+        "checkpoints": [
+            {
+                "name": c.name,
+                "path": str(c.path),
+                "weights_sha256": c.meta.get("weights_sha256"),
+                "clean_accuracy": c.meta.get("clean_accuracy"),
+            }
+            for c in checkpoints
+        ],
+        "invariants": invariants,
+        "pgd_vs_fgsm": pgd_vs_fgsm(grid_run.results),
+        "clean_checks": grid_run.clean_checks,
+        "work": {
+            "grad_evals": grid_run.grad_evals,
+            "naive_grad_evals": grid_run.naive_grad_evals,
+            "cells_computed": grid_run.cells_computed,
+            "cells_reused": grid_run.cells_reused,
+        },
+        "total_seconds": time.perf_counter() - t0,
+        **provenance(resolve_device(plan.grid.device)),
+    }
+    write_sidecar(results_dir, sidecar)
+    plot_all(results_dir)
+    html, md = write_report(results_dir, command=command)
+    failed = [k for k, v in invariants.items() if not v.get("passed", False)]
+    if failed:
+        logger.warning("invariant checks FAILED: %s (see the report)", ", ".join(failed))
+    return ExperimentOutcome(out, results_dir, html, md, grid_run, time.perf_counter() - t0)

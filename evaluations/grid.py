@@ -1,0 +1,431 @@
+"""The robustness grid: checkpoints x attacks x epsilons -> tidy results.
+
+``run_grid`` attacks every checkpoint with every attack over the epsilon grid of the attack's norm,
+in batches, and adds per norm a ``worst_case`` row per epsilon: an example counts as robust at
+``eps_k`` only if no attack of that norm broke it at any ``eps_j <= eps_k`` (the ball of radius
+``eps_j`` lies inside the ball of ``eps_k``, so the adversarial found there is valid at ``eps_k``).
+The worst case is therefore monotone in epsilon and never above any single attack by construction.
+
+Each finished (checkpoint, attack) cell is stored under ``out_dir/cells`` with a fingerprint of
+everything that determines it; a re-run skips cells whose fingerprint matches (resume), and the
+results files are rewritten after every finished cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from attacks import Attack, AttackKind, Norm, get_attack
+from evaluations.metrics import WORST_CASE, summarize_cell
+from evaluations.results import RESULT_COLUMNS, make_min_norms, write_min_norms, write_results
+from robustbench_sparse.atomic import atomic_path, atomic_write_text
+from robustbench_sparse.checkpoint import LoadedCheckpoint
+from robustbench_sparse.datasets import default_eps_grid
+from robustbench_sparse.devices import resolve_device
+from robustbench_sparse.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+CELLS_DIR = "cells"
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack of the grid: registry name, backend and parameters."""
+
+    name: str
+    backend: str = "native"
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def build(self) -> Attack:
+        """Instantiate the attack through the registry (validates name, backend, params)."""
+        return get_attack(self.name, backend=self.backend, **dict(self.params))
+
+    @property
+    def label(self) -> str:
+        """File-system-safe cell label."""
+        return f"{self.name}@{self.backend}"
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """What to run: attacks, epsilon grids per norm (``None`` = dataset default), batching."""
+
+    attacks: tuple[AttackSpec, ...] = (AttackSpec("fgsm"), AttackSpec("pgd"), AttackSpec("cw"))
+    linf_epsilons: tuple[float, ...] | None = None
+    l2_epsilons: tuple[float, ...] | None = None
+    batch_size: int = 500
+    limit: int | None = None
+    device: str = "cpu"
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def epsilons(self, norm: Norm, dataset: str) -> list[float]:
+        """The sorted epsilon grid for ``norm`` (dataset default where not configured)."""
+        given = self.linf_epsilons if norm is Norm.LINF else self.l2_epsilons
+        grid = list(given) if given is not None else default_eps_grid(dataset, norm.value)
+        return validate_epsilons(grid, norm.value)
+
+
+def validate_epsilons(values: Sequence[float], norm: str) -> list[float]:
+    """Check an epsilon grid: finite, >= 0, no duplicates; returns it sorted (logged if changed)."""
+    eps = [float(e) for e in values]
+    if not eps:
+        raise UserError(f"the {norm} epsilon grid is empty")
+    for e in eps:
+        if not math.isfinite(e) or e < 0:
+            raise UserError(f"epsilon {e} is invalid: epsilons must be finite and >= 0")
+    if len(set(eps)) != len(eps):
+        dup = sorted({e for e in eps if eps.count(e) > 1})
+        raise UserError(f"the {norm} epsilon grid has duplicates {dup}; list each value once")
+    ordered = sorted(eps)
+    if ordered != eps:
+        logger.info("sorted the %s epsilon grid to %s", norm, ordered)
+    return ordered
+
+
+@dataclass
+class CellOutcome:
+    """Per-example outcome of one (checkpoint, attack) cell."""
+
+    epsilons: list[float]
+    clean_correct: np.ndarray  # bool (N,)
+    robust: np.ndarray  # bool (K, N)
+    norms: np.ndarray  # float (K, N)
+    min_norm: np.ndarray | None  # float (N,)
+    seconds: float
+    grad_evals: int
+    params: dict[str, Any]
+
+
+def _fingerprint(
+    ckpt: LoadedCheckpoint, spec: AttackSpec, params: dict[str, Any], eps: list[float], n: int
+) -> str:
+    payload = {
+        "weights": ckpt.meta.get("weights_sha256") or str(ckpt.path),
+        "attack": spec.name,
+        "backend": spec.backend,
+        "params": params,
+        "epsilons": eps,
+        "n": n,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cell_paths(out_dir: Path, ckpt_name: str, spec: AttackSpec) -> tuple[Path, Path]:
+    base = out_dir / CELLS_DIR / ckpt_name
+    return base / f"{spec.label}.npz", base / f"{spec.label}.json"
+
+
+def _load_cell(
+    out_dir: Path, ckpt_name: str, spec: AttackSpec, fingerprint: str
+) -> CellOutcome | None:
+    npz_path, json_path = _cell_paths(out_dir, ckpt_name, spec)
+    if not (npz_path.is_file() and json_path.is_file()):
+        return None
+    try:
+        meta = json.loads(json_path.read_text())
+        if meta.get("fingerprint") != fingerprint:
+            return None
+        with np.load(npz_path) as z:
+            return CellOutcome(
+                epsilons=[float(e) for e in z["epsilons"]],
+                clean_correct=z["clean_correct"].astype(bool),
+                robust=z["robust"].astype(bool),
+                norms=z["norms"],
+                min_norm=z["min_norm"] if "min_norm" in z.files else None,
+                seconds=float(meta["seconds"]),
+                grad_evals=int(meta["grad_evals"]),
+                params=dict(meta["params"]),
+            )
+    except (OSError, ValueError, KeyError):
+        logger.warning("ignoring unreadable cell %s; recomputing it", npz_path)
+        return None
+
+
+def _save_cell(
+    out_dir: Path, ckpt_name: str, spec: AttackSpec, fingerprint: str, cell: CellOutcome
+) -> None:
+    npz_path, json_path = _cell_paths(out_dir, ckpt_name, spec)
+    arrays: dict[str, np.ndarray] = {
+        "epsilons": np.asarray(cell.epsilons, dtype=np.float64),
+        "clean_correct": cell.clean_correct,
+        "robust": cell.robust,
+        "norms": cell.norms,
+    }
+    if cell.min_norm is not None:
+        arrays["min_norm"] = cell.min_norm
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    with atomic_path(npz_path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    meta = {
+        "fingerprint": fingerprint,
+        "seconds": cell.seconds,
+        "grad_evals": cell.grad_evals,
+        "params": cell.params,
+    }
+    # The JSON is written last: a cell counts as finished only when both files agree.
+    atomic_write_text(json_path, json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def _as_tensors(data: Dataset[Any], limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    n_total = len(data)  # type: ignore[arg-type]
+    n = n_total if limit is None else min(limit, n_total)
+    xs, ys = [], []
+    seen = 0
+    for x, y in DataLoader(data, batch_size=512, shuffle=False):
+        take = min(n - seen, x.shape[0])
+        xs.append(x[:take])
+        ys.append(torch.as_tensor(y)[:take])
+        seen += take
+        if seen >= n:
+            break
+    return torch.cat(xs).float(), torch.cat(ys).long()
+
+
+def attack_cell(
+    model: torch.nn.Module,
+    attack: Attack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilons: list[float],
+    *,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+    desc: str = "",
+) -> CellOutcome:
+    """Run one attack over all examples in batches; per-example outcome arrays."""
+    t0 = time.perf_counter()
+    clean, robust, norms, mins = [], [], [], []
+    evals = 0
+    starts = range(0, x.shape[0], batch_size)
+    for s in tqdm(starts, desc=desc, leave=False, disable=not progress, unit="batch"):
+        xb = x[s : s + batch_size].to(device)
+        yb = y[s : s + batch_size].to(device)
+        result = attack(model, xb, yb, epsilons=epsilons)
+        # At eps index 0 with eps == 0 the adversarial is x itself; clean correctness comes
+        # from the attack's own eps-0 prediction when present, else from a clean pass.
+        with torch.no_grad():
+            clean_ok = model(xb).argmax(1) == yb  # (B,)
+        clean.append(clean_ok.cpu().numpy())
+        robust.append((~result.success).cpu().numpy())  # (K, B)
+        norms.append(result.norms.double().cpu().numpy())  # (K, B)
+        if result.min_norm is not None:
+            mins.append(result.min_norm.double().cpu().numpy())
+        evals += int(result.grad_evals)
+        del result
+    return CellOutcome(
+        epsilons=list(epsilons),
+        clean_correct=np.concatenate(clean),
+        robust=np.concatenate(robust, axis=1),
+        norms=np.concatenate(norms, axis=1),
+        min_norm=np.concatenate(mins) if mins and attack.kind is AttackKind.MINIMUM_NORM else None,
+        seconds=time.perf_counter() - t0,
+        grad_evals=evals,
+        params=attack.params(),
+    )
+
+
+def worst_case(cells: Sequence[CellOutcome]) -> CellOutcome:
+    """Per-example worst case over cells of one norm (same epsilon grid), nested over epsilon."""
+    eps = cells[0].epsilons
+    for c in cells[1:]:
+        if c.epsilons != eps:
+            raise ValueError("worst case needs the same epsilon grid for every attack")
+    robust = np.logical_and.reduce([c.robust for c in cells])  # (K, N)
+    # Nested balls: broken at eps_j implies broken at every eps_k >= eps_j.
+    robust = np.logical_and.accumulate(robust, axis=0)
+    # Norm of the smallest perturbation that breaks the example at or below eps_k.
+    big = np.full_like(cells[0].norms, np.inf)
+    broken_norms = np.minimum.reduce([np.where(~c.robust, c.norms, big) for c in cells])  # (K, N)
+    broken_norms = np.minimum.accumulate(broken_norms, axis=0)
+    return CellOutcome(
+        epsilons=list(eps),
+        clean_correct=cells[0].clean_correct,
+        robust=robust,
+        norms=np.where(np.isfinite(broken_norms), broken_norms, 0.0),
+        min_norm=None,
+        seconds=sum(c.seconds for c in cells),
+        grad_evals=sum(c.grad_evals for c in cells),
+        params={"over": "all attacks of this norm"},
+    )
+
+
+def _rows(
+    ckpt: LoadedCheckpoint, attack: str, backend: str, norm: str, cell: CellOutcome
+) -> list[dict[str, Any]]:
+    rows = summarize_cell(cell.epsilons, cell.clean_correct, cell.robust, cell.norms)
+    ident = {
+        "checkpoint": ckpt.name,
+        "arch": str(ckpt.meta.get("arch")),
+        "dataset": ckpt.info.name,
+        "granularity": ckpt.granularity,
+        "sparsity_target": ckpt.sparsity_target,
+        "sparsity_achieved": ckpt.sparsity_achieved,
+        "attack": attack,
+        "backend": backend,
+        "norm": norm,
+    }
+    per_row = cell.seconds / max(len(rows), 1)
+    params = json.dumps(cell.params, sort_keys=True, default=str)
+    return [
+        {**ident, **r, "seconds": per_row, "params": params, "grad_evals": cell.grad_evals}
+        for r in rows
+    ]
+
+
+@dataclass
+class GridRun:
+    """What :func:`run_grid` produced besides the table."""
+
+    results: pd.DataFrame
+    min_norms: pd.DataFrame
+    grad_evals: int
+    naive_grad_evals: int
+    cells_computed: int
+    cells_reused: int
+    clean_checks: list[dict[str, Any]]
+
+
+def run_grid(
+    checkpoints: Sequence[LoadedCheckpoint],
+    data: Dataset[Any] | Mapping[str, Dataset[Any]],
+    grid: GridConfig,
+    *,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> GridRun:
+    """Attack every checkpoint with every attack over its epsilon grid; see the module docstring.
+
+    ``data`` is the test set (or a mapping dataset name -> test set when checkpoints differ).
+    With ``out_dir`` every finished cell is persisted and the results files are rewritten after
+    each cell; cells already finished with the same fingerprint are reused.
+    """
+    names = [c.name for c in checkpoints]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise UserError(f"checkpoint names must be unique (duplicated: {', '.join(dup)})")
+    if not checkpoints:
+        raise UserError("no checkpoints to attack")
+    attacks = [(spec, spec.build()) for spec in grid.attacks]
+    if not attacks:
+        raise UserError("no attacks configured")
+    device = resolve_device(grid.device)
+    out = Path(out_dir) if out_dir is not None else None
+
+    rows: list[dict[str, Any]] = []
+    min_frames: list[pd.DataFrame] = []
+    total_evals = naive_evals = computed = reused = 0
+    clean_checks: list[dict[str, Any]] = []
+    cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    total_cells = len(checkpoints) * len(attacks)
+    bar = tqdm(total=total_cells, desc="attack grid", disable=not progress, unit="cell")
+    for ckpt in checkpoints:
+        dataset = data[ckpt.info.name] if isinstance(data, Mapping) else data
+        key = ckpt.info.name
+        if key not in cache:
+            cache[key] = _as_tensors(dataset, grid.limit)
+        x, y = cache[key]
+        model = ckpt.model.to(device).eval()
+        by_norm: dict[str, list[tuple[AttackSpec, Attack, CellOutcome]]] = {}
+        for spec, attack in attacks:
+            eps = grid.epsilons(attack.norm, ckpt.info.name)
+            params = attack.params()
+            fp = _fingerprint(ckpt, spec, params, eps, int(x.shape[0]))
+            cell = _load_cell(out, ckpt.name, spec, fp) if out is not None else None
+            if cell is None:
+                bar.set_postfix_str(f"{ckpt.name} {spec.label}")
+                cell = attack_cell(
+                    model,
+                    attack,
+                    x,
+                    y,
+                    eps,
+                    batch_size=grid.batch_size,
+                    device=device,
+                    progress=progress,
+                    desc=f"{ckpt.name} {spec.label}",
+                )
+                computed += 1
+                if out is not None:
+                    _save_cell(out, ckpt.name, spec, fp, cell)
+            else:
+                reused += 1
+                logger.info("reusing finished cell %s / %s", ckpt.name, spec.label)
+            total_evals += cell.grad_evals
+            steps = (
+                int(params.get("steps", 1))
+                * int(params.get("restarts", 1))
+                * (int(params.get("binary_search_steps", 1)))
+            )
+            per_eps = (
+                len([e for e in eps if e > 0]) if attack.kind is AttackKind.FIXED_BUDGET else 1
+            )
+            naive_evals += int(x.shape[0]) * per_eps * steps
+            by_norm.setdefault(attack.norm.value, []).append((spec, attack, cell))
+            rows.extend(_rows(ckpt, spec.name, spec.backend, attack.norm.value, cell))
+            if cell.min_norm is not None:
+                min_frames.append(
+                    make_min_norms(
+                        ckpt.name, spec.name, spec.backend, cell.min_norm, cell.clean_correct
+                    )
+                )
+            bar.update(1)
+            if out is not None:
+                _write_partial(out, rows)
+        for norm, cells in by_norm.items():
+            wc = worst_case([c for _, _, c in cells])
+            backend = "+".join(sorted({s.backend for s, _, _ in cells}))
+            rows.extend(_rows(ckpt, WORST_CASE, backend, norm, wc))
+        clean = int(by_norm[next(iter(by_norm))][0][2].clean_correct.sum())
+        clean_checks.append(
+            {
+                "checkpoint": ckpt.name,
+                "clean_correct": clean,
+                "n": int(x.shape[0]),
+                "recorded_test_correct": ckpt.meta.get("test_correct"),
+                "recorded_test_n": ckpt.meta.get("test_n"),
+            }
+        )
+        model.to("cpu")
+    bar.close()
+    results = pd.DataFrame(rows)
+    ordered = [c for c in RESULT_COLUMNS if c in results.columns]
+    results = results[ordered + [c for c in results.columns if c not in ordered]]
+    min_norms = pd.concat(min_frames, ignore_index=True) if min_frames else pd.DataFrame()
+    if out is not None:
+        write_results(results, out)
+        if not min_norms.empty:
+            write_min_norms(out, min_norms)
+    return GridRun(
+        results=results,
+        min_norms=min_norms,
+        grad_evals=total_evals,
+        naive_grad_evals=naive_evals,
+        cells_computed=computed,
+        cells_reused=reused,
+        clean_checks=clean_checks,
+    )
+
+
+def _write_partial(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite the results files with the rows of the cells finished so far."""
+    if rows:
+        write_results(pd.DataFrame(rows), out)

@@ -1,0 +1,687 @@
+"""The report of a results directory: ``report.md`` and a self-contained ``report.html``.
+
+Both are rendered from one small document model (headings, paragraphs, lists, tables, code blocks,
+figures), so they always say the same thing. The HTML embeds its figures as base64 PNG data URIs and
+its CSS inline: it can be mailed or archived as a single file. Every piece of text that comes from
+the results is escaped (HTML entities in the HTML, Markdown punctuation in the Markdown).
+
+Sections: summary, clean accuracy and sparsity, worst-case robust accuracy per norm (with 95 %
+Wilson intervals), robust accuracy per attack, robustness AUC, figures, consistency checks
+(invariants from ``results.json`` or recomputed, PGD vs FGSM), provenance, how to reproduce.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from evaluations.atomic import atomic_write_text
+from evaluations.metrics import (
+    WORST_CASE,
+    check_invariants,
+    pgd_vs_fgsm,
+    robustness_auc,
+    wilson_interval,
+)
+from evaluations.results import (
+    RESULTS_CSV,
+    RESULTS_PARQUET,
+    read_results,
+    read_sidecar,
+)
+
+__all__ = ["REPORT_HTML", "REPORT_MD", "markdown_table", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+_FIGURES_DIR = "figures"  # same as evaluations.plots.FIGURES_DIR (not imported: matplotlib is lazy)
+
+_NORM_LABEL = {"linf": "L∞", "l2": "L2"}
+_ATTACK_ORDER = ("fgsm", "fgm", "pgd", "apgd", "cw", WORST_CASE)
+_GRANULARITY_ORDER = ("dense", "window", "channel", "combined", "unstructured")
+_FIGURE_ORDER = ("robustness_curves", "accuracy_vs_sparsity", "clean_vs_robust", "cw_ecdf")
+
+
+def _rows(frame: pd.DataFrame) -> Iterator[Any]:
+    """Rows as namedtuples, typed loosely (pandas types cell values as a broad scalar union)."""
+    return iter(frame.itertuples(index=False))
+
+
+# --------------------------------------------------------------------------- document model
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: list[str]
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    align: list[str] = field(default_factory=list)  # "l" / "r" per column (default "l")
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+    lang: str = ""
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: Path
+    caption: str
+    rel: str  # path relative to the report, for Markdown
+
+
+Block = Heading | Paragraph | Bullets | Table | Code | Figure
+
+_PASS, _FAIL = "PASS", "FAIL"
+
+
+# --------------------------------------------------------------------------- Markdown rendering
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
+
+
+def _md(text: str) -> str:
+    """Escape Markdown punctuation so names like ``window_70`` render literally."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] = ()
+) -> str:
+    """A GitHub-flavoured Markdown table with padded columns (cells are escaped)."""
+    head = [_md(h) for h in headers]
+    body = [[_md(c) for c in row] for row in rows]
+    widths = [max([len(head[i]), 3, *(len(r[i]) for r in body)]) for i in range(len(head))]
+    aligns = [align[i] if i < len(align) else "l" for i in range(len(head))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            c.rjust(w) if a == "r" else c.ljust(w)
+            for c, w, a in zip(cells, widths, aligns, strict=True)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    sep = (
+        "| "
+        + " | ".join(
+            ("-" * (w - 1) + ":") if a == "r" else "-" * w
+            for w, a in zip(widths, aligns, strict=True)
+        )
+        + " |"
+    )
+    return "\n".join([line(head), sep, *(line(r) for r in body)])
+
+
+def render_markdown(blocks: Sequence[Block]) -> str:
+    """Render the document model as Markdown."""
+    parts: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            parts.append("#" * b.level + " " + _md(b.text))
+        elif isinstance(b, Paragraph):
+            parts.append(_md(b.text))
+        elif isinstance(b, Bullets):
+            parts.append("\n".join(f"- {_md(item)}" for item in b.items))
+        elif isinstance(b, Table):
+            table = markdown_table(b.headers, b.rows, b.align)
+            parts.append(table + (f"\n\n*{_md(b.caption)}*" if b.caption else ""))
+        elif isinstance(b, Code):
+            fence = "````" if "```" in b.text else "```"
+            parts.append(f"{fence}{b.lang}\n{b.text}\n{fence}")
+        else:
+            parts.append(f"![{_md(b.path.stem)}]({b.rel})\n\n*{_md(b.caption)}*")
+    return "\n\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- HTML rendering
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1f2328;
+       max-width: 1180px; margin: 2rem auto; padding: 0 1.5rem; line-height: 1.5; }
+h1 { border-bottom: 2px solid #d0d7de; padding-bottom: .3rem; }
+h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; margin-top: 2.2rem; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .9rem; }
+th, td { border: 1px solid #d0d7de; padding: .3rem .6rem; vertical-align: top; }
+th { background: #f6f8fa; text-align: left; }
+td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
+tr:nth-child(even) td { background: #fbfcfd; }
+caption { caption-side: bottom; text-align: left; color: #57606a; font-size: .85rem;
+          padding-top: .3rem; }
+pre { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; padding: .8rem;
+      overflow-x: auto; font-size: .85rem; }
+code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+figure { margin: 1.2rem 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
+figcaption { color: #57606a; font-size: .85rem; }
+.pass { color: #1a7f37; font-weight: 600; }
+.fail { color: #cf222e; font-weight: 600; }
+"""
+
+
+def _h(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _cell_html(text: str, tag: str, align: str) -> str:
+    cls = ' class="r"' if align == "r" else ""
+    content = _h(text)
+    if text in (_PASS, _FAIL):
+        content = f'<span class="{text.lower()}">{content}</span>'
+    return f"<{tag}{cls}>{content}</{tag}>"
+
+
+def render_html(blocks: Sequence[Block], title: str) -> str:
+    """Render the document model as a self-contained HTML page (inline CSS, embedded PNGs)."""
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_h(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+    ]
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{_h(b.text)}</h{b.level}>")
+        elif isinstance(b, Paragraph):
+            out.append(f"<p>{_h(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            out.append("<ul>" + "".join(f"<li>{_h(i)}</li>" for i in b.items) + "</ul>")
+        elif isinstance(b, Table):
+            aligns = [b.align[i] if i < len(b.align) else "l" for i in range(len(b.headers))]
+            rows = ["<table>"]
+            if b.caption:
+                rows.append(f"<caption>{_h(b.caption)}</caption>")
+            rows.append(
+                "<thead><tr>"
+                + "".join(_cell_html(h, "th", a) for h, a in zip(b.headers, aligns, strict=True))
+                + "</tr></thead><tbody>"
+            )
+            for r in b.rows:
+                rows.append(
+                    "<tr>"
+                    + "".join(_cell_html(c, "td", a) for c, a in zip(r, aligns, strict=True))
+                    + "</tr>"
+                )
+            rows.append("</tbody></table>")
+            out.append("\n".join(rows))
+        elif isinstance(b, Code):
+            out.append(f"<pre><code>{_h(b.text)}</code></pre>")
+        else:
+            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+            out.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{_h(b.path.stem)}">'
+                f"<figcaption>{_h(b.caption)}</figcaption></figure>"
+            )
+    out += ["</body>", "</html>", ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- formatting helpers
+
+
+def _pct(value: Any, digits: int = 1) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return f"{100.0 * v:.{digits}f}" if math.isfinite(v) else "–"
+
+
+def _fmt_eps(eps: float, norm: str) -> str:
+    short = f"{eps:g}"
+    if norm == "linf" and eps > 0 and len(short) > 6:
+        k = eps * 255.0
+        if abs(k - round(k)) < 1e-6:
+            return f"{round(k)}/255"
+    return f"{eps:.4g}"
+
+
+def _fmt_seconds(seconds: Any) -> str:
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return str(seconds)
+    if not math.isfinite(s):
+        return "–"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _norm_label(norm: str) -> str:
+    return _NORM_LABEL.get(norm, norm)
+
+
+def _norms(df: pd.DataFrame) -> list[str]:
+    """Norms present, L∞ first."""
+    order = list(_NORM_LABEL)
+    return sorted(
+        {str(n) for n in df["norm"].unique()},
+        key=lambda n: (order.index(n) if n in order else len(order), n),
+    )
+
+
+def _attack_key(a: str) -> tuple[int, str]:
+    return (_ATTACK_ORDER.index(a) if a in _ATTACK_ORDER else len(_ATTACK_ORDER) - 1, a)
+
+
+def _joined(values: Any) -> str:
+    return ", ".join(sorted({str(v) for v in values}))
+
+
+def _checkpoints(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per checkpoint, dense first, then by granularity and sparsity."""
+    table = (
+        df.groupby("checkpoint", sort=False)
+        .agg(
+            granularity=("granularity", "first"),
+            sparsity_target=("sparsity_target", "first"),
+            sparsity_achieved=("sparsity_achieved", "first"),
+            n=("n", "max"),
+            clean_correct=("clean_correct", "first"),
+            clean_accuracy=("clean_accuracy", "first"),
+        )
+        .reset_index()
+    )
+    rank = {g: i for i, g in enumerate(_GRANULARITY_ORDER)}
+    table["_rank"] = table["granularity"].map(lambda g: rank.get(str(g), len(rank)))
+    return (
+        table.sort_values(["_rank", "sparsity_target", "checkpoint"])
+        .drop(columns="_rank")
+        .reset_index(drop=True)
+    )
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _summary(df: pd.DataFrame, side: dict[str, Any], checks: dict[str, Any]) -> list[Block]:
+    ns = sorted({int(v) for v in df["n"].unique()})
+    n_text = str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]} (varies by checkpoint)"
+    single = df[df["attack"] != WORST_CASE]
+    attacks = []
+    for attack in sorted({str(a) for a in single["attack"].unique()}, key=_attack_key):
+        sub = single[single["attack"] == attack]
+        norms = ", ".join(_norm_label(n) for n in _norms(sub))
+        attacks.append(f"{attack} ({norms}; backend {_joined(sub['backend'].unique())})")
+    grids = []
+    for norm in _norms(df):
+        eps = sorted({float(e) for e in df.loc[df["norm"] == norm, "epsilon"]})
+        grids.append(f"{_norm_label(str(norm))}: " + ", ".join(_fmt_eps(e, str(norm)) for e in eps))
+    failed = [name for name, c in checks.items() if not c.get("passed", False)]
+    items = [
+        f"Dataset: {_joined(df['dataset'])}",
+        f"Architecture: {_joined(df['arch'])}",
+        f"Examples evaluated (n): {n_text}",
+        f"Checkpoints: {df['checkpoint'].nunique()} ({', '.join(_checkpoints(df)['checkpoint'])})",
+        f"Attacks: {'; '.join(attacks) if attacks else 'none'}",
+        f"Backends: {_joined(single['backend']) if not single.empty else 'none'}",
+        f"Epsilon grids: {'; '.join(grids)}",
+    ]
+    if (df["attack"] == WORST_CASE).any():
+        items.append(
+            f"'{WORST_CASE}' is the per-example worst case over all attacks of the same norm "
+            "(an example counts as robust only if every attack failed)."
+        )
+    if "total_seconds" in side:
+        items.append(f"Total time: {_fmt_seconds(side['total_seconds'])}")
+    items.append(
+        "Invariant checks: all passed"
+        if not failed
+        else f"Invariant checks: {len(failed)} FAILED ({', '.join(failed)}); see Checks"
+    )
+    return [Heading(2, "Summary"), Bullets(items)]
+
+
+def _clean_table(df: pd.DataFrame) -> list[Block]:
+    rows = []
+    for r in _rows(_checkpoints(df)):
+        low, high = wilson_interval(int(r.clean_correct), int(r.n))
+        rows.append(
+            [
+                str(r.checkpoint),
+                str(r.granularity),
+                _pct(r.sparsity_target),
+                _pct(r.sparsity_achieved, 2),
+                f"{_pct(r.clean_accuracy)} [{_pct(low)}, {_pct(high)}]",
+                f"{int(r.clean_correct)}/{int(r.n)}",
+            ]
+        )
+    return [
+        Heading(2, "Clean accuracy and sparsity"),
+        Table(
+            [
+                "checkpoint",
+                "granularity",
+                "sparsity target (%)",
+                "sparsity achieved (%)",
+                "clean accuracy (%) [95% CI]",
+                "correct/n",
+            ],
+            rows,
+            ["l", "l", "r", "r", "r", "r"],
+            "Achieved sparsity is measured on the checkpoint's weights (zeros), next to the target.",
+        ),
+    ]
+
+
+def _eps_table(
+    df: pd.DataFrame, norm: str, attack: str, *, with_ci: bool, order: list[str]
+) -> Table:
+    sub = df[(df["norm"] == norm) & (df["attack"] == attack)]
+    eps_grid = sorted({float(e) for e in sub["epsilon"]})
+    headers = ["checkpoint", "backend", *(f"ε={_fmt_eps(e, norm)}" for e in eps_grid)]
+    rows = []
+    for name in order:
+        for backend in sorted({str(b) for b in sub.loc[sub["checkpoint"] == name, "backend"]}):
+            cur = sub[(sub["checkpoint"] == name) & (sub["backend"] == backend)]
+            by_eps = {float(r.epsilon): r for r in _rows(cur)}
+            cells = [name, backend]
+            for e in eps_grid:
+                r = by_eps.get(e)
+                if r is None:
+                    cells.append("–")
+                elif with_ci:
+                    cells.append(
+                        f"{_pct(r.robust_accuracy)} "
+                        f"[{_pct(r.robust_accuracy_low)}, {_pct(r.robust_accuracy_high)}]"
+                    )
+                else:
+                    cells.append(_pct(r.robust_accuracy))
+            rows.append(cells)
+    return Table(headers, rows, ["l", "l", *("r" for _ in eps_grid)])
+
+
+def _robust_tables(df: pd.DataFrame) -> list[Block]:
+    order = list(_checkpoints(df)["checkpoint"])
+    blocks: list[Block] = []
+    for norm in _norms(df):
+        label = _norm_label(norm)
+        data = df[df["norm"] == norm]
+        attacks = sorted({str(a) for a in data["attack"].unique()}, key=_attack_key)
+        singles = [a for a in attacks if a != WORST_CASE]
+        blocks.append(Heading(2, f"Robust accuracy, {label}"))
+        if WORST_CASE in attacks:
+            t = _eps_table(data, norm, WORST_CASE, with_ci=True, order=order)
+            blocks.append(
+                Table(
+                    t.headers,
+                    t.rows,
+                    t.align,
+                    f"Worst-case robust accuracy (%) over {', '.join(singles)} at each ε ({label}); "
+                    "95% Wilson interval in brackets.",
+                )
+            )
+        for attack in singles:
+            t = _eps_table(data, norm, attack, with_ci=False, order=order)
+            blocks.append(Heading(3, f"{attack} ({label})"))
+            blocks.append(
+                Table(t.headers, t.rows, t.align, f"Robust accuracy (%) under {attack} ({label}).")
+            )
+    return blocks
+
+
+def _auc_table(df: pd.DataFrame) -> list[Block]:
+    keys: list[tuple[str, str]] = []
+    for norm in _norms(df):
+        attacks = sorted({str(a) for a in df.loc[df["norm"] == norm, "attack"]}, key=_attack_key)
+        # worst case first: it is the headline number
+        attacks = sorted(attacks, key=lambda a: a != WORST_CASE)
+        keys += [(norm, a) for a in attacks]
+    headers = ["checkpoint", "granularity", "sparsity target (%)"]
+    headers += [f"{_norm_label(n)} {'worst case' if a == WORST_CASE else a}" for n, a in keys]
+    rows = []
+    for r in _rows(_checkpoints(df)):
+        cells = [str(r.checkpoint), str(r.granularity), _pct(r.sparsity_target)]
+        for norm, attack in keys:
+            sub = df[
+                (df["checkpoint"] == r.checkpoint) & (df["norm"] == norm) & (df["attack"] == attack)
+            ]
+            if sub.empty:
+                cells.append("–")
+                continue
+            # several backends: report the weakest model view (lowest AUC)
+            aucs = [
+                robustness_auc(g["epsilon"], g["robust_accuracy"])
+                for _, g in sub.groupby("backend", sort=False)
+            ]
+            cells.append(_pct(min(aucs)))
+        rows.append(cells)
+    return [
+        Heading(2, "Robustness AUC"),
+        Table(
+            headers,
+            rows,
+            ["l", "l", "r", *("r" for _ in keys)],
+            "Area under robust accuracy vs ε divided by the ε range (trapezoid rule), in %: the "
+            "mean robust accuracy over the grid. Several backends: the lowest is shown.",
+        ),
+    ]
+
+
+def _figure_caption(stem: str) -> str:
+    norm = stem.rsplit("_", 1)[-1]
+    label = _norm_label(norm)
+    if stem.startswith("robustness_curves"):
+        return (
+            f"Robust accuracy vs ε ({label}), one panel per attack; color = sparsity target, line "
+            "style = granularity, dense baseline in black; bands are 95% Wilson intervals."
+        )
+    if stem.startswith("accuracy_vs_sparsity"):
+        return (
+            f"Worst-case robust accuracy vs achieved sparsity at selected ε ({label}), per "
+            "granularity; the dense baseline is the black star and dotted line."
+        )
+    if stem.startswith("clean_vs_robust"):
+        return f"Clean vs worst-case robust accuracy at one ε ({label}); labels give the sparsity target."
+    if stem.startswith("cw_ecdf"):
+        return (
+            "Fraction of clean-correct examples with a minimum-norm (C&W) adversarial within L2 "
+            "distance r; 'never found' examples are excluded from the curve and counted in the legend."
+        )
+    return stem.replace("_", " ")
+
+
+def _figure_rank(path: Path) -> tuple[int, int, str]:
+    """Figure kinds in a fixed order, L∞ before L2 within a kind."""
+    norms = list(_NORM_LABEL)
+    suffix = path.stem.rsplit("_", 1)[-1]
+    norm_rank = norms.index(suffix) if suffix in norms else len(norms)
+    for i, prefix in enumerate(_FIGURE_ORDER):
+        if path.stem.startswith(prefix):
+            return (i, norm_rank, path.stem)
+    return (len(_FIGURE_ORDER), norm_rank, path.stem)
+
+
+def _figures(root: Path) -> list[Block]:
+    fig_dir = root / _FIGURES_DIR
+    pngs = sorted(fig_dir.glob("*.png"), key=_figure_rank) if fig_dir.is_dir() else []
+    if not pngs:
+        return [Heading(2, "Figures"), Paragraph("No figures were produced.")]
+    blocks: list[Block] = [Heading(2, "Figures")]
+    for p in pngs:
+        blocks.append(Figure(p, _figure_caption(p.stem), f"{_FIGURES_DIR}/{p.name}"))
+    return blocks
+
+
+def _checks(
+    checks: dict[str, Any], source: str, pvf: dict[str, Any], pvf_source: str
+) -> list[Block]:
+    rows = [
+        [name, _PASS if c.get("passed") else _FAIL, str(c.get("detail", ""))]
+        for name, c in checks.items()
+    ]
+    blocks: list[Block] = [
+        Heading(2, "Checks"),
+        Table(["invariant", "result", "detail"], rows, caption=f"Invariants {source}."),
+        Heading(3, "PGD vs FGSM"),
+        Paragraph(
+            f"{_PASS if pvf.get('passed') else _FAIL}: {pvf.get('detail', '')} (reported, not "
+            f"enforced; {pvf_source}). A PGD weaker than FGSM usually means too few steps or a "
+            "step size that does not scale with ε."
+        ),
+    ]
+    violations = pvf.get("violations") or []
+    if violations:
+        blocks.append(
+            Table(
+                ["checkpoint", "norm", "ε", "PGD (%)", "FGSM (%)", "excess (points)"],
+                [
+                    [
+                        str(v.get("checkpoint")),
+                        str(v.get("norm")),
+                        _fmt_eps(float(v.get("epsilon", math.nan)), str(v.get("norm"))),
+                        f"{float(v.get('pgd_robust_accuracy_points', math.nan)):.1f}",
+                        f"{float(v.get('fgsm_robust_accuracy_points', math.nan)):.1f}",
+                        f"{float(v.get('excess_points', math.nan)):.1f}",
+                    ]
+                    for v in violations
+                ],
+                ["l", "l", "r", "r", "r", "r"],
+            )
+        )
+    return blocks
+
+
+def _provenance(side: dict[str, Any]) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Provenance")]
+    facts = []
+    for key, label in (
+        ("git_revision", "git revision"),
+        ("device", "device"),
+        ("total_seconds", "total time"),
+        ("seeds", "seeds"),
+    ):
+        if key not in side or side[key] is None:
+            facts.append([label, "not recorded"])
+        elif key == "total_seconds":
+            facts.append([label, _fmt_seconds(side[key])])
+        elif isinstance(side[key], dict | list):
+            facts.append([label, json.dumps(side[key], sort_keys=True)])
+        else:
+            facts.append([label, str(side[key])])
+    blocks.append(Table(["fact", "value"], facts))
+    versions = side.get("versions")
+    if isinstance(versions, dict) and versions:
+        blocks.append(Heading(3, "Versions"))
+        blocks.append(
+            Table(["package", "version"], [[str(k), str(v)] for k, v in versions.items()])
+        )
+    if side.get("config") is not None:
+        blocks.append(Heading(3, "Configuration"))
+        blocks.append(Code(json.dumps(side["config"], indent=2, sort_keys=True), "json"))
+    return blocks
+
+
+def _reproduce(command: str | None) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "How to reproduce")]
+    if command:
+        blocks.append(Paragraph("Run from the repository root (same versions as in Provenance):"))
+        blocks.append(Code(command, "bash"))
+    else:
+        blocks.append(Paragraph("No command was recorded with these results."))
+    return blocks
+
+
+def _figures_stale(root: Path) -> bool:
+    fig_dir = root / _FIGURES_DIR
+    pngs = list(fig_dir.glob("*.png")) if fig_dir.is_dir() else []
+    if not pngs:
+        return True
+    sources = [root / f for f in (RESULTS_PARQUET, RESULTS_CSV, "min_norms.parquet")]
+    newest = max((s.stat().st_mtime for s in sources if s.is_file()), default=0.0)
+    return min(p.stat().st_mtime for p in pngs) < newest
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def write_report(
+    results_dir: str | os.PathLike[str], *, command: str | None = None
+) -> tuple[Path, Path]:
+    """Write ``report.md`` and a self-contained ``report.html`` into ``results_dir``.
+
+    Reads the results and the ``results.json`` sidecar (optional), draws the figures with
+    :func:`evaluations.plots.plot_all` when they are missing or older than the results, and takes the
+    invariant checks from the sidecar (key ``invariants``; recomputed when absent). ``command``
+    overrides the sidecar's ``command`` in "How to reproduce". Returns ``(md_path, html_path)``.
+    """
+    root = Path(results_dir)
+    df = read_results(root)
+    side = read_sidecar(root, missing_ok=True)
+
+    if _figures_stale(root):
+        from evaluations.plots import plot_all  # matplotlib only when figures are needed
+
+        plot_all(root)
+
+    checks = side.get("invariants")
+    source = "as recorded in results.json"
+    if not isinstance(checks, dict) or not checks:
+        checks = check_invariants(df)
+        source = "recomputed from the results (results.json has none)"
+    pvf = side.get("pgd_vs_fgsm")
+    pvf_source = "as recorded in results.json"
+    if not isinstance(pvf, dict):
+        pvf = pgd_vs_fgsm(df)
+        pvf_source = "computed from the results"
+    cmd = command if command is not None else side.get("command")
+
+    title = f"Robustness report: {_joined(df['dataset'])} · {_joined(df['arch'])}"
+    blocks: list[Block] = [
+        Heading(1, title),
+        Paragraph(
+            "Does Campfire structured sparsity cost adversarial robustness? Robust accuracy of each "
+            "checkpoint under each attack over the ε grid, with counts, 95% Wilson intervals and "
+            "the evidence needed to reproduce it."
+        ),
+    ]
+    blocks += _summary(df, side, checks)
+    blocks += _clean_table(df)
+    blocks += _robust_tables(df)
+    blocks += _auc_table(df)
+    blocks += _figures(root)
+    blocks += _checks(checks, source, pvf, pvf_source)
+    blocks += _provenance(side)
+    blocks += _reproduce(str(cmd) if cmd else None)
+
+    md_path = atomic_write_text(root / REPORT_MD, render_markdown(blocks))
+    html_path = atomic_write_text(root / REPORT_HTML, render_html(blocks, title))
+    logger.info("wrote %s and %s", md_path, html_path)
+    return md_path, html_path

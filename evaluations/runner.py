@@ -1,0 +1,189 @@
+"""``rbs attack``: load checkpoints, run the grid into a results directory, plot and report.
+
+Output rules: a non-empty results directory is reused only when it holds a run of the same request
+(same fingerprint: re-running the same command resumes and skips finished cells) or with
+``resume``; anything else is refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluations.grid import AttackSpec, GridConfig, GridRun, run_grid, validate_epsilons
+from evaluations.metrics import check_invariants, pgd_vs_fgsm
+from evaluations.plots import plot_all
+from evaluations.report import write_report
+from evaluations.results import write_sidecar
+from robustbench_sparse.atomic import atomic_write_text
+from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
+from robustbench_sparse.config import to_jsonable
+from robustbench_sparse.datasets import load_split
+from robustbench_sparse.devices import resolve_device
+from robustbench_sparse.errors import UserError
+from robustbench_sparse.provenance import provenance
+
+logger = logging.getLogger(__name__)
+
+REQUEST_FILE = "request.json"
+
+
+@dataclass(frozen=True)
+class AttackRunRequest:
+    """Everything ``rbs attack`` was asked to do."""
+
+    checkpoints: tuple[Path, ...]
+    attacks: tuple[str, ...] = ("fgsm", "pgd", "cw")
+    backend: str = "native"
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    linf_epsilons: list[float] | None = None
+    l2_epsilons: list[float] | None = None
+    limit: int | None = None
+    batch_size: int = 500
+    device: str = "cpu"
+    dataset: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    arch: str | None = None
+    report: bool = True
+    seed: int = 0
+
+    def grid(self) -> GridConfig:
+        """The :class:`GridConfig` this request describes (validated)."""
+        for key in self.params:
+            if key not in self.attacks:
+                raise UserError(f"--param {key}.*: attack {key!r} is not among --attack")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit must be >= 1 (got {self.limit})")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1 (got {self.batch_size})")
+        specs = tuple(
+            AttackSpec(a, self.backend, tuple(sorted(self.params.get(a, {}).items())))
+            for a in dict.fromkeys(self.attacks)
+        )
+        for spec in specs:
+            spec.build()
+        return GridConfig(
+            attacks=specs,
+            linf_epsilons=tuple(validate_epsilons(self.linf_epsilons, "linf"))
+            if self.linf_epsilons is not None
+            else None,
+            l2_epsilons=tuple(validate_epsilons(self.l2_epsilons, "l2"))
+            if self.l2_epsilons is not None
+            else None,
+            batch_size=self.batch_size,
+            limit=self.limit,
+            device=self.device,
+            seed=self.seed,
+        )
+
+    def fingerprint(self) -> str:
+        """Hash of the request (resolved checkpoint paths included)."""
+        payload = to_jsonable(self)
+        payload["checkpoints"] = [str(Path(p).resolve()) for p in self.checkpoints]
+        payload.pop("report", None)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class AttackRunOutcome:
+    """Where ``rbs attack`` wrote things."""
+
+    results_dir: Path
+    report_html: Path | None
+    grid: GridRun
+
+
+def prepare_results_dir(out: Path, fingerprint: str, *, overwrite: bool, resume: bool) -> None:
+    """Apply the output rules (see the module docstring)."""
+    marker = out / REQUEST_FILE
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        else:
+            same = False
+            if marker.is_file():
+                try:
+                    same = json.loads(marker.read_text()).get("fingerprint") == fingerprint
+                except (OSError, ValueError):
+                    same = False
+            if not same and not (resume and marker.is_file()):
+                raise UserError(
+                    f"output directory {str(out)!r} already exists and holds a different run; "
+                    "pass --overwrite to replace it or choose another --out"
+                )
+            logger.info("resuming the run in %s (finished cells are reused)", out)
+            if same:
+                return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps({"fingerprint": fingerprint}, indent=2) + "\n")
+
+
+def load_request_checkpoints(request: AttackRunRequest) -> list[LoadedCheckpoint]:
+    """Load every checkpoint of the request (plain state dicts need ``arch`` + ``dataset``)."""
+    return [
+        load_checkpoint(p, arch=request.arch, dataset=request.dataset) for p in request.checkpoints
+    ]
+
+
+def run_attack_command(
+    request: AttackRunRequest,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> AttackRunOutcome:
+    """Run ``rbs attack``: grid into ``out_dir``, sidecar, figures and report."""
+    t0 = time.perf_counter()
+    grid = request.grid()
+    checkpoints = load_request_checkpoints(request)
+    datasets = {c.info.name for c in checkpoints}
+    out = Path(out_dir)
+    prepare_results_dir(out, request.fingerprint(), overwrite=overwrite, resume=resume)
+    data = {
+        name: load_split(
+            name, "test", request.data_root, request.download, request.limit, augment=False
+        )
+        for name in sorted(datasets)
+    }
+    grid_run = run_grid(checkpoints, data, grid, out_dir=out, progress=progress)
+    sidecar = {
+        "command": command,
+        "request": to_jsonable(request),
+        "config": to_jsonable(grid),
+        "seeds": {"attack": grid.seed},
+        "checkpoints": [
+            {
+                "name": c.name,
+                "path": str(c.path),
+                "weights_sha256": c.meta.get("weights_sha256"),
+                "clean_accuracy": c.meta.get("clean_accuracy"),
+            }
+            for c in checkpoints
+        ],
+        "invariants": check_invariants(grid_run.results),
+        "pgd_vs_fgsm": pgd_vs_fgsm(grid_run.results),
+        "clean_checks": grid_run.clean_checks,
+        "work": {
+            "grad_evals": grid_run.grad_evals,
+            "naive_grad_evals": grid_run.naive_grad_evals,
+            "cells_computed": grid_run.cells_computed,
+            "cells_reused": grid_run.cells_reused,
+        },
+        "total_seconds": time.perf_counter() - t0,
+        **provenance(resolve_device(grid.device)),
+    }
+    write_sidecar(out, sidecar)
+    html: Path | None = None
+    if request.report:
+        plot_all(out)
+        html, _ = write_report(out, command=command)
+    return AttackRunOutcome(out, html, grid_run)

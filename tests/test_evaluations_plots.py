@@ -1,0 +1,76 @@
+"""Tests for evaluations.plots: every figure is written as non-empty PNG + SVG, absent data is skipped."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from evaluations.metrics import WORST_CASE
+from evaluations.plots import (
+    plot_accuracy_vs_sparsity,
+    plot_all,
+    plot_clean_vs_robust,
+    plot_cw_ecdf,
+    plot_robustness_curves,
+)
+from evaluations.results import read_min_norms
+from tests.test_evaluations_results import synthetic_results, write_synthetic_dir
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_figures(paths: list[Path], stems: list[str]) -> None:
+    assert sorted(p.name for p in paths) == sorted(
+        f"{s}.{e}" for s in stems for e in ("png", "svg")
+    )
+    for p in paths:
+        assert p.is_file() and p.stat().st_size > 1000, p
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == PNG_MAGIC
+        else:
+            assert "<svg" in p.read_text(encoding="utf-8")[:2000]
+
+
+def test_plot_all_writes_every_figure(tmp_path: Path) -> None:
+    write_synthetic_dir(tmp_path)
+    paths = plot_all(tmp_path)
+    assert all(p.parent == tmp_path / "figures" for p in paths)
+    _assert_figures(
+        paths,
+        [
+            "robustness_curves_linf",
+            "robustness_curves_l2",
+            "accuracy_vs_sparsity_linf",
+            "accuracy_vs_sparsity_l2",
+            "cw_ecdf",
+            "clean_vs_robust_linf",
+            "clean_vs_robust_l2",
+        ],
+    )
+    # no temporary files left next to the figures
+    assert not [p for p in (tmp_path / "figures").iterdir() if p.name.startswith(".")]
+
+
+def test_figures_are_skipped_without_data(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    df, _ = synthetic_results(with_l2=False)
+    caplog.set_level(logging.INFO, logger="evaluations.plots")
+    assert plot_cw_ecdf(read_min_norms(tmp_path, missing_ok=True), tmp_path) == []
+    no_wc = df[df["attack"] != WORST_CASE]
+    assert plot_accuracy_vs_sparsity(no_wc, tmp_path) == []
+    assert plot_clean_vs_robust(no_wc, tmp_path) == []
+    assert plot_robustness_curves(df.iloc[0:0], tmp_path) == []
+    assert "skipped" in caplog.text
+    assert not tmp_path.joinpath("cw_ecdf.png").exists()
+
+
+def test_chosen_epsilons(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    df, _ = synthetic_results(with_l2=False)
+    _assert_figures(
+        plot_accuracy_vs_sparsity(df, tmp_path, epsilons=[0.1]), ["accuracy_vs_sparsity_linf"]
+    )
+    _assert_figures(plot_clean_vs_robust(df, tmp_path, epsilon=0.2), ["clean_vs_robust_linf"])
+    with caplog.at_level(logging.INFO, logger="evaluations.plots"):
+        assert plot_clean_vs_robust(df, tmp_path / "none", epsilon=0.37) == []
+    assert "not on the" in caplog.text
