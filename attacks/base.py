@@ -1,0 +1,329 @@
+"""The Attack protocol: one template method that validates, freezes, runs and verifies.
+
+Subclasses implement only :meth:`Attack._run`. Everything that decides what counts as a broken
+example lives here (and in :mod:`attacks.norms`), so native attacks and library backends are judged
+by the same rules:
+
+* inputs must be finite and in ``[0, 1]``; epsilons finite, ``>= 0`` and sorted ascending;
+* the model runs in eval mode with frozen parameters (:func:`attacks.guard.frozen_eval`);
+* clean-misclassified examples are not attacked: they count as broken at every epsilon with
+  ``adversarial = x``; at ``eps = 0`` the adversarial is ``x`` itself, so robust accuracy at
+  ``eps = 0`` equals clean accuracy exactly;
+* every adversarial is checked by :func:`attacks.norms.verify_adversarials` (ones that fail are
+  replaced by ``x`` with a WARNING) and re-classified by one forward pass per epsilon;
+* minimum-norm attacks return one best adversarial per example and every threshold is read off it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from enum import Enum
+from itertools import pairwise
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from attacks.guard import frozen_eval, seeded
+from attacks.norms import Norm, perturbation_norm, verify_adversarials
+
+__all__ = [
+    "Attack",
+    "AttackConfigError",
+    "AttackInputError",
+    "AttackKind",
+    "AttackResult",
+    "FixedBudgetOutput",
+    "MinimumNormOutput",
+]
+
+logger = logging.getLogger(__name__)
+
+#: examples per forward pass when the template re-classifies inputs and adversarials
+PREDICT_BATCH = 1024
+
+
+class AttackKind(str, Enum):
+    """Fixed-budget attacks run once per epsilon; minimum-norm attacks run once for all."""
+
+    FIXED_BUDGET = "fixed_budget"
+    MINIMUM_NORM = "minimum_norm"
+
+
+class AttackInputError(ValueError):
+    """The inputs or epsilons given to an attack are invalid (a user mistake)."""
+
+
+class AttackConfigError(ValueError):
+    """An attack name, backend or parameter is unknown or invalid (a user mistake)."""
+
+
+@dataclass
+class AttackResult:
+    """Per-epsilon outcome of an attack on N examples over K epsilons."""
+
+    epsilons: list[float]  # (K,) sorted ascending, as given
+    adversarials: Tensor  # (K, N, C, H, W); equal to x where the example is not broken
+    success: Tensor  # bool (K, N): verified adversarial AND misclassified
+    norms: Tensor  # (K, N) perturbation norm of adversarials[k]
+    min_norm: Tensor | None  # (N,) minimum-norm attacks: smallest successful norm (inf if none)
+    grad_evals: int  # example-gradient evaluations performed (forward+backward per example)
+    predictions: Tensor | None = None  # (K, N) predicted labels of adversarials[k]
+
+    def robust_accuracy(self) -> list[float]:
+        """Fraction of examples not broken, per epsilon (K,)."""
+        if self.success.shape[1] == 0:
+            return [math.nan] * len(self.epsilons)
+        return (1.0 - self.success.float().mean(dim=1)).tolist()
+
+
+@dataclass
+class FixedBudgetOutput:
+    """What a fixed-budget ``_run`` returns: one adversarial per epsilon and example."""
+
+    adversarials: Tensor  # (K, n, C, H, W)
+    grad_evals: int
+
+
+@dataclass
+class MinimumNormOutput:
+    """What a minimum-norm ``_run`` returns: the best adversarial found per example."""
+
+    adversarials: Tensor  # (n, C, H, W); anything (e.g. x) where nothing was found
+    grad_evals: int
+    found: Tensor | None = None  # bool (n,) the attack's own claim; None = decide by prediction
+
+
+class Attack(ABC):
+    """An attack ``attack(model, x, y, *, epsilons) -> AttackResult``.
+
+    Concrete attacks are frozen dataclasses whose fields are their parameters, so
+    :meth:`params` and the registry's parameter check need no extra bookkeeping.
+    """
+
+    name: ClassVar[str]
+    norm: ClassVar[Norm]
+    kind: ClassVar[AttackKind]
+    backend: ClassVar[str]
+    # Overridden by dataclass fields in attacks that support them.
+    restarts: int = 1
+    seed: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The attack's parameters (JSON-able), recorded next to every result."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    @abstractmethod
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
+    ) -> FixedBudgetOutput | MinimumNormOutput:
+        """Attack clean-correct examples ``x`` (n, ...) with labels ``y`` (n,).
+
+        Fixed-budget attacks receive only positive epsilons and return ``(K, n, ...)``;
+        minimum-norm attacks receive the whole grid (they may ignore it) and return ``(n, ...)``.
+        Runs under ``frozen_eval`` and with gradients enabled.
+        """
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, epsilons: Sequence[float]
+    ) -> AttackResult:
+        """Attack ``model`` on ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,) at every epsilon."""
+        eps = _validate_epsilons(epsilons)
+        x, y = _validate_inputs(x, y)
+        with frozen_eval(model), seeded(self.seed, x.device):
+            return self._attack(model, x, y, eps)
+
+    # -- template internals -------------------------------------------------------------------
+
+    def _attack(self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]) -> AttackResult:
+        k_eps, n = len(eps), x.shape[0]
+        clean_pred = _predict(model, x)  # (N,)
+        todo = (clean_pred == y).nonzero().squeeze(1)  # indices of clean-correct examples
+        adversarials = x.unsqueeze(0).repeat((k_eps,) + (1,) * x.ndim)  # (K, N, ...)
+        grad_evals = 0
+        min_norm: Tensor | None = None
+
+        if self.kind is AttackKind.FIXED_BUDGET:
+            pos = [k for k, e in enumerate(eps) if e > 0]
+            if todo.numel() > 0 and pos:
+                adv_t, grad_evals = self._fixed_budget(
+                    model, x[todo], y[todo], [eps[k] for k in pos]
+                )  # (K', n, ...)
+                for j, k in enumerate(pos):
+                    adversarials[k, todo] = adv_t[j].to(x.dtype)
+        else:
+            min_norm = torch.zeros(n, dtype=torch.float32, device=x.device)
+            if todo.numel() > 0:
+                norm_t, best, grad_evals = self._minimum_norm(model, x[todo], y[todo], eps)
+                min_norm[todo] = norm_t.float()
+                for k, e in enumerate(eps):
+                    take = _expand(norm_t <= e, best)  # inf never passes
+                    adversarials[k, todo] = torch.where(take, best, x[todo])
+
+        # Verify every adversarial before counting it, then re-classify it.
+        verified = torch.ones(k_eps, n, dtype=torch.bool, device=x.device)
+        for k, e in enumerate(eps):
+            ok = verify_adversarials(adversarials[k], x, e, self.norm)  # (N,)
+            if not bool(ok.all()):
+                logger.warning(
+                    "%s/%s: %d of %d adversarials at eps=%g failed verification "
+                    "(outside [0, 1] or the eps ball); counting them as not broken",
+                    self.backend,
+                    self.name,
+                    int((~ok).sum()),
+                    n,
+                    e,
+                )
+                adversarials[k] = torch.where(_expand(ok, x), adversarials[k], x)
+                verified[k] = ok
+        predictions = torch.stack([_predict(model, adversarials[k]) for k in range(k_eps)])
+        success = verified & (predictions != y)  # (K, N)
+        # Clean-misclassified examples: adversarial = x is a verified success at every eps.
+        norms = torch.stack(
+            [perturbation_norm(adversarials[k] - x, self.norm) for k in range(k_eps)]
+        )  # (K, N)
+        return AttackResult(
+            epsilons=eps,
+            adversarials=adversarials,
+            success=success,
+            norms=norms,
+            min_norm=min_norm,
+            grad_evals=grad_evals,
+            predictions=predictions,
+        )
+
+    def _fixed_budget(
+        self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]
+    ) -> tuple[Tensor, int]:
+        """Run ``_run`` with restarts; per example and eps keep the first successful restart."""
+        adv, evals = self._run_fixed(model, x, y, eps)  # (K, n, ...)
+        for _ in range(1, self.restarts):
+            broken = self._broken(model, adv, x, y, eps)  # (K, n)
+            rem = (~broken).any(dim=0).nonzero().squeeze(1)
+            if rem.numel() == 0:
+                break
+            new, more = self._run_fixed(model, x[rem], y[rem], eps)  # (K, m, ...)
+            evals += more
+            keep = _expand(broken[:, rem], new)
+            adv[:, rem] = torch.where(keep, adv[:, rem], new)
+        return adv, evals
+
+    def _run_fixed(
+        self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]
+    ) -> tuple[Tensor, int]:
+        with torch.enable_grad():
+            out = self._run(model, x, y, eps)
+        if not isinstance(out, FixedBudgetOutput):
+            raise TypeError(f"{type(self).__name__}._run must return FixedBudgetOutput")
+        expected = (len(eps), *x.shape)
+        if tuple(out.adversarials.shape) != expected:
+            raise RuntimeError(
+                f"{self.backend}/{self.name} returned shape {tuple(out.adversarials.shape)}, "
+                f"expected {expected}"
+            )
+        return out.adversarials.detach().to(x.dtype), out.grad_evals
+
+    def _broken(
+        self, model: nn.Module, adv: Tensor, x: Tensor, y: Tensor, eps: list[float]
+    ) -> Tensor:
+        """Bool (K, n): adv[k] verified within eps[k] and misclassified."""
+        rows = [
+            verify_adversarials(adv[k], x, e, self.norm) & (_predict(model, adv[k]) != y)
+            for k, e in enumerate(eps)
+        ]
+        return torch.stack(rows)
+
+    def _minimum_norm(
+        self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]
+    ) -> tuple[Tensor, Tensor, int]:
+        """Return (norm (n,) float64, inf where not adversarial; best (n, ...); grad_evals)."""
+        with torch.enable_grad():
+            out = self._run(model, x, y, eps)
+        if not isinstance(out, MinimumNormOutput):
+            raise TypeError(f"{type(self).__name__}._run must return MinimumNormOutput")
+        if tuple(out.adversarials.shape) != tuple(x.shape):
+            raise RuntimeError(
+                f"{self.backend}/{self.name} returned shape {tuple(out.adversarials.shape)}, "
+                f"expected {tuple(x.shape)}"
+            )
+        best = out.adversarials.detach().to(x.dtype)
+        flat = best.reshape(best.shape[0], -1)
+        ok = (torch.isfinite(flat) & (flat >= 0) & (flat <= 1)).all(dim=1)
+        ok &= _predict(model, torch.where(_expand(ok, x), best, x)) != y
+        if out.found is not None:
+            ok &= out.found.to(ok.device)
+        best = torch.where(_expand(ok, x), best, x)
+        dist = perturbation_norm(best.double() - x.double(), self.norm)  # (n,) float64
+        dist = torch.where(ok, dist, torch.full_like(dist, math.inf))
+        return dist, best, out.grad_evals
+
+
+def _expand(mask: Tensor, like: Tensor) -> Tensor:
+    """Reshape a mask (..., n) to broadcast against ``like`` (..., n, C, H, W)."""
+    extra = like.ndim - mask.ndim
+    return mask.reshape(tuple(mask.shape) + (1,) * extra)
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: Tensor) -> Tensor:
+    """Predicted labels (N,), in chunks of PREDICT_BATCH examples."""
+    if x.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=x.device)
+    return torch.cat([model(c).argmax(dim=1) for c in x.split(PREDICT_BATCH)])
+
+
+def _validate_epsilons(epsilons: Sequence[float]) -> list[float]:
+    if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, Sequence):
+        if isinstance(epsilons, Tensor) and epsilons.ndim == 1:
+            epsilons = epsilons.tolist()
+        else:
+            raise AttackInputError(
+                f"epsilons must be a sequence of floats (got {type(epsilons).__name__})"
+            )
+    try:
+        eps = [float(e) for e in epsilons]
+    except (TypeError, ValueError) as err:
+        raise AttackInputError(f"epsilons must be numbers (got {list(epsilons)!r})") from err
+    if not eps:
+        raise AttackInputError("epsilons must contain at least one value")
+    if not all(math.isfinite(e) and e >= 0 for e in eps):
+        raise AttackInputError(f"epsilons must be finite and >= 0 (got {eps})")
+    if any(b < a for a, b in pairwise(eps)):
+        raise AttackInputError(f"epsilons must be sorted ascending (got {eps})")
+    return eps
+
+
+def _validate_inputs(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise AttackInputError("inputs must be a floating-point torch.Tensor of shape (N, C, H, W)")
+    if x.ndim < 2:
+        raise AttackInputError(f"inputs must have a batch dimension (got shape {tuple(x.shape)})")
+    if not isinstance(y, Tensor) or y.shape != (x.shape[0],):
+        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise AttackInputError(f"labels must be a tensor of shape ({x.shape[0]},) (got {shape})")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise AttackInputError(f"labels must be integer class indices (got dtype {y.dtype})")
+    # detach + clone: never alias or autograd-track the caller's tensors (also lifts
+    # tensors created under torch.inference_mode into normal tensors).
+    x = x.detach().clone()
+    y = y.detach().clone().long()
+    if x.numel() == 0:
+        return x, y
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise AttackInputError(f"inputs must be finite (got {bad} NaN/inf values)")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise AttackInputError(
+            f"inputs must lie in [0, 1] (got min {lo:.4g}, max {hi:.4g}); attacks work in "
+            "pixel space – put normalization inside the model"
+        )
+    return x, y

@@ -1,0 +1,93 @@
+"""Attacks by name and backend: ``get_attack("pgd", backend="foolbox", steps=40)``.
+
+Backend modules import their library (torchattacks, foolbox) only when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import fields
+from enum import Enum
+from typing import Any
+
+from attacks.base import Attack, AttackConfigError
+
+__all__ = ["Backend", "get_attack", "list_attacks", "list_backends"]
+
+
+class Backend(str, Enum):
+    """Where an attack's implementation comes from."""
+
+    NATIVE = "native"
+    TORCHATTACKS = "torchattacks"
+    FOOLBOX = "foolbox"
+
+
+# backend -> attack name -> "module:Class"
+_REGISTRY: dict[Backend, dict[str, str]] = {
+    Backend.NATIVE: {
+        "fgsm": "attacks.fgsm:NativeFGSM",
+        "pgd": "attacks.pgd:NativePGD",
+        "pgd-l2": "attacks.pgd:NativePGDL2",
+        "cw": "attacks.cw:NativeCW",
+    },
+    Backend.TORCHATTACKS: {
+        "fgsm": "attacks.backends.torchattacks_backend:TorchattacksFGSM",
+        "pgd": "attacks.backends.torchattacks_backend:TorchattacksPGD",
+        "pgd-l2": "attacks.backends.torchattacks_backend:TorchattacksPGDL2",
+        "cw-fixed-c": "attacks.backends.torchattacks_backend:TorchattacksCWFixedC",
+    },
+    Backend.FOOLBOX: {
+        "fgsm": "attacks.backends.foolbox_backend:FoolboxFGSM",
+        "pgd": "attacks.backends.foolbox_backend:FoolboxPGD",
+        "pgd-l2": "attacks.backends.foolbox_backend:FoolboxPGDL2",
+        "cw": "attacks.backends.foolbox_backend:FoolboxCW",
+    },
+}
+
+
+def list_backends() -> list[str]:
+    """Names of the available backends."""
+    return [b.value for b in Backend]
+
+
+def _parse_backend(backend: str | Backend) -> Backend:
+    try:
+        return Backend(backend)
+    except ValueError:
+        raise AttackConfigError(
+            f"unknown attack backend {backend!r}; valid: {', '.join(list_backends())}"
+        ) from None
+
+
+def list_attacks(backend: str | None = None) -> list[str]:
+    """Sorted attack names of one backend, or of all backends (deduplicated) if ``None``."""
+    if backend is None:
+        return sorted({name for table in _REGISTRY.values() for name in table})
+    return sorted(_REGISTRY[_parse_backend(backend)])
+
+
+def attack_class(name: str, *, backend: str = "native") -> type[Attack]:
+    """The class implementing ``name`` in ``backend`` (imports the backend module)."""
+    b = _parse_backend(backend)
+    table = _REGISTRY[b]
+    if name not in table:
+        raise AttackConfigError(
+            f"unknown attack {name!r} for backend {b.value!r}; valid: {', '.join(sorted(table))}"
+        )
+    module_name, class_name = table[name].split(":")
+    cls: type[Attack] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def get_attack(name: str, *, backend: str = "native", **params: Any) -> Attack:
+    """Build attack ``name`` of ``backend`` with ``params`` (validated; unknown ones rejected)."""
+    cls = attack_class(name, backend=backend)
+    valid = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise AttackConfigError(
+            f"unknown parameter(s) {', '.join(unknown)} for attack {name!r} ({backend}); "
+            f"valid: {', '.join(valid) or '(none)'}"
+        )
+    return cls(**params)

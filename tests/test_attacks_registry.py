@@ -1,0 +1,117 @@
+"""attacks.registry: names, backends, parameter validation; the package's dependency rule."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import attacks
+from attacks import AttackConfigError, AttackKind, Norm, get_attack, list_attacks, list_backends
+from attacks.registry import attack_class
+
+
+def test_lists() -> None:
+    assert list_backends() == ["native", "torchattacks", "foolbox"]
+    assert list_attacks("native") == ["cw", "fgsm", "pgd", "pgd-l2"]
+    assert list_attacks("torchattacks") == ["cw-fixed-c", "fgsm", "pgd", "pgd-l2"]
+    assert list_attacks("foolbox") == ["cw", "fgsm", "pgd", "pgd-l2"]
+    assert list_attacks() == ["cw", "cw-fixed-c", "fgsm", "pgd", "pgd-l2"]
+
+
+@pytest.mark.parametrize("backend", ["native", "torchattacks", "foolbox"])
+def test_every_registered_attack_builds_with_defaults(backend: str) -> None:
+    for name in list_attacks(backend):
+        attack = get_attack(name, backend=backend)
+        assert attack.name == name
+        assert attack.backend == backend
+        assert isinstance(attack.kind, AttackKind)
+        assert isinstance(attack.norm, Norm)
+        json.dumps(attack.params())  # recorded in results rows
+        assert name in repr(attack) or type(attack).__name__ in repr(attack)
+
+
+def test_kinds_and_norms() -> None:
+    assert get_attack("fgsm").kind is AttackKind.FIXED_BUDGET
+    assert get_attack("pgd-l2").norm is Norm.L2
+    assert get_attack("cw").kind is AttackKind.MINIMUM_NORM
+    assert get_attack("cw-fixed-c", backend="torchattacks").kind is AttackKind.MINIMUM_NORM
+
+
+def test_same_parameters_and_defaults_across_backends() -> None:
+    for name in ["fgsm", "pgd", "pgd-l2"]:
+        params = {b: get_attack(name, backend=b).params() for b in list_backends()}
+        assert params["native"] == params["torchattacks"] == params["foolbox"]
+    assert get_attack("cw").params() == get_attack("cw", backend="foolbox").params()
+
+
+def test_unknown_name_lists_valid_ones() -> None:
+    with pytest.raises(
+        AttackConfigError, match=r"unknown attack 'deepfool'.*valid: cw, fgsm, pgd, pgd-l2"
+    ):
+        get_attack("deepfool")
+    with pytest.raises(AttackConfigError, match="valid: cw-fixed-c"):
+        get_attack("cw", backend="torchattacks")
+
+
+def test_unknown_backend_lists_valid_ones() -> None:
+    with pytest.raises(AttackConfigError, match="valid: native, torchattacks, foolbox"):
+        get_attack("pgd", backend="cleverhans")
+    with pytest.raises(AttackConfigError):
+        list_attacks("cleverhans")
+
+
+def test_unknown_parameter_lists_valid_ones() -> None:
+    with pytest.raises(AttackConfigError, match=r"unknown parameter\(s\) stpes.*valid: steps"):
+        get_attack("pgd", stpes=10)
+    with pytest.raises(AttackConfigError, match=r"valid: \(none\)"):
+        get_attack("fgsm", steps=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("pgd", {"steps": 0}),
+        ("pgd", {"rel_stepsize": -1.0}),
+        ("pgd", {"abs_stepsize": 0.0}),
+        ("pgd", {"restarts": 3, "random_start": False}),
+        ("pgd-l2", {"steps": 2.5}),
+        ("cw", {"binary_search_steps": 0}),
+        ("cw", {"initial_const": 0.0}),
+        ("cw", {"confidence": -1.0}),
+    ],
+)
+def test_invalid_values_raise_config_error(name: str, params: dict[str, object]) -> None:
+    with pytest.raises(AttackConfigError):
+        get_attack(name, **params)
+
+
+def test_config_errors_are_value_errors() -> None:
+    assert issubclass(AttackConfigError, ValueError)
+    assert issubclass(attacks.AttackInputError, ValueError)
+
+
+def test_attack_class_is_exposed() -> None:
+    assert attack_class("pgd", backend="foolbox").__name__ == "FoolboxPGD"
+
+
+def test_attacks_package_depends_only_on_torch_and_attack_libraries() -> None:
+    allowed = {"torch", "numpy", "torchattacks", "foolbox", "eagerpy", "attacks", "__future__"}
+    root = Path(attacks.__file__).parent
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module]
+            else:
+                continue
+            for mod in mods:
+                top = mod.split(".")[0]
+                assert top in allowed or top in sys.stdlib_module_names, (
+                    f"{path.name} imports {mod}"
+                )
