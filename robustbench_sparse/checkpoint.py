@@ -189,8 +189,11 @@ def load_plain_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"refusing to load {path}: it holds pickled Python objects, not only tensors "
             f"({first[:160]}); save a plain state dict or convert it to safetensors"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable PyTorch file ({exc})") from None
+    except Exception as exc:  # garbage input makes the unpickler raise anything
+        # (IndexError, KeyError, ... on non-pickle bytes); weights_only already forbids code.
+        raise UserError(
+            f"{path} is not a readable PyTorch file ({type(exc).__name__}: {exc})"
+        ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -284,6 +287,11 @@ def load_checkpoint(
             f"checkpoint {p} has {meta['num_classes']} classes but dataset {info.name!r} has "
             f"{info.num_classes}; pass the dataset it was trained on"
         )
+    if int(meta["in_channels"]) != info.input_shape[0]:
+        raise UserError(
+            f"checkpoint {p} takes {meta['in_channels']}-channel inputs but dataset {info.name!r} "
+            f"has {info.input_shape[0]}; pass the dataset it was trained on"
+        )
     norm = meta.get("normalization") or {}
     model = create_model(
         str(meta["arch"]),
@@ -312,7 +320,7 @@ def load_train_state(out_dir: str | Path) -> dict[str, Any] | None:
         return None
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+    except Exception as exc:  # garbage input: see load_plain_state_dict
         raise UserError(f"cannot resume: {path} is unreadable ({exc}); start afresh") from None
     if not isinstance(state, dict):
         raise UserError(f"cannot resume: {path} is not a training state")

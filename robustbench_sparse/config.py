@@ -34,7 +34,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     try:
         with p.open("rb") as fh:
             return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
 
 
@@ -70,6 +70,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return tuple(_coerce(v, inner, where) for v in value)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation in (int, float) and isinstance(value, bool):
+        raise UserError(f"{where}: expected {annotation.__name__}, got {value!r}")
     if annotation in (int, float, str, bool) and not isinstance(value, annotation):
         raise UserError(f"{where}: expected {annotation.__name__}, got {value!r}")
     return value

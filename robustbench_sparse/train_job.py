@@ -27,7 +27,7 @@ from robustbench_sparse.checkpoint import (
     save_train_state,
 )
 from robustbench_sparse.config import to_jsonable
-from robustbench_sparse.datasets import DatasetSplits, load_dataset
+from robustbench_sparse.datasets import DatasetSplits, dataset_info, load_dataset
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
@@ -147,6 +147,14 @@ def run_train_job(
 ) -> LoadedCheckpoint:
     """Train one checkpoint into ``out_dir`` and return it loaded back from disk."""
     out = Path(out_dir)
+    # Validate before prepare_out_dir: with ``overwrite`` it deletes the old checkpoint.
+    if job.sparsity.end > job.train.epochs:
+        raise UserError(
+            f"pruning ends at epoch {job.sparsity.end} but training has only "
+            f"{job.train.epochs} epochs; lower --prune-end or raise --epochs"
+        )
+    if data is None:
+        dataset_info(job.data.dataset)  # unknown names fail here, listing the valid ones
     prepare_out_dir(out, overwrite=overwrite, resume=resume)
     if resume and is_finished(out):
         logger.info("%s is already finished; skipping training", out)
@@ -161,11 +169,6 @@ def run_train_job(
             test_limit=job.data.test_limit,
             augment=job.data.augment,
             seed=job.train.seed,
-        )
-    if job.sparsity.end > job.train.epochs:
-        raise UserError(
-            f"pruning ends at epoch {job.sparsity.end} but training has only "
-            f"{job.train.epochs} epochs; lower --prune-end or raise --epochs"
         )
     torch.manual_seed(job.train.seed)
     c, _, _ = data.info.input_shape

@@ -70,6 +70,16 @@ class TrainConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
+        # Normalise enum-like strings (direct construction, ``with_overrides``): identity checks
+        # on the enums in ``build_optimizer`` / ``lr_factor`` would silently fall through otherwise.
+        for name, enum in (("optimizer", OptimizerName), ("lr_schedule", LRSchedule)):
+            try:
+                object.__setattr__(self, name, enum(getattr(self, name)))
+            except ValueError:
+                valid = ", ".join(m.value for m in enum)
+                raise UserError(
+                    f"{name} {getattr(self, name)!r} is unknown; valid: {valid}"
+                ) from None
         if self.epochs < 1:
             raise UserError(f"epochs must be >= 1 (got {self.epochs})")
         if self.batch_size < 1:
@@ -82,6 +92,8 @@ class TrainConfig:
             raise UserError(f"label smoothing must be in [0, 1) (got {self.label_smoothing})")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise UserError(f"warmup epochs must be in [0, epochs] (got {self.warmup_epochs})")
+        if not self.step_size > 0:
+            raise UserError(f"step size must be > 0 epochs (got {self.step_size})")
 
 
 @dataclass
@@ -171,7 +183,7 @@ def lr_factor(step: int, steps_per_epoch: int, config: TrainConfig) -> float:
     epoch = step / steps_per_epoch
     total = float(config.epochs)
     if config.warmup_epochs > 0 and epoch < config.warmup_epochs:
-        return (step + 1) / (config.warmup_epochs * steps_per_epoch)
+        return min(1.0, (step + 1) / (config.warmup_epochs * steps_per_epoch))
     if config.lr_schedule is LRSchedule.CONSTANT:
         return 1.0
     if config.lr_schedule is LRSchedule.COSINE:
