@@ -200,7 +200,7 @@ def prepare_experiment_dir(
                     f"{str(out)!r} holds a different experiment (config changed); "
                     "use another --out or pass --overwrite"
                 )
-            if not same and not resume:
+            if not same:
                 raise UserError(
                     f"output directory {str(out)!r} already exists and holds something else; "
                     "pass --overwrite to replace it or choose another --out"
@@ -293,7 +293,7 @@ def run_experiment(
     }
     write_sidecar(results_dir, sidecar)
     plot_all(results_dir)
-    html, md = write_report(results_dir, command=command)
+    md, html = write_report(results_dir, command=command)
     failed = [k for k, v in invariants.items() if not v.get("passed", False)]
     if failed:
         logger.warning("invariant checks FAILED: %s (see the report)", ", ".join(failed))

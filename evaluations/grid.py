@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,17 @@ class GridConfig:
     device: str = "cpu"
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A negative limit would silently slice examples off the end (x[:-k]).
+        if self.limit is not None and (
+            isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1
+        ):
+            raise UserError(f"the attack limit must be an integer >= 1 (got {self.limit!r})")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise UserError(f"the attack batch size must be an integer (got {self.batch_size!r})")
+        if self.batch_size < 1:
+            raise UserError(f"the attack batch size must be >= 1 (got {self.batch_size})")
 
     def epsilons(self, norm: Norm, dataset: str) -> list[float]:
         """The sorted epsilon grid for ``norm`` (dataset default where not configured)."""
@@ -153,7 +165,7 @@ def _load_cell(
                 grad_evals=int(meta["grad_evals"]),
                 params=dict(meta["params"]),
             )
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         logger.warning("ignoring unreadable cell %s; recomputing it", npz_path)
         return None
 

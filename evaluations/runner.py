@@ -185,5 +185,5 @@ def run_attack_command(
     html: Path | None = None
     if request.report:
         plot_all(out)
-        html, _ = write_report(out, command=command)
+        _, html = write_report(out, command=command)  # returns (md, html)
     return AttackRunOutcome(out, html, grid_run)

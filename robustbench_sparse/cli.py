@@ -286,7 +286,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         args.out,
         overwrite=args.overwrite,
         resume=args.resume,
-        command=_command_line(),
+        command=_command_line(getattr(args, "argv", None)),
     )
     print(f"results: {outcome.results_dir / 'results.csv'}")
     if outcome.report_html is not None:
@@ -324,7 +324,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from evaluations.report import write_report
 
-    html, md = write_report(_results_dir(args.results))
+    md, html = write_report(_results_dir(args.results))
     print(f"report: {html}\n        {md}")
     return 0
 
@@ -365,7 +365,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         },
     )
     outcome = run_experiment(
-        plan, args.out, overwrite=args.overwrite, resume=args.resume, command=_command_line()
+        plan,
+        args.out,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        command=_command_line(getattr(args, "argv", None)),
     )
     print(f"results: {outcome.results_dir / 'results.csv'}")
     print(f"report:  {outcome.report_html}")
@@ -375,10 +379,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------- utils
-def _command_line() -> str:
+def _command_line(argv: Sequence[str] | None = None) -> str:
+    """The command as typed: ``argv`` given to :func:`main`, else ``sys.argv``."""
     import shlex
 
-    return "rbs " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    words = list(argv) if argv is not None else sys.argv[1:]
+    return "rbs " + " ".join(shlex.quote(a) for a in words)
 
 
 def _parse_eps(text: str, flag: str) -> list[float]:
@@ -450,6 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args.verbose, args.quiet)
+    args.argv = (
+        [str(a) for a in argv] if argv is not None else sys.argv[1:]
+    )  # recorded as the command
     try:
         return int(args.handler(args))
     except _user_error_types() as exc:

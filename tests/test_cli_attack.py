@@ -1,0 +1,315 @@
+"""Tests for the ``rbs attack``, ``rbs plot`` and ``rbs report`` subcommands.
+
+The CLI is driven through :func:`robustbench_sparse.cli.main` with an explicit argv; user errors must
+exit with status 2 and one line on stderr, and leave existing results untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from pandas.testing import assert_frame_equal
+
+from evaluations.metrics import WORST_CASE
+from evaluations.results import read_results, read_sidecar
+from robustbench_sparse.cli import main
+from robustbench_sparse.datasets import dataset_info
+from robustbench_sparse.models import create_model
+from tests.eval_helpers import build_checkpoints, single_thread, without_timing
+
+EPS = "0,2/255,8/255"
+EPS_VALUES = [0.0, 2 / 255, 8 / 255]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def ckpt_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_checkpoints(tmp_path_factory.mktemp("ckpts"))
+
+
+def _argv(ckpt_dirs: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    argv = ["attack"]
+    for path in ckpt_dirs.values():
+        argv += ["--checkpoint", str(path)]
+    return [*argv, *extra, "--out", str(out)]
+
+
+def _main_argv(ckpt_dirs: dict[str, Path], out: Path) -> list[str]:
+    return _argv(
+        ckpt_dirs,
+        out,
+        "--attack",
+        "fgsm",
+        "--attack",
+        "pgd",
+        "--attack",
+        "cw",
+        "--eps",
+        EPS,
+        "--eps-l2",
+        "0,0.5,1",
+        "--param",
+        "pgd.steps=3",
+        "--param",
+        "cw.steps=20",
+        "--param",
+        "cw.binary_search_steps=3",
+        "--limit",
+        "40",
+        "--batch-size",
+        "20",
+    )
+
+
+@pytest.fixture(scope="module")
+def attacked(
+    ckpt_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[str], str]:
+    out = tmp_path_factory.mktemp("cli") / "results"
+    argv = _main_argv(ckpt_dirs, out)
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(argv) == 0
+    return out, argv, buf.getvalue()
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("rbs attack: error: "), lines[0]
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- success
+
+
+def test_attack_writes_results_and_report(attacked: tuple[Path, list[str], str]) -> None:
+    out, _, stdout = attacked
+    for name in ("results.csv", "results.parquet", "results.json", "report.html", "report.md"):
+        assert (out / name).is_file(), name
+    assert f"results: {out / 'results.csv'}" in stdout
+    assert f"report:  {out / 'report.html'}" in stdout
+    side = read_sidecar(out)
+    assert all(c["passed"] for c in side["invariants"].values()), side["invariants"]
+    for key in ("versions", "device", "git_revision", "total_seconds", "command"):
+        assert key in side, key
+    assert side["command"].startswith("rbs attack ")
+    assert "pgd.steps=3" in side["command"] and str(out) in side["command"]
+
+
+def test_eps_fractions_are_parsed(attacked: tuple[Path, list[str], str]) -> None:
+    df = read_results(attacked[0])
+    for attack in ("fgsm", "pgd"):
+        got = sorted(df[(df.attack == attack) & (df.checkpoint == "dense")]["epsilon"])
+        assert got == pytest.approx(EPS_VALUES, abs=1e-12)
+    cw = sorted(df[(df.attack == "cw") & (df.checkpoint == "dense")]["epsilon"])
+    assert cw == [0.0, 0.5, 1.0]
+    assert (df["n"] == 40).all()
+    zero = df[df.epsilon == 0]
+    assert (zero["robust_correct"] == zero["clean_correct"]).all()
+
+
+def test_param_applies(attacked: tuple[Path, list[str], str]) -> None:
+    df = read_results(attacked[0])
+    pgd = {json.loads(p)["steps"] for p in df[df.attack == "pgd"]["params"]}
+    cw = [json.loads(p) for p in df[df.attack == "cw"]["params"]]
+    assert pgd == {3}
+    assert {(p["steps"], p["binary_search_steps"]) for p in cw} == {(20, 3)}
+
+
+def test_same_command_resumes(
+    attacked: tuple[Path, list[str], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, argv, _ = attacked
+    before = read_results(out)
+    assert main(argv) == 0
+    capsys.readouterr()
+    work = read_sidecar(out)["work"]
+    assert work["cells_reused"] == 6 and work["cells_computed"] == 0
+    assert_frame_equal(without_timing(read_results(out)), without_timing(before))
+
+
+def test_different_command_is_refused_unless_overwrite(
+    attacked: tuple[Path, list[str], str],
+    ckpt_dirs: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(attacked[0], out)
+    before = _snapshot(out)
+    other = _argv(ckpt_dirs, out, "--attack", "fgsm", "--eps", "0,0.1", "--limit", "20")
+    assert main(other) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "--overwrite" in line
+    assert _snapshot(out) == before
+    assert main([*other, "--overwrite", "--no-report"]) == 0
+    capsys.readouterr()
+    df = read_results(out)
+    assert set(df["attack"]) == {"fgsm", WORST_CASE}
+    assert (df["n"] == 20).all()
+    assert not (out / "report.html").exists()
+
+
+# ----------------------------------------------------------------------------- user errors
+
+
+@pytest.mark.parametrize(
+    ("eps", "match"),
+    [
+        ("0,nan", "finite"),
+        ("0,inf", "finite"),
+        ("-0.1,0", "invalid"),
+        ("0,0.1,0.1", "duplicates"),
+        ("0,abc", "not a number"),
+        ("0,1/0", "not a number"),
+        (",", "empty"),
+    ],
+)
+def test_bad_eps_exit_2(
+    eps: str,
+    match: str,
+    ckpt_dirs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    assert main(_argv(ckpt_dirs, out, "--attack", "fgsm", f"--eps={eps}")) == 2
+    assert match in _one_line_error(capsys.readouterr().err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        (["--attack", "deepfool"], ["fgsm", "pgd", "cw"]),
+        (["--attack", "fgsm", "--backend", "keras"], ["native", "torchattacks", "foolbox"]),
+        (["--attack", "cw", "--backend", "torchattacks"], ["cw-fixed-c", "pgd"]),
+    ],
+)
+def test_unknown_attack_or_backend_exit_2(
+    extra: list[str],
+    names: list[str],
+    ckpt_dirs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    assert main(_argv(ckpt_dirs, out, *extra)) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    for name in names:
+        assert name in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("param", "match"),
+    [
+        ("pgd=3", "ATTACK.KEY=VALUE"),
+        ("cw.steps=3", "not among"),
+        ("fgsm.bogus=1", "bogus"),
+        ("fgsm.seed=abc", "seed"),
+    ],
+)
+def test_bad_param_exit_2(
+    param: str,
+    match: str,
+    ckpt_dirs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    assert main(_argv(ckpt_dirs, out, "--attack", "fgsm", "--param", param)) == 2
+    assert match in _one_line_error(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_missing_checkpoint_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["attack", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    _one_line_error(capsys.readouterr().err)
+
+
+# ----------------------------------------------------------------------------- plain state dict
+
+
+def test_plain_state_dict_with_arch_and_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    info = dataset_info("digits")
+    torch.manual_seed(0)
+    model = create_model(
+        "small_cnn",
+        num_classes=info.num_classes,
+        in_channels=info.input_shape[0],
+        mean=info.mean,
+        std=info.std,
+    )
+    path = tmp_path / "plain.pt"
+    torch.save(model.state_dict(), path)
+    out = tmp_path / "out"
+    base = ["attack", "--checkpoint", str(path), "--attack", "fgsm", "--eps", "0,0.1"]
+    base += ["--limit", "20", "--no-report", "--out", str(out)]
+    assert main(base) == 2  # no --arch / --dataset
+    assert "--arch" in _one_line_error(capsys.readouterr().err)
+    assert not out.exists()
+    assert main([*base, "--arch", "small_cnn", "--dataset", "digits"]) == 0
+    capsys.readouterr()
+    df = read_results(out)
+    assert set(df["checkpoint"]) == {"plain"}
+    assert set(df["arch"]) == {"small_cnn"} and set(df["granularity"]) == {"dense"}
+    zero = df[df.epsilon == 0]
+    assert (zero["robust_correct"] == zero["clean_correct"]).all() and (df["n"] == 20).all()
+
+
+# ----------------------------------------------------------------------------- plot / report
+
+
+def test_plot_and_report(
+    attacked: tuple[Path, list[str], str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(attacked[0], out)
+    shutil.rmtree(out / "figures")
+    (out / "report.html").unlink()
+    assert main(["plot", str(out)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert str(out / "figures" / "robustness_curves_linf.png") in printed
+    assert all(Path(p).is_file() for p in printed)
+    assert main(["report", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert f"report: {out / 'report.html'}" in stdout
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "dense" in html and "window-70" in html
+
+
+def test_plot_and_report_need_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd in ("plot", "report"):
+        assert main([cmd, str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"rbs {cmd}: error: ") and "results.csv" in err

@@ -1,0 +1,359 @@
+"""Tests for :mod:`evaluations.experiment` (``rbs run``): planning, config validation, output rules.
+
+The end-to-end ``rbs run`` test (reduced config: dense + window-70, 2 epochs, 40 attacked examples)
+is marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomllib
+
+from evaluations.experiment import (
+    EXPERIMENT_FILE,
+    default_config,
+    default_config_text,
+    plan_experiment,
+    prepare_experiment_dir,
+)
+from evaluations.metrics import WORST_CASE
+from evaluations.results import read_results, read_sidecar
+from robustbench_sparse.cli import main
+from robustbench_sparse.errors import UserError
+from robustbench_sparse.sparsity import Granularity
+from robustbench_sparse.training import default_prune_window
+from tests.eval_helpers import single_thread
+
+DEFAULT_NAMES = [
+    "dense",
+    "window-50",
+    "window-70",
+    "window-90",
+    "channel-50",
+    "channel-70",
+    "channel-90",
+    "combined-50",
+    "combined-70",
+    "combined-90",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    with single_thread():
+        yield
+
+
+def _config(**sections: Any) -> dict[str, Any]:
+    cfg = default_config()
+    cfg.update(sections)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def test_default_plan_has_ten_models() -> None:
+    plan = plan_experiment()
+    assert [m.name for m in plan.models] == DEFAULT_NAMES
+    assert plan.name == "digits-campfire"
+    by_name = {m.name: m.job for m in plan.models}
+    assert by_name["dense"].sparsity.target == 0.0
+    for g in ("window", "channel", "combined"):
+        for t in (50, 70, 90):
+            job = by_name[f"{g}-{t}"]
+            assert job.sparsity.granularity is Granularity(g)
+            assert job.sparsity.target == pytest.approx(t / 100)
+            assert job.sparsity.update_every == 20
+            assert job.name == f"{g}-{t}"
+    jobs = list(by_name.values())
+    assert {j.arch for j in jobs} == {"small_cnn"}
+    assert {j.data.dataset for j in jobs} == {"digits"}
+    assert len({j.train for j in jobs}) == 1  # training settings shared by every model
+
+
+def test_default_plan_grid() -> None:
+    grid = plan_experiment().grid
+    assert [s.name for s in grid.attacks] == ["fgsm", "pgd", "cw"]
+    assert {s.backend for s in grid.attacks} == {"native"}
+    params = {s.name: dict(s.params) for s in grid.attacks}
+    assert params["pgd"] == {
+        "steps": 20,
+        "rel_stepsize": 0.125,
+        "random_start": True,
+        "restarts": 1,
+    }
+    assert params["cw"] == {"steps": 100, "binary_search_steps": 6}
+    assert grid.linf_epsilons is None and grid.l2_epsilons is None  # dataset defaults
+    assert grid.limit is None and grid.batch_size == 500 and grid.device == "cpu"
+
+
+def test_default_config_text_matches_the_parsed_config() -> None:
+    assert tomllib.loads(default_config_text()) == default_config()
+
+
+def test_overrides_patch_sections() -> None:
+    plan = plan_experiment(overrides={"attack": {"limit": 100}, "train": {"epochs": 2}})
+    assert plan.grid.limit == 100
+    start, end = default_prune_window(2)
+    for model in plan.models:
+        assert model.job.train.epochs == 2
+        assert (model.job.sparsity.start, model.job.sparsity.end) == (start, end)
+    same = plan_experiment(overrides={"attack": {"limit": None}, "train": {"epochs": None}})
+    assert same.fingerprint() == plan_experiment().fingerprint()
+
+
+def test_fingerprint_is_stable_and_sensitive() -> None:
+    a = plan_experiment()
+    assert a.fingerprint() == plan_experiment().fingerprint()
+    assert a.fingerprint() == plan_experiment(default_config()).fingerprint()
+    assert len(a.fingerprint()) == 16
+    others = [
+        plan_experiment(overrides={"attack": {"limit": 50}}),
+        plan_experiment(overrides={"train": {"epochs": 3}}),
+        plan_experiment(_config(models={"dense": True, "targets": [0.7]})),
+        plan_experiment(_config(epsilons={"linf": [0, 0.1]})),
+    ]
+    prints = {a.fingerprint(), *(p.fingerprint() for p in others)}
+    assert len(prints) == 1 + len(others)
+
+
+def test_models_section_variants() -> None:
+    plan = plan_experiment(
+        _config(models={"dense": False, "targets": [0.7], "granularities": ["unstructured"]})
+    )
+    assert [m.name for m in plan.models] == ["unstructured-70"]
+    plan = plan_experiment(_config(models={"targets": [0.25]}))
+    assert [m.name for m in plan.models] == [
+        "dense",
+        "window-25",
+        "channel-25",
+        "combined-25",
+    ]
+
+
+def test_epsilons_section_is_validated_and_sorted() -> None:
+    plan = plan_experiment(_config(epsilons={"linf": [0.2, 0, 0.1], "l2": [1, 0]}))
+    assert plan.grid.linf_epsilons == (0.0, 0.1, 0.2)
+    assert plan.grid.l2_epsilons == (0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- config errors
+
+
+@pytest.mark.parametrize(
+    ("cfg", "key"),
+    [
+        (_config(atack={}), "atack"),
+        (_config(models={"dense": True, "target": [0.5]}), "target"),
+        (_config(attack={"attacks": ["fgsm"], "steps": 3}), "steps"),
+        (_config(epsilons={"linf": [0, 0.1], "l1": [0]}), "l1"),
+        (_config(train={"epoch": 3}), "epoch"),
+        (_config(data={"dataset": "digits", "limit": 5}), "limit"),
+    ],
+)
+def test_unknown_keys_are_named(cfg: dict[str, Any], key: str) -> None:
+    with pytest.raises(UserError, match=repr(key)):
+        plan_experiment(cfg)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        (
+            _config(attack={"attacks": ["fgsm"], "params": {"pgd": {"steps": 3}}}),
+            r"attack\.params\.pgd",
+        ),
+        (_config(models={"granularities": ["diagonal"]}), "diagonal"),
+        (_config(models={"targets": [1.0]}), "targets"),
+        (_config(models={"targets": [-0.1]}), "targets"),
+        (_config(models={"dense": False, "targets": []}), "no model"),
+        (_config(epsilons={"linf": [0, -0.1]}), "invalid"),
+        (_config(epsilons={"l2": [0, 1, 1]}), "duplicates"),
+        (_config(attack={"limit": -5}), "limit"),
+        (_config(attack={"limit": 0}), "limit"),
+        (_config(attack={"batch_size": 0}), "batch size"),
+    ],
+)
+def test_invalid_configs_are_user_errors(cfg: dict[str, Any], match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        plan_experiment(cfg)
+
+
+def test_unknown_attack_or_parameter_fails_at_planning() -> None:
+    from attacks import AttackConfigError
+
+    with pytest.raises(AttackConfigError, match="fgsm"):
+        plan_experiment(_config(attack={"attacks": ["nope"]}))
+    with pytest.raises(AttackConfigError, match="bogus"):
+        plan_experiment(_config(attack={"attacks": ["pgd"], "params": {"pgd": {"bogus": 1}}}))
+
+
+# ----------------------------------------------------------------------------- directory rules
+
+
+def test_prepare_experiment_dir_rules(tmp_path: Path) -> None:
+    plan = plan_experiment()
+    other = plan_experiment(overrides={"attack": {"limit": 10}})
+    out = tmp_path / "exp"
+    assert prepare_experiment_dir(out, plan, overwrite=False, resume=False) is False
+    marker = json.loads((out / EXPERIMENT_FILE).read_text())
+    assert marker["fingerprint"] == plan.fingerprint()
+    assert [m["name"] for m in marker["plan"]["models"]] == DEFAULT_NAMES
+    (out / "checkpoints").mkdir()
+    assert prepare_experiment_dir(out, plan, overwrite=False, resume=False) is True  # same plan
+    assert prepare_experiment_dir(out, plan, overwrite=False, resume=True) is True
+    with pytest.raises(UserError, match="--overwrite"):
+        prepare_experiment_dir(out, other, overwrite=False, resume=False)
+    with pytest.raises(UserError, match="different experiment"):
+        prepare_experiment_dir(out, other, overwrite=False, resume=True)
+    assert json.loads((out / EXPERIMENT_FILE).read_text())["fingerprint"] == plan.fingerprint()
+    assert prepare_experiment_dir(out, other, overwrite=True, resume=False) is False
+    assert sorted(p.name for p in out.iterdir()) == [EXPERIMENT_FILE]
+    assert json.loads((out / EXPERIMENT_FILE).read_text())["fingerprint"] == other.fingerprint()
+
+
+def test_prepare_experiment_dir_refuses_foreign_directories(tmp_path: Path) -> None:
+    plan = plan_experiment()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    for resume in (False, True):
+        with pytest.raises(UserError):
+            prepare_experiment_dir(foreign, plan, overwrite=False, resume=resume)
+    assert sorted(p.name for p in foreign.iterdir()) == ["thesis.tex"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert prepare_experiment_dir(empty, plan, overwrite=False, resume=False) is False
+    assert (empty / EXPERIMENT_FILE).is_file()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_print_default_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--print-default-config"]) == 0
+    assert capsys.readouterr().out == default_config_text()
+
+
+def test_run_config_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[models]\ntargetz = [0.5]\n")
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rbs run: error: ") and "'targetz'" in err and "\n" not in err
+    assert main(["run", str(tmp_path / "missing.toml"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()
+
+
+REDUCED_CONFIG = """
+name = "tiny"
+
+[data]
+dataset = "digits"
+train_limit = 300
+test_limit = 60
+
+[model]
+arch = "small_cnn"
+width = 0.25
+
+[train]
+batch_size = 32
+lr = 0.05
+warmup_epochs = 0.0
+device = "cpu"
+amp = false
+
+[sparsity]
+update_every = 2
+
+[models]
+dense = true
+targets = [0.7]
+granularities = ["window"]
+
+[attack]
+attacks = ["fgsm", "pgd", "cw"]
+batch_size = 50
+
+[attack.params.pgd]
+steps = 5
+
+[attack.params.cw]
+steps = 20
+binary_search_steps = 3
+"""
+
+
+@pytest.mark.slow
+def test_rbs_run_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(REDUCED_CONFIG)
+    out = tmp_path / "run"
+    argv = ["run", str(cfg), "--out", str(out), "--epochs", "2", "--limit", "40"]
+    t0 = time.perf_counter()
+    assert main(argv) == 0
+    first_seconds = time.perf_counter() - t0
+    stdout = capsys.readouterr().out
+    results = out / "results"
+    assert f"report:  {results / 'report.html'}" in stdout
+    assert f"{results / 'report.md'}" in stdout
+
+    assert json.loads((out / EXPERIMENT_FILE).read_text())["fingerprint"]
+    names = ["dense", "window-70"]
+    for name in names:
+        meta = json.loads((out / "checkpoints" / name / "checkpoint.json").read_text())
+        assert meta["name"] == name and meta["epochs_completed"] == 2
+        assert meta["arch_kwargs"] == {"width": 0.25}
+    df = read_results(results)
+    assert set(df["checkpoint"]) == set(names)
+    for name in names:
+        for attack, norm in (("fgsm", "linf"), ("pgd", "linf"), ("cw", "l2")):
+            rows = df[(df.checkpoint == name) & (df.attack == attack) & (df.norm == norm)]
+            assert len(rows) == 6, (name, attack)  # the digits default grid
+        assert set(df[(df.checkpoint == name) & (df.attack == WORST_CASE)]["norm"]) == {
+            "linf",
+            "l2",
+        }
+    assert (df["n"] == 40).all()
+    side = read_sidecar(results)
+    assert all(c["passed"] for c in side["invariants"].values()), side["invariants"]
+    assert side["command"] == "rbs " + " ".join(argv)
+    assert side["work"]["cells_computed"] == 6
+
+    for norm in ("linf", "l2"):
+        assert (results / "figures" / f"robustness_curves_{norm}.png").is_file()
+    html = (results / "report.html").read_text(encoding="utf-8")
+    assert "robustness_curves_linf" in html and "robustness_curves_l2" in html
+    for token in [*names, "fgsm", "pgd", "cw"]:
+        assert token in html.lower(), token
+
+    ckpt_mtimes = {
+        n: (out / "checkpoints" / n / "checkpoint.safetensors").stat().st_mtime_ns for n in names
+    }
+    before = df
+    t1 = time.perf_counter()
+    assert main(argv) == 0
+    second_seconds = time.perf_counter() - t1
+    capsys.readouterr()
+    work = read_sidecar(results)["work"]
+    assert work["cells_reused"] == 6 and work["cells_computed"] == 0
+    for n in names:  # not retrained
+        assert (
+            out / "checkpoints" / n / "checkpoint.safetensors"
+        ).stat().st_mtime_ns == ckpt_mtimes[n]
+    from pandas.testing import assert_frame_equal
+
+    from tests.eval_helpers import without_timing
+
+    assert_frame_equal(without_timing(read_results(results)), without_timing(before))
+    assert second_seconds < first_seconds
