@@ -36,7 +36,8 @@ def test_fgsm_one_gradient_serves_every_eps(data: Digits) -> None:
 @pytest.mark.parametrize("name", ["pgd", "pgd-l2"])
 def test_pgd_grid_batch_equals_one_run_per_eps(data: Digits, name: str) -> None:
     x, y = data.x[:32], data.y[:32]
-    attack = get_attack(name, steps=5, random_start=False)
+    # Plain PGD (engine off): one stacked batch must equal one run per epsilon.
+    attack = get_attack(name, steps=5, random_start=False, nested=False, early_stop=False)
     eps = [0.05, 0.1] if name == "pgd" else [0.5, 1.0]
     together = attack(data.model, x, y, epsilons=eps)
     for k, e in enumerate(eps):
