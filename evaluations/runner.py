@@ -2,7 +2,12 @@
 
 Output rules: a non-empty results directory is reused only when it holds a run of the same request
 (same fingerprint: re-running the same command resumes and skips finished cells) or with
-``resume``; anything else is refused unless ``overwrite``.
+``resume``; anything else is refused unless ``overwrite``. Everything that can be checked up front
+(request, checkpoints, device, data) is checked before the directory is touched, so a mistyped
+command leaves no half-made directory behind.
+
+Under ``torchrun`` the grid is sharded across ranks (see :mod:`evaluations.grid`); only rank 0
+prepares the directory and writes the sidecar, figures and report.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from evaluations.metrics import check_invariants, pgd_vs_fgsm
 from evaluations.plots import plot_all
 from evaluations.report import write_report
 from evaluations.results import write_sidecar
+from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
 from robustbench_sparse.config import to_jsonable
@@ -116,7 +122,8 @@ def prepare_results_dir(out: Path, fingerprint: str, *, overwrite: bool, resume:
             if not same and not (resume and marker.is_file()):
                 raise UserError(
                     f"output directory {str(out)!r} already exists and holds a different run; "
-                    "pass --overwrite to replace it or choose another --out"
+                    "pass --resume to continue it (finished cells are reused), --overwrite to "
+                    "replace it, or choose another --out"
                 )
             logger.info("resuming the run in %s (finished cells are reused)", out)
             if same:
@@ -146,20 +153,23 @@ def run_attack_command(
     grid = request.grid()
     checkpoints = load_request_checkpoints(request)
     datasets = {c.info.name for c in checkpoints}
-    out = Path(out_dir)
-    prepare_results_dir(out, request.fingerprint(), overwrite=overwrite, resume=resume)
+    resolve_device(grid.device)  # a missing CUDA fails here, before the output is touched
     data = {
         name: load_split(
             name, "test", request.data_root, request.download, request.limit, augment=False
         )
         for name in sorted(datasets)
     }
+    out = Path(out_dir)
+    rdist.on_main(
+        lambda: prepare_results_dir(out, request.fingerprint(), overwrite=overwrite, resume=resume)
+    )
     grid_run = run_grid(checkpoints, data, grid, out_dir=out, progress=progress)
     sidecar = {
         "command": command,
         "request": to_jsonable(request),
         "config": to_jsonable(grid),
-        "seeds": {"attack": grid.seed},
+        "seeds": {"attack": {s.name: s.build().params().get("seed") for s in grid.attacks}},
         "checkpoints": [
             {
                 "name": c.name,
@@ -181,9 +191,12 @@ def run_attack_command(
         "total_seconds": time.perf_counter() - t0,
         **provenance(resolve_device(grid.device)),
     }
-    write_sidecar(out, sidecar)
     html: Path | None = None
-    if request.report:
-        plot_all(out)
-        _, html = write_report(out, command=command)  # returns (md, html)
+    if rdist.is_main():  # under torchrun rank 0 alone writes
+        sidecar["distributed"] = rdist.run_description()
+        write_sidecar(out, sidecar)
+        if request.report:
+            plot_all(out)
+            _, html = write_report(out, command=command)  # returns (md, html)
+    html = rdist.broadcast_object(html)
     return AttackRunOutcome(out, html, grid_run)

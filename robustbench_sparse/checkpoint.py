@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import pickle
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,10 @@ def save_checkpoint(
         tensors[MASK_PREFIX + name] = mask.detach().to("cpu", torch.bool).contiguous()
     weights = out / WEIGHTS_FILE
     with atomic_path(weights) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "arch": str(meta["arch"])})
+        # One metadata key only: safetensors keeps the metadata in a hash map whose order is
+        # random per process, so two keys would make identical runs write different bytes.
+        # The architecture and everything else live in checkpoint.json.
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
     full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     full_meta["weights_sha256"] = _sha256(weights)
     atomic_write_text(out / META_FILE, json.dumps(full_meta, indent=2, sort_keys=False) + "\n")
@@ -177,6 +181,18 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
+def _unpickling_reason(exc: Exception) -> str:
+    """The short reason in torch's long weights-only error (e.g. ``Unsupported global: ...``)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch puts ANSI bold in the message
+    found = re.search(
+        r"WeightsUnpickler error: (.*?)(?: was not an allowed global|\.?\s*$)", text, re.M
+    )
+    if found:
+        return found.group(1).strip()[:160]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:160] if lines else "unsupported object"
+
+
 def load_plain_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load a torchvision-style ``.pt`` / ``.pth`` state dict without executing any pickled code."""
     if not path.is_file():
@@ -184,10 +200,9 @@ def load_plain_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported object"
         raise UserError(
             f"refusing to load {path}: it holds pickled Python objects, not only tensors "
-            f"({first[:160]}); save a plain state dict or convert it to safetensors"
+            f"({_unpickling_reason(exc)}); save a plain state dict or convert it to safetensors"
         ) from None
     except Exception as exc:  # garbage input makes the unpickler raise anything
         # (IndexError, KeyError, ... on non-pickle bytes); weights_only already forbids code.

@@ -42,7 +42,15 @@ def check_keys(section: str, data: Mapping[str, Any], valid: list[str]) -> None:
     """Raise a :class:`UserError` naming the first unknown key and the nearest valid one."""
     for key in data:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
+            close = (
+                difflib.get_close_matches(key, valid, n=1)
+                or [
+                    # e.g. "lr_rate" -> "lr": the longest valid key it starts with (or that starts it)
+                    v
+                    for v in sorted(valid, key=len, reverse=True)
+                    if len(v) >= 2 and (key.startswith(v) or v.startswith(key))
+                ][:1]
+            )
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise UserError(
                 f"unknown key {key!r} in [{section}]{hint} (valid: {', '.join(sorted(valid))})"

@@ -236,10 +236,11 @@ def _digits_tensors(split: str) -> TensorDataset:
 # ------------------------------------------------------------------------------- torchvision datasets
 
 
-def _missing(name: str, split: str, expected: str) -> UserError:
+def _missing(name: str, split: str, expected: str, root: Path) -> UserError:
+    where = "" if root.is_dir() else f" (the data root {str(root)!r} does not exist)"
     return UserError(
-        f"dataset {name!r} ({split} split) not found: expected {expected}; "
-        "pass --download (download=True) to fetch it"
+        f"dataset {name!r} ({split} split) not found: expected {expected}{where}; "
+        "pass --download (download=True) to fetch it, or --data-root DIR pointing at a copy"
     )
 
 
@@ -287,7 +288,7 @@ def _mnist_split(
             base(str(root), train=train, download=True)
     if not ensure_raw():
         raise _missing(
-            name, "train" if train else "test", f"{raw}/{files[0]}[.gz] and {files[1]}[.gz]"
+            name, "train" if train else "test", f"{raw}/{files[0]}[.gz] and {files[1]}[.gz]", root
         )
     return _SplitOnly(str(root), train=train, transform=transform, download=False)
 
@@ -316,7 +317,7 @@ def _cifar_split(
         return _SplitOnly(str(root), train=train, transform=transform, download=False)
     except RuntimeError as exc:
         split = "train" if train else "test"
-        raise _missing(name, split, f"{folder}/ (torchvision layout, md5-checked)") from exc
+        raise _missing(name, split, f"{folder}/ (torchvision layout, md5-checked)", root) from exc
 
 
 def _svhn_split(root: Path, train: bool, download: bool, transform: Any) -> Dataset[Any]:
@@ -326,7 +327,7 @@ def _svhn_split(root: Path, train: bool, download: bool, transform: Any) -> Data
     try:
         return tvd.SVHN(str(root), split=split, transform=transform, download=download)
     except RuntimeError as exc:
-        raise _missing("svhn", split, f"{root / f'{split}_32x32.mat'} (md5-checked)") from exc
+        raise _missing("svhn", split, f"{root / f'{split}_32x32.mat'} (md5-checked)", root) from exc
 
 
 def _imagefolder_split(root: Path, train: bool, transform: Any) -> Dataset[Any]:

@@ -1,0 +1,539 @@
+"""Every bad input of issue #5, run for real, against the table in ``docs/bad-inputs.md``.
+
+Each case runs ``rbs`` in-process inside a scratch workspace (relative paths, so the messages do
+not depend on where the test runs) and checks: exit status 2, one error line without a traceback,
+no file that existed before changed and no new file appeared, and the message equals the one
+the doc lists. The table between the ``BEGIN``/``END`` markers is generated from these cases::
+
+    python -m tests.test_bad_inputs_doc --write     # rewrite docs/bad-inputs.md's table
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shlex
+import shutil
+import struct
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import evaluations.grid as grid_module
+from attacks import get_attack
+from robustbench_sparse import cli
+from robustbench_sparse.checkpoint import META_FILE, WEIGHTS_FILE, save_checkpoint
+from robustbench_sparse.cli import main
+from robustbench_sparse.datasets import dataset_info, default_eps_grid
+from robustbench_sparse.models import create_model
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"
+BEGIN = "<!-- BEGIN GENERATED: python -m tests.test_bad_inputs_doc --write -->"
+END = "<!-- END GENERATED -->"
+WIDTH = 0.25
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: the command shown in the doc and how to run it."""
+
+    group: str
+    what: str
+    command: str  # `rbs ...` (run through cli.main) or a Python expression shown as is
+    run: Callable[[Path], str] | None = None  # library cases: returns the error message
+    new_dir: str | None = None  # a new output directory the case may leave (OOM only)
+
+
+def _rbs(command: str) -> Callable[[Path], str]:
+    def run(ws: Path) -> str:
+        argv = shlex.split(command)[1:]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                rc = main(argv)
+            except SystemExit as exc:  # argparse errors
+                rc = int(exc.code or 0)
+        lines = [line for line in err.getvalue().splitlines() if line.strip()]
+        assert rc == 2, (command, rc, err.getvalue())
+        assert lines and not any("Traceback" in line for line in lines), err.getvalue()
+        return lines[-1]
+
+    return run
+
+
+def _raises(fn: Callable[[], Any]) -> str:
+    try:
+        fn()
+    except Exception as exc:  # the doc shows the exception type and message
+        return f"{type(exc).__name__}: {exc}"
+    raise AssertionError("no error raised")
+
+
+def _attack_out_of_range(ws: Path) -> str:
+    model = create_model("small_cnn", num_classes=10, in_channels=1, width=WIDTH)
+    x, y = torch.full((2, 1, 8, 8), 0.75), torch.tensor([0, 1])
+    return _raises(lambda: get_attack("fgsm")(model, x * 2, y, epsilons=[0.1]))
+
+
+def _unknown_norm(ws: Path) -> str:
+    return _raises(lambda: default_eps_grid("digits", "l3"))
+
+
+def _no_cuda(command: str) -> Callable[[Path], str]:
+    def run(ws: Path) -> str:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch.cuda, "is_available", lambda: False)
+            return _rbs(command)(ws)
+
+    return run
+
+
+class _OomAbove8:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __call__(self, model: Any, x: torch.Tensor, y: torch.Tensor, **kw: Any) -> Any:
+        if x.shape[0] > 8:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(model, x, y, **kw)
+
+
+def _oom(command: str) -> Callable[[Path], str]:
+    def run(ws: Path) -> str:
+        real = grid_module.get_attack
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(grid_module, "get_attack", lambda name, **kw: _OomAbove8(real(name, **kw)))
+            return _rbs(command)(ws)
+
+    return run
+
+
+A = "rbs attack --checkpoint ck --out new-results"
+CASES: list[Case] = [
+    # --------------------------------------------------------------------------- epsilons
+    Case("epsilon", "negative epsilon", f"{A} --eps=-0.1"),
+    Case("epsilon", "NaN epsilon", f"{A} --eps 0,nan"),
+    Case("epsilon", "infinite epsilon", f"{A} --eps 0,inf"),
+    Case("epsilon", "non-numeric epsilon", f"{A} --eps 0,abc"),
+    Case("epsilon", "division by zero in a fraction", f"{A} --eps 0,8/0"),
+    Case("epsilon", "duplicate epsilons (refused)", f"{A} --eps 0,0.1,0.1"),
+    Case("epsilon", "duplicate epsilons in a run config", "rbs run dup-eps.toml --out new-run"),
+    # --------------------------------------------------------------------------- sparsity
+    Case("sparsity", "sparsity 1 (must be < 1)", "rbs train --out new-train --sparsity 1"),
+    Case("sparsity", "negative sparsity", "rbs train --out new-train --sparsity=-0.1"),
+    Case("sparsity", "NaN sparsity", "rbs train --out new-train --sparsity nan"),
+    Case("sparsity", "run config target outside (0, 1)", "rbs run bad-target.toml --out new-run"),
+    # --------------------------------------------------------------------------- names
+    Case("names", "unknown dataset", "rbs train --out new-train --dataset mnits"),
+    Case("names", "unknown arch", "rbs train --out new-train --arch resnet21 --epochs 1"),
+    Case("names", "unknown attack", f"{A} --attack pgd-linf"),
+    Case("names", "unknown backend", f"{A} --backend foolbx"),
+    Case("names", "unknown granularity (flag)", "rbs train --out new-train --granularity windows"),
+    Case("names", "unknown granularity (run config)", "rbs run bad-gran.toml --out new-run"),
+    Case(
+        "names",
+        "unknown norm (library; the CLI has no norm flag: pgd/fgsm are Linf, pgd-l2/cw are L2)",
+        'default_eps_grid("digits", "l3")',
+        run=_unknown_norm,
+    ),
+    Case("names", "unknown device", f"{A} --device tpu"),
+    # --------------------------------------------------------------------------- data
+    Case(
+        "data",
+        "`--data-root` missing (train)",
+        "rbs train --out new-train --dataset mnist --data-root nodata",
+    ),
+    Case(
+        "data",
+        "`--data-root` without the dataset (train)",
+        "rbs train --out new-train --dataset mnist --data-root emptydir",
+    ),
+    Case("data", "`--data-root` missing (attack)", f"{A} --dataset mnist --data-root nodata"),
+    Case(
+        "data",
+        "`--data-root` without the dataset (attack)",
+        f"{A} --dataset mnist --data-root emptydir",
+    ),
+    # --------------------------------------------------------------------------- checkpoints
+    Case("checkpoint", "checkpoint path missing", "rbs attack --checkpoint nothere --out new-r"),
+    Case("checkpoint", "truncated weights (checksum in the JSON)", "rbs inspect truncated"),
+    Case("checkpoint", "corrupt safetensors header", "rbs inspect corrupt-header"),
+    Case("checkpoint", "header claiming an absurd size", "rbs inspect absurd-header"),
+    Case("checkpoint", "tensor offsets beyond the file", "rbs inspect absurd-offsets"),
+    Case("checkpoint", "checkpoint.json missing", "rbs inspect no-json"),
+    Case("checkpoint", "checkpoint.json malformed", "rbs inspect bad-json"),
+    Case("checkpoint", "weights do not match the arch", "rbs inspect wrong-arch"),
+    Case(
+        "checkpoint",
+        "plain state dict of another arch",
+        "rbs attack --checkpoint plain.pt --arch resnet20 --dataset digits --out new-r",
+    ),
+    Case(
+        "checkpoint",
+        "class count does not match the dataset",
+        "rbs attack --checkpoint ck --dataset cifar100 --out new-r",
+    ),
+    Case("checkpoint", "NaN / Inf weights", "rbs inspect nan-weights"),
+    Case(
+        "checkpoint",
+        "`.pt` with a pickle payload (never runs)",
+        "rbs attack --checkpoint evil.pt --arch small_cnn --dataset digits --out new-r",
+    ),
+    Case("checkpoint", "`.pt` without --arch", "rbs attack --checkpoint plain.pt --out new-r"),
+    # --------------------------------------------------------------------------- attacks
+    Case(
+        "attack",
+        "input batch outside [0, 1] given to an attack (library)",
+        "get_attack('fgsm')(model, x * 2, y, epsilons=[0.1])",
+        run=_attack_out_of_range,
+    ),
+    Case("attack", "unknown attack parameter", f"{A} --attack pgd --param pgd.stepz=10"),
+    Case("attack", "malformed --param", f"{A} --param steps=10"),
+    Case("attack", "--limit 0", f"{A} --limit 0"),
+    # --------------------------------------------------------------------------- outputs
+    Case("output", "`rbs train` into an existing directory", "rbs train --out ck"),
+    Case("output", "`rbs attack` into a directory holding another run", f"{A[:-11]}old-results"),
+    Case("output", "`rbs attack` into a foreign directory", f"{A[:-11]}ck"),
+    Case("output", "`rbs run` into a foreign directory", "rbs run --out ck"),
+    # --------------------------------------------------------------------------- config
+    Case("config", "unknown key in a train config", "rbs train --config bad-key.toml --out new-t"),
+    Case("config", "unknown key in a run config", "rbs run bad-run-key.toml --out new-run"),
+    Case("config", "unknown section in a run config", "rbs run bad-section.toml --out new-run"),
+    Case("config", "wrong value type", "rbs train --config bad-type.toml --out new-t"),
+    Case("config", "config file is not TOML", "rbs train --config not-toml.toml --out new-t"),
+    Case("config", "config file missing", "rbs run missing.toml --out new-run"),
+    # --------------------------------------------------------------------------- devices
+    Case(
+        "device",
+        "CUDA requested where none exists (train)",
+        "rbs train --out new-train --device cuda --epochs 1",
+        run=_no_cuda("rbs train --out new-train --device cuda --epochs 1"),
+    ),
+    Case(
+        "device",
+        "CUDA requested where none exists (attack)",
+        f"{A} --device cuda",
+        run=_no_cuda(f"{A} --device cuda"),
+    ),
+    Case(
+        "device",
+        "out of memory on a batch, also after the retry with half the batch (simulated)",
+        f"{A} --attack fgsm --batch-size 32 --limit 40 --no-report",
+        run=_oom(f"{A} --attack fgsm --batch-size 32 --limit 40 --no-report"),
+        new_dir="new-results",
+    ),
+    # --------------------------------------------------------------------------- argparse
+    Case("usage", "missing required flag", "rbs attack --checkpoint ck"),
+    Case("usage", "non-integer --epochs", "rbs train --out new-train --epochs three"),
+]
+
+# ------------------------------------------------------------------------------- workspace
+
+
+def _digits_model(width: float = WIDTH, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    info = dataset_info("digits")
+    return create_model(
+        "small_cnn", num_classes=10, in_channels=1, mean=info.mean, std=info.std, width=width
+    )
+
+
+def _meta() -> dict[str, Any]:
+    info = dataset_info("digits")
+    return {
+        "name": "ck",
+        "arch": "small_cnn",
+        "arch_kwargs": {"width": WIDTH},
+        "dataset": "digits",
+        "num_classes": 10,
+        "in_channels": 1,
+        "normalization": {"mean": list(info.mean), "std": list(info.std)},
+    }
+
+
+def _resign(ckpt: Path, data: bytes) -> None:
+    (ckpt / WEIGHTS_FILE).write_bytes(data)
+    meta = json.loads((ckpt / META_FILE).read_text())
+    meta["weights_sha256"] = hashlib.sha256(data).hexdigest()
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+
+
+class _Payload:
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import builtins
+
+        return (builtins.open, (str(self.target), "w"))
+
+
+def build_workspace(ws: Path) -> None:
+    """Every file the cases refer to (relative to ``ws``)."""
+    ws.mkdir(parents=True, exist_ok=True)
+    ck = save_checkpoint(ws / "ck", _digits_model(), _meta())
+    weights = (ck / WEIGHTS_FILE).read_bytes()
+
+    def variant(name: str) -> Path:
+        shutil.copytree(ck, ws / name)
+        return ws / name
+
+    (variant("truncated") / WEIGHTS_FILE).write_bytes(weights[: len(weights) // 2])
+    _resign(variant("corrupt-header"), struct.pack("<Q", 20) + b"{not a json header..." + b"\0")
+    _resign(variant("absurd-header"), struct.pack("<Q", 2**62) + b"{}")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2**38], "data_offsets": [0, 2**40]}})
+    _resign(variant("absurd-offsets"), struct.pack("<Q", len(header)) + header.encode())
+    (variant("no-json") / META_FILE).unlink()
+    (variant("bad-json") / META_FILE).write_text('{"format": "robustbench-sparse-checkpoint",')
+    wrong = variant("wrong-arch")
+    meta = json.loads((wrong / META_FILE).read_text())
+    meta["arch_kwargs"] = {"width": 0.5}
+    (wrong / META_FILE).write_text(json.dumps(meta))
+    nan_model = _digits_model()
+    with torch.no_grad():
+        dict(nan_model.named_parameters())["net.fc.weight"][0, 0] = float("nan")
+    save_checkpoint(ws / "nan-weights", nan_model, _meta())
+    torch.save(_digits_model(width=1.0).state_dict(), ws / "plain.pt")
+    torch.save({"state_dict": {}, "x": _Payload(ws / "PWNED")}, ws / "evil.pt")
+
+    (ws / "nodata").mkdir(exist_ok=True)
+    shutil.rmtree(ws / "nodata")
+    (ws / "emptydir").mkdir()
+    old = ws / "old-results"
+    old.mkdir()
+    (old / "request.json").write_text(json.dumps({"fingerprint": "0123456789abcdef"}) + "\n")
+    (old / "results.csv").write_text("checkpoint,attack\nck,fgsm\n")
+
+    tomls = {
+        "dup-eps.toml": "[epsilons]\nlinf = [0, 0.1, 0.1]\n",
+        "bad-target.toml": "[models]\ntargets = [0.5, 1.0]\n",
+        "bad-gran.toml": '[models]\ngranularities = ["windows"]\n',
+        "bad-key.toml": "[train]\nlr_rate = 0.1\n",
+        "bad-run-key.toml": "[attack]\nbatchsize = 100\n",
+        "bad-section.toml": "[atack]\nlimit = 100\n",
+        "bad-type.toml": '[train]\nepochs = "ten"\n',
+        "not-toml.toml": "[train\nepochs = 1\n",
+    }
+    for name, text in tomls.items():
+        (ws / name).write_text(text)
+
+
+def _snapshot(ws: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(ws)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(ws.rglob("*"))
+        if p.is_file()
+    }
+
+
+@contextlib.contextmanager
+def _in_dir(path: Path) -> Iterator[None]:
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def run_case(case: Case, ws: Path) -> str:
+    """Run one case in ``ws``; returns its message and checks nothing in ``ws`` changed."""
+    before = _snapshot(ws)
+    with _in_dir(ws):
+        message = (case.run or _rbs(case.command))(ws)
+    if case.new_dir:
+        shutil.rmtree(ws / case.new_dir, ignore_errors=True)
+    assert _snapshot(ws) == before, f"{case.command} changed files"
+    assert not (ws / "PWNED").exists()
+    return message
+
+
+def _cell(text: str) -> str:
+    text = text.replace("|", "\\|")
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def render(messages: list[str]) -> str:
+    """The generated table: one row per case."""
+    lines = [
+        BEGIN,
+        "",
+        "| # | bad input | command | message (stderr; exit status 2) |",
+        "|---|---|---|---|",
+    ]
+    for i, (case, message) in enumerate(zip(CASES, messages, strict=True), 1):
+        lines.append(f"| {i} | {case.what} | {_cell(case.command)} | {_cell(message)} |")
+    return "\n".join([*lines, "", END])
+
+
+def _generated_block(text: str) -> str:
+    start, stop = text.index(BEGIN), text.index(END) + len(END)
+    return text[start:stop]
+
+
+# ------------------------------------------------------------------------------- tests
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ws = tmp_path_factory.mktemp("bad-inputs")
+    build_workspace(ws)
+    yield ws
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def messages(workspace: Path) -> list[str]:
+    return [run_case(case, workspace) for case in CASES]
+
+
+def test_every_bad_input_is_an_exit_2_one_liner_that_changes_nothing(messages: list[str]) -> None:
+    assert len(messages) == len(CASES)
+    for case, message in zip(CASES, messages, strict=True):
+        assert "\n" not in message
+        if case.run is None or case.command.startswith("rbs "):
+            assert message.startswith("rbs "), (case.what, message)
+
+
+def test_doc_table_matches_the_real_messages(messages: list[str]) -> None:
+    doc = _generated_block(DOC.read_text(encoding="utf-8"))
+    expected = render(messages)
+    assert doc == expected, (
+        "docs/bad-inputs.md is stale; run `python -m tests.test_bad_inputs_doc --write`"
+    )
+
+
+def test_messages_name_what_to_do(messages: list[str]) -> None:
+    by_what = {c.what: m for c, m in zip(CASES, messages, strict=True)}
+    assert "valid: cifar10, cifar100, digits" in by_what["unknown dataset"]
+    assert "Did you mean 'mnist'?" in by_what["unknown dataset"]
+    assert "valid: cw, fgsm, pgd, pgd-l2" in by_what["unknown attack"]
+    assert "native, torchattacks, foolbox" in by_what["unknown backend"]
+    assert "'window'" in by_what["unknown granularity (flag)"]
+    assert "valid: window" in by_what["unknown granularity (run config)"]
+    assert "linf" in by_what[CASES[17].what] and "l2" in by_what[CASES[17].what]
+    for what in ("`--data-root` missing (train)", "`--data-root` without the dataset (attack)"):
+        assert "--download" in by_what[what] and "--data-root" in by_what[what]
+    assert "does not exist" in by_what["`--data-root` missing (attack)"]
+    assert "'net.conv1.0.weight'" in by_what["weights do not match the arch"]
+    assert "did you mean 'lr'?" in by_what["unknown key in a train config"]
+    assert "did you mean 'batch_size'?" in by_what["unknown key in a run config"]
+    assert "did you mean 'attack'?" in by_what["unknown section in a run config"]
+    assert "--overwrite" in by_what["`rbs train` into an existing directory"]
+    assert "--resume" in by_what["`rbs train` into an existing directory"]
+    assert "--resume" in by_what["`rbs attack` into a directory holding another run"]
+    assert "--batch-size" in by_what[CASES[-3].what]
+
+
+# ------------------------------------------------------------------- the error contract of every command
+MINIMAL_ARGV = {
+    "run": ["run"],
+    "train": ["train", "--out", "o"],
+    "inspect": ["inspect", "ck"],
+    "attack": ["attack", "--checkpoint", "ck", "--out", "o"],
+    "plot": ["plot", "r"],
+    "report": ["report", "r"],
+    "models": ["models"],
+}
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _every_handler_raises(mp: pytest.MonkeyPatch, exc: BaseException) -> None:
+    real = cli.build_parser
+
+    def build() -> argparse.ArgumentParser:
+        parser = real()
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for sub in action.choices.values():
+            sub.set_defaults(handler=lambda args: (_ for _ in ()).throw(exc))
+        return parser
+
+    mp.setattr(cli, "build_parser", build)
+
+
+def _user_errors() -> list[BaseException]:
+    from attacks import AttackConfigError, AttackInputError
+    from robustbench_sparse.errors import UserError
+
+    return [
+        UserError("bad thing; do this instead"),
+        AttackInputError("inputs must lie in [0, 1]"),
+        AttackConfigError("unknown attack 'x'"),
+    ]
+
+
+def test_the_core_commands_are_all_covered() -> None:
+    assert set(MINIMAL_ARGV) <= set(_subcommands())
+
+
+@pytest.mark.parametrize("exc", _user_errors(), ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("command", sorted(MINIMAL_ARGV))
+def test_every_command_maps_user_errors_to_one_line_and_exit_2(
+    command: str, exc: BaseException, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        _every_handler_raises(mp, exc)
+        assert main(MINIMAL_ARGV[command]) == 2
+        err = capsys.readouterr().err
+        assert err == f"rbs {command}: error: {exc}\n"
+        with pytest.raises(type(exc)):  # --debug shows the traceback instead
+            main(["--debug", *MINIMAL_ARGV[command]])
+
+
+@pytest.mark.parametrize("command", sorted(MINIMAL_ARGV))
+def test_bugs_keep_their_traceback(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        _every_handler_raises(mp, ZeroDivisionError("a bug"))
+        with pytest.raises(ZeroDivisionError):
+            main(MINIMAL_ARGV[command])
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_a_bug_prints_a_traceback_in_a_real_process(tmp_path: Path) -> None:
+    """An unexpected exception is not a user error: Python's traceback and exit status 1."""
+    code = (
+        "import sys, robustbench_sparse.cli as c\n"
+        "c._cmd_models = lambda args: 1 / 0\n"
+        "sys.exit(c.main(['models']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert proc.stderr.strip().endswith("ZeroDivisionError: division by zero")
+
+
+if __name__ == "__main__":  # pragma: no cover - the doc generator
+    import tempfile
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Path(tmp) / "ws"
+        build_workspace(ws)
+        rendered = render([run_case(case, ws) for case in CASES])
+    if "--write" in sys.argv:
+        text = DOC.read_text(encoding="utf-8")
+        DOC.write_text(text.replace(_generated_block(text), rendered), encoding="utf-8")
+    else:
+        print(rendered)
