@@ -9,6 +9,13 @@ The worst case is therefore monotone in epsilon and never above any single attac
 Each finished (checkpoint, attack) cell is stored under ``out_dir/cells`` with a fingerprint of
 everything that determines it; a re-run skips cells whose fingerprint matches (resume), and the
 results files are rewritten after every finished cell.
+
+Under ``torchrun`` (several ranks, see :mod:`robustbench_sparse.distributed`) every cell is
+sharded: each rank attacks a contiguous run of whole attack batches, the per-example outcomes are
+gathered in example order on every rank, and only rank 0 reads and writes cells and results. Because
+shards are cut at batch boundaries, every rank calls the attack on exactly the batches a single
+process would (and attacks are seeded per call), so the sharded table equals the single-process one
+(the ``seconds`` column aside).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from tqdm.auto import tqdm
 from attacks import Attack, AttackKind, Norm, get_attack
 from evaluations.metrics import WORST_CASE, summarize_cell
 from evaluations.results import RESULT_COLUMNS, make_min_norms, write_min_norms, write_results
+from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_path, atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.datasets import default_eps_grid
@@ -211,6 +219,13 @@ def _as_tensors(data: Dataset[Any], limit: int | None) -> tuple[torch.Tensor, to
     return torch.cat(xs).float(), torch.cat(ys).long()
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA / host out-of-memory errors (PyTorch reports some as ``RuntimeError``)."""
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
 def attack_cell(
     model: torch.nn.Module,
     attack: Attack,
@@ -223,19 +238,50 @@ def attack_cell(
     progress: bool = False,
     desc: str = "",
 ) -> CellOutcome:
-    """Run one attack over all examples in batches; per-example outcome arrays."""
+    """Run one attack over all examples in batches; per-example outcome arrays.
+
+    A batch that runs out of memory is retried once with half the batch size (which is then kept
+    for the remaining batches); a second out-of-memory is a :class:`UserError`.
+    """
     t0 = time.perf_counter()
     clean, robust, norms, mins = [], [], [], []
     evals = 0
-    starts = range(0, x.shape[0], batch_size)
-    for s in tqdm(starts, desc=desc, leave=False, disable=not progress, unit="batch"):
-        xb = x[s : s + batch_size].to(device)
-        yb = y[s : s + batch_size].to(device)
-        result = attack(model, xb, yb, epsilons=epsilons)
-        # At eps index 0 with eps == 0 the adversarial is x itself; clean correctness comes
-        # from the attack's own eps-0 prediction when present, else from a clean pass.
-        with torch.no_grad():
-            clean_ok = model(xb).argmax(1) == yb  # (B,)
+    n = int(x.shape[0])
+    size, halved, s = batch_size, False, 0
+    bar = tqdm(total=n, desc=desc, leave=False, disable=not progress, unit="ex")
+    while s < n:
+        xb = x[s : s + size].to(device)
+        yb = y[s : s + size].to(device)
+        try:
+            result = attack(model, xb, yb, epsilons=epsilons)
+            # At eps index 0 with eps == 0 the adversarial is x itself; clean correctness comes
+            # from the attack's own eps-0 prediction when present, else from a clean pass.
+            with torch.no_grad():
+                clean_ok = model(xb).argmax(1) == yb  # (B,)
+        except (RuntimeError, MemoryError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            oom = True
+        else:
+            oom = False
+        if oom:
+            del xb, yb
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if halved:
+                raise UserError(
+                    f"out of memory on a batch of {batch_size} examples even after retrying "
+                    f"with {size}; pass a smaller --batch-size"
+                ) from None
+            if size == 1:
+                raise UserError(
+                    "out of memory on a batch of 1 example; free memory or use another --device"
+                ) from None
+            size, halved = max(1, size // 2), True
+            logger.warning(
+                "out of memory on a batch of %d examples; retrying with %d", batch_size, size
+            )
+            continue
         clean.append(clean_ok.cpu().numpy())
         robust.append((~result.success).cpu().numpy())  # (K, B)
         norms.append(result.norms.double().cpu().numpy())  # (K, B)
@@ -243,6 +289,9 @@ def attack_cell(
             mins.append(result.min_norm.double().cpu().numpy())
         evals += int(result.grad_evals)
         del result
+        bar.update(int(xb.shape[0]))
+        s += size
+    bar.close()
     return CellOutcome(
         epsilons=list(epsilons),
         clean_correct=np.concatenate(clean),
@@ -252,6 +301,69 @@ def attack_cell(
         seconds=time.perf_counter() - t0,
         grad_evals=evals,
         params=attack.params(),
+    )
+
+
+def attack_cell_sharded(
+    model: torch.nn.Module,
+    attack: Attack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilons: list[float],
+    *,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+    desc: str = "",
+) -> CellOutcome:
+    """:func:`attack_cell` over all of ``x``; under DDP sharded across ranks and gathered.
+
+    Rank ``r`` attacks the examples of batches ``[r * ceil(B / W), (r + 1) * ceil(B / W))`` (B
+    batches of ``batch_size``, W ranks), so every batch is the batch a single process would attack;
+    the per-example arrays are concatenated in rank (= example) order and every rank returns the
+    same outcome. ``seconds`` is the slowest shard's time, ``grad_evals`` the sum.
+    """
+    if not rdist.is_distributed():
+        return attack_cell(
+            model,
+            attack,
+            x,
+            y,
+            epsilons,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            desc=desc,
+        )
+    lo, hi = rdist.shard_range(int(x.shape[0]), unit=batch_size)
+    part: CellOutcome | None = None
+    if hi > lo:
+        part = attack_cell(
+            model,
+            attack,
+            x[lo:hi],
+            y[lo:hi],
+            epsilons,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            desc=desc,
+        )
+    parts = [p for p in rdist.all_gather_object(part) if p is not None]  # rank order
+    if not parts:
+        raise UserError("no examples to attack")
+    mins = [p.min_norm for p in parts]
+    return CellOutcome(
+        epsilons=list(epsilons),
+        clean_correct=np.concatenate([p.clean_correct for p in parts]),  # (N,)
+        robust=np.concatenate([p.robust for p in parts], axis=1),  # (K, N)
+        norms=np.concatenate([p.norms for p in parts], axis=1),  # (K, N)
+        min_norm=np.concatenate([m for m in mins if m is not None])
+        if all(m is not None for m in mins)
+        else None,
+        seconds=max(p.seconds for p in parts),
+        grad_evals=sum(p.grad_evals for p in parts),
+        params=parts[0].params,
     )
 
 
@@ -341,6 +453,8 @@ def run_grid(
         raise UserError("no attacks configured")
     device = resolve_device(grid.device)
     out = Path(out_dir) if out_dir is not None else None
+    main = rdist.is_main()  # under DDP only rank 0 reads/writes cells and shows progress
+    progress = progress and main
 
     rows: list[dict[str, Any]] = []
     min_frames: list[pd.DataFrame] = []
@@ -361,10 +475,11 @@ def run_grid(
             eps = grid.epsilons(attack.norm, ckpt.info.name)
             params = attack.params()
             fp = _fingerprint(ckpt, spec, params, eps, int(x.shape[0]))
-            cell = _load_cell(out, ckpt.name, spec, fp) if out is not None else None
+            cell = _load_cell(out, ckpt.name, spec, fp) if out is not None and main else None
+            cell = rdist.broadcast_object(cell)
             if cell is None:
                 bar.set_postfix_str(f"{ckpt.name} {spec.label}")
-                cell = attack_cell(
+                cell = attack_cell_sharded(
                     model,
                     attack,
                     x,
@@ -376,7 +491,7 @@ def run_grid(
                     desc=f"{ckpt.name} {spec.label}",
                 )
                 computed += 1
-                if out is not None:
+                if out is not None and main:
                     _save_cell(out, ckpt.name, spec, fp, cell)
             else:
                 reused += 1
@@ -400,7 +515,7 @@ def run_grid(
                     )
                 )
             bar.update(1)
-            if out is not None:
+            if out is not None and main:
                 _write_partial(out, rows)
         for norm, cells in by_norm.items():
             wc = worst_case([c for _, _, c in cells])
@@ -422,7 +537,7 @@ def run_grid(
     ordered = [c for c in RESULT_COLUMNS if c in results.columns]
     results = results[ordered + [c for c in results.columns if c not in ordered]]
     min_norms = pd.concat(min_frames, ignore_index=True) if min_frames else pd.DataFrame()
-    if out is not None:
+    if out is not None and main:
         write_results(results, out)
         if not min_norms.empty:
             write_min_norms(out, min_norms)
