@@ -53,14 +53,42 @@ FIGURES_DIR = "figures"
 DENSE = "dense"
 
 _NORM_LABEL = {"linf": "L∞", "l2": "L2"}
-_GRANULARITY_ORDER = ("dense", "window", "channel", "combined", "unstructured")
+# Campfire granularities, then the other pruning methods' labels (see SparsityConfig.label).
+_GRANULARITY_ORDER = (
+    "dense",
+    "window",
+    "channel",
+    "combined",
+    "unstructured",
+    "gmp",
+    "random-uniform",
+    "random-erk",
+    "grasp",
+    "filter",
+)
 _LINESTYLES: dict[str, Any] = {
     "window": "-",
     "channel": "--",
     "combined": "-.",
     "unstructured": ":",
+    "gmp": (0, (1, 1)),
+    "random-uniform": (0, (5, 1)),
+    "random-erk": (0, (5, 1)),
+    "grasp": (0, (3, 1, 1, 1, 1, 1)),
+    "filter": (0, (8, 2, 2, 2)),
 }
-_MARKERS = {"dense": "*", "window": "o", "channel": "s", "combined": "^", "unstructured": "D"}
+_MARKERS = {
+    "dense": "*",
+    "window": "o",
+    "channel": "s",
+    "combined": "^",
+    "unstructured": "D",
+    "gmp": "d",
+    "random-uniform": "x",
+    "random-erk": "X",
+    "grasp": "P",
+    "filter": "h",
+}
 _ATTACK_ORDER = ("fgsm", "fgm", "pgd", "apgd", "cw", WORST_CASE)
 _DPI = 150
 
@@ -147,6 +175,15 @@ def _checkpoint_styles(df: pd.DataFrame) -> dict[str, _Style]:
     """Color = sparsity level, line style / marker = granularity; the dense baseline black and thick."""
     table = _checkpoint_table(df)
     palette = _sparsity_palette(table["sparsity_target"])
+    # One sparsity level (e.g. a pruning-methods comparison at 70 %): color by granularity instead.
+    sparse = [
+        (str(g), float(t))
+        for g, t in zip(table["granularity"], table["sparsity_target"], strict=True)
+        if not _is_dense(str(g), float(t))
+    ]
+    kinds = sorted({g for g, _ in sparse}, key=_granularity_rank)
+    by_kind = len({t for _, t in sparse}) == 1 and len(kinds) > 1
+    kind_colors = dict(zip(kinds, sns.color_palette("tab10", len(kinds)), strict=True))
     labels: dict[str, str] = {}
     for row in _rows(table):
         g, t = str(row.granularity), float(row.sparsity_target)
@@ -165,7 +202,7 @@ def _checkpoint_styles(df: pd.DataFrame) -> dict[str, _Style]:
         else:
             styles[name] = _Style(
                 label,
-                palette[t],
+                kind_colors[g] if by_kind else palette[t],
                 _LINESTYLES.get(g, "-"),
                 _MARKERS.get(g, "v"),
                 1.6,

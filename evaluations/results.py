@@ -8,6 +8,8 @@ column                      type   meaning
 checkpoint                  str    checkpoint name
 arch, dataset               str    model architecture and dataset
 granularity                 str    ``dense`` or window / channel / combined / unstructured
+                                   (Campfire), or gmp / random-erk / random-uniform / grasp /
+                                   filter (other pruning methods; ``SparsityConfig.label``)
 sparsity_target             float  requested sparsity (0 for dense)
 sparsity_achieved           float  measured sparsity
 attack                      str    attack name; ``worst_case`` = per-example worst case over the

@@ -1,14 +1,23 @@
-"""Campfire structured sparsity: granularities, schedule, masks, the sparsifier and its report."""
+"""Campfire structured sparsity and the other pruning methods: schedule, masks, sparsifiers."""
 
 from __future__ import annotations
 
-from robustbench_sparse.sparsity.config import SparsityConfig
+from robustbench_sparse.sparsity.config import (
+    FilterNorm,
+    LayerDistribution,
+    PruningMethod,
+    SparsityConfig,
+)
 from robustbench_sparse.sparsity.granularity import Granularity
 from robustbench_sparse.sparsity.masks import (
     achievable_sparsity,
     combined_counts,
     compute_mask,
     kept_per_group,
+)
+from robustbench_sparse.sparsity.methods import (
+    calibration_batches,
+    create_sparsifier,
 )
 from robustbench_sparse.sparsity.report import LayerSparsity, SparsityReport, sparsity_report
 from robustbench_sparse.sparsity.schedule import cubic_sparsity, epochs_to_steps
@@ -17,13 +26,18 @@ from robustbench_sparse.sparsity.sparsifier import CampfireSparsifier
 
 __all__ = [
     "CampfireSparsifier",
+    "FilterNorm",
     "Granularity",
+    "LayerDistribution",
     "LayerSparsity",
+    "PruningMethod",
     "SparsityConfig",
     "SparsityReport",
     "achievable_sparsity",
+    "calibration_batches",
     "combined_counts",
     "compute_mask",
+    "create_sparsifier",
     "cubic_sparsity",
     "epochs_to_steps",
     "kept_per_group",

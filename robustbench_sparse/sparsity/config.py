@@ -6,15 +6,85 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from robustbench_sparse.errors import UserError, unknown_name
 from robustbench_sparse.sparsity.granularity import Granularity
 
 
+class PruningMethod(str, Enum):
+    """Which pruning family builds the masks (all behind the same sparsifier interface).
+
+    - ``CAMPFIRE``: gradual magnitude pruning to a structured ``granularity`` (the default).
+    - ``GMP``: Zhu & Gupta gradual magnitude pruning, unstructured and layer-wise: the baseline
+      Campfire restricts. Numerically it *is* Campfire with ``granularity = "unstructured"`` (same
+      schedule, same masks); the separate name labels it as the comparison baseline.
+    - ``RANDOM``: random masks drawn at initialization and fixed (Liu et al., ICLR 2022), with
+      layer-wise ``uniform`` or ``erk`` densities (``random_distribution``).
+    - ``GRASP``: GraSP pruning at initialization (Wang et al., ICLR 2020), masks fixed afterwards.
+    - ``FILTER``: whole output filters removed by norm on the gradual schedule; the BatchNorm that
+      consumes a pruned filter is masked too, so the channel outputs exactly zero.
+    """
+
+    CAMPFIRE = "campfire"
+    GMP = "gmp"
+    RANDOM = "random"
+    GRASP = "grasp"
+    FILTER = "filter"
+
+    @classmethod
+    def parse(cls, value: str | PruningMethod) -> PruningMethod:
+        """Return the member for ``value``; raise ``UserError`` listing the valid names otherwise."""
+        return _parse_enum(cls, "pruning method", value)
+
+
+class LayerDistribution(str, Enum):
+    """How a global target is split across layers (``random`` pruning).
+
+    ``UNIFORM``: every pruned layer gets the target. ``ERK``: Erdős–Rényi-Kernel densities
+    (Evci et al. 2020), ``density_l ∝ (n_in + n_out + k_h + k_w) / (n_in · n_out · k_h · k_w)``,
+    scaled so the pruned layers together meet the target, layers that would exceed density 1 dense.
+    """
+
+    UNIFORM = "uniform"
+    ERK = "erk"
+
+    @classmethod
+    def parse(cls, value: str | LayerDistribution) -> LayerDistribution:
+        """Return the member for ``value``; raise ``UserError`` listing the valid names otherwise."""
+        return _parse_enum(cls, "random_distribution", value)
+
+
+class FilterNorm(str, Enum):
+    """Which norm of a filter ``W[k]`` ranks it for ``filter`` pruning."""
+
+    L1 = "l1"
+    L2 = "l2"
+
+    @classmethod
+    def parse(cls, value: str | FilterNorm) -> FilterNorm:
+        """Return the member for ``value``; raise ``UserError`` listing the valid names otherwise."""
+        return _parse_enum(cls, "filter_norm", value)
+
+
+def _parse_enum(cls: Any, kind: str, value: Any) -> Any:
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        key = value.strip().lower()
+        for member in cls:
+            if member.value == key:
+                return member
+    raise unknown_name(kind, str(value), [m.value for m in cls])
+
+
+_UNSTRUCTURED_METHODS = ("gmp", "random", "grasp")
+
+
 @dataclass(frozen=True)
 class SparsityConfig:
-    """How Campfire prunes a model.
+    """How a model is pruned (Campfire by default; see :class:`PruningMethod` for the others).
 
     Attributes:
         target: final sparsity ``s_f`` in ``[0, 1)``; ``0`` means dense (the sparsifier is a no-op).
@@ -27,6 +97,14 @@ class SparsityConfig:
         exclude: fnmatch patterns on module names removed from the selection.
         prune_first_conv: also prune the first ``Conv2d`` (dense by default).
         prune_classifier: also prune the last ``Linear`` (dense by default).
+        method: the pruning family (:class:`PruningMethod`). ``gmp``, ``random`` and ``grasp``
+            are unstructured: their ``granularity`` is normalised to ``unstructured``. ``filter``
+            ignores ``granularity``. ``random`` and ``grasp`` prune at initialization and ignore
+            ``initial`` / ``start`` / ``end`` / ``update_every``.
+        random_distribution: layer-wise densities of ``random`` (``uniform`` or ``erk``).
+        grasp_batches: training batches GraSP scores the weights on (at initialization).
+        grasp_temperature: GraSP's softmax temperature ``T`` (logits / T; the paper uses 200).
+        filter_norm: the norm ranking filters for ``filter`` pruning (``l2`` or ``l1``).
     """
 
     target: float = 0.0
@@ -39,10 +117,25 @@ class SparsityConfig:
     exclude: tuple[str, ...] = ()
     prune_first_conv: bool = False
     prune_classifier: bool = False
+    method: PruningMethod = PruningMethod.CAMPFIRE
+    random_distribution: LayerDistribution = LayerDistribution.UNIFORM
+    grasp_batches: int = 4
+    grasp_temperature: float = 200.0
+    filter_norm: FilterNorm = FilterNorm.L2
 
     def __post_init__(self) -> None:
         # Normalise the types that TOML/JSON produce (str granularity, lists, ints for floats).
         object.__setattr__(self, "granularity", Granularity.parse(self.granularity))
+        object.__setattr__(self, "method", PruningMethod.parse(self.method))
+        object.__setattr__(
+            self, "random_distribution", LayerDistribution.parse(self.random_distribution)
+        )
+        object.__setattr__(self, "filter_norm", FilterNorm.parse(self.filter_norm))
+        object.__setattr__(
+            self, "grasp_temperature", _as_float("grasp_temperature", self.grasp_temperature)
+        )
+        if self.method.value in _UNSTRUCTURED_METHODS:
+            object.__setattr__(self, "granularity", Granularity.UNSTRUCTURED)
         for name in ("target", "initial", "start", "end"):
             object.__setattr__(self, name, _as_float(name, getattr(self, name)))
         for name in ("include", "exclude"):
@@ -52,8 +145,10 @@ class SparsityConfig:
                 raise UserError(
                     f"sparsity {name} must be true or false, got {getattr(self, name)!r}"
                 )
-        if isinstance(self.update_every, bool) or not isinstance(self.update_every, int):
-            raise UserError(f"sparsity update_every must be an integer, got {self.update_every!r}")
+        for name in ("update_every", "grasp_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserError(f"sparsity {name} must be an integer, got {value!r}")
 
         if not 0.0 <= self.target < 1.0:
             raise UserError(f"sparsity target must be in [0, 1), got {self.target}")
@@ -67,18 +162,35 @@ class SparsityConfig:
             raise UserError(f"sparsity end ({self.end}) must be >= start ({self.start}) (epochs)")
         if self.update_every < 1:
             raise UserError(f"sparsity update_every must be >= 1, got {self.update_every}")
+        if self.grasp_batches < 1:
+            raise UserError(f"sparsity grasp_batches must be >= 1, got {self.grasp_batches}")
+        if not self.grasp_temperature > 0.0:
+            raise UserError(f"sparsity grasp_temperature must be > 0, got {self.grasp_temperature}")
 
     @property
     def dense(self) -> bool:
         """True when nothing is pruned (``target == 0``)."""
         return self.target == 0.0
 
+    @property
+    def label(self) -> str:
+        """What the results table calls this structure (``granularity`` column, model names).
+
+        Campfire: its granularity (``window``, ``channel``, ``combined``, ``unstructured``), as
+        before. Other methods: ``gmp``, ``random-uniform`` / ``random-erk``, ``grasp``, ``filter``.
+        """
+        if self.method is PruningMethod.CAMPFIRE:
+            return self.granularity.value
+        if self.method is PruningMethod.RANDOM:
+            return f"random-{self.random_distribution.value}"
+        return self.method.value
+
     def to_dict(self) -> dict[str, Any]:
         """JSON/TOML-safe dict (granularity as its string value, patterns as lists)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Granularity):
+            if isinstance(value, Enum):
                 value = value.value
             elif isinstance(value, tuple):
                 value = list(value)

@@ -63,8 +63,17 @@ class CampfireSparsifier:
         self._step = 0
         self._frozen = config.dense
         self._sparsity = 0.0
+        self._updates = 0
 
     # ------------------------------------------------------------------ properties
+    @property
+    def update_count(self) -> int:
+        """How many times the masks were (re)computed or loaded by this object.
+
+        Callers that must keep masks in sync (DDP ranks) verify them whenever this changes.
+        """
+        return self._updates
+
     @property
     def step_count(self) -> int:
         """Optimizer steps seen so far (``t``)."""
@@ -107,7 +116,7 @@ class CampfireSparsifier:
             raise RuntimeError("CampfireSparsifier.prepare() was already called")
         self._model = model
         params = dict(model.named_parameters())
-        for name in select_layers(model, self.config):
+        for name in self._select_layers(model):
             param = params[name]
             mask = torch.ones_like(param, dtype=torch.bool)
             fmask = torch.ones_like(param)
@@ -138,10 +147,12 @@ class CampfireSparsifier:
             self._mask_optimizer_state(optimizer)
 
     def apply_masks(self) -> None:
-        """Multiply every pruned weight by its mask, in place."""
+        """Zero every pruned weight in place (+0.0)."""
         with torch.no_grad():
             for name, param in self._params.items():
-                param.mul_(self._fmasks[name])
+                # masked_fill, not mul: a pruned negative weight becomes +0.0, not -0.0, so
+                # pruned positions are bit-identical zeros (the packed export relies on it).
+                param.masked_fill_(~self._masks[name], 0.0)
 
     def freeze(self) -> None:
         """Fix the current masks for the rest of training."""
@@ -201,9 +212,18 @@ class CampfireSparsifier:
         self._step = int(state["step"])
         self._frozen = bool(state["frozen"])
         self._sparsity = float(state["sparsity"])
+        self._updates += 1
         self.apply_masks()
 
     # ------------------------------------------------------------------ internals
+    def _select_layers(self, model: nn.Module) -> list[str]:
+        """Parameter names this sparsifier prunes (subclasses may narrow the selection)."""
+        return select_layers(model, self.config)
+
+    def _compute_layer_mask(self, name: str, param: Tensor, sparsity: float) -> Tensor:
+        """The new keep-mask of ``param`` at ``sparsity`` (monotone wrt the current mask)."""
+        return compute_mask(param, sparsity, self.config.granularity, previous=self._masks[name])
+
     def _require_prepared(self) -> nn.Module:
         if self._model is None:
             raise RuntimeError("call CampfireSparsifier.prepare(model) first")
@@ -221,11 +241,9 @@ class CampfireSparsifier:
         sparsity = self.sparsity_at(t)
         if sparsity > 0.0:
             for name, param in self._params.items():
-                new = compute_mask(
-                    param, sparsity, self.config.granularity, previous=self._masks[name]
-                )
-                self._set_mask(name, new)
+                self._set_mask(name, self._compute_layer_mask(name, param, sparsity))
             self._sparsity = sparsity
+            self._updates += 1
         if t >= self.end_step:
             self._frozen = True
         logger.debug(

@@ -1,0 +1,71 @@
+"""Pluggable pruning methods behind the one sparsifier interface (``prepare`` / ``step`` / ...).
+
+:func:`create_sparsifier` maps ``SparsityConfig.method`` to its sparsifier; every one is a
+:class:`CampfireSparsifier` (subclass), so ``fit``, checkpoints and reports treat them alike:
+
+- ``campfire``: :class:`CampfireSparsifier` (structured gradual magnitude pruning).
+- ``gmp``: :class:`GMPSparsifier` (Zhu & Gupta, unstructured, layer-wise).
+- ``random``: :class:`RandomSparsifier` (random masks at init, uniform / ERK; Liu et al. 2022).
+- ``grasp``: :class:`GraspSparsifier` (GraSP at init; Wang et al. 2020). Needs
+  ``calibrate(model, batches)`` before training (``fit`` calls it).
+- ``filter``: :class:`FilterSparsifier` (gradual whole-filter pruning with BatchNorm masked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from robustbench_sparse.sparsity.config import PruningMethod, SparsityConfig
+from robustbench_sparse.sparsity.methods.filter import (
+    FilterSparsifier,
+    conv_bn_pairs,
+    export_thin,
+    filter_mask,
+)
+from robustbench_sparse.sparsity.methods.gmp import GMPSparsifier
+from robustbench_sparse.sparsity.methods.grasp import GraspSparsifier
+from robustbench_sparse.sparsity.methods.random import RandomSparsifier
+from robustbench_sparse.sparsity.sparsifier import CampfireSparsifier
+
+_CLASSES: dict[PruningMethod, type[CampfireSparsifier]] = {
+    PruningMethod.CAMPFIRE: CampfireSparsifier,
+    PruningMethod.GMP: GMPSparsifier,
+    PruningMethod.RANDOM: RandomSparsifier,
+    PruningMethod.GRASP: GraspSparsifier,
+    PruningMethod.FILTER: FilterSparsifier,
+}
+
+
+def create_sparsifier(config: SparsityConfig, steps_per_epoch: int) -> CampfireSparsifier:
+    """The sparsifier of ``config.method`` (a :class:`CampfireSparsifier` or a subclass)."""
+    return _CLASSES[config.method](config, steps_per_epoch)
+
+
+def calibration_batches(
+    dataset: Dataset[Any], *, batch_size: int, seed: int, device: torch.device
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Seeded shuffled training batches on ``device`` for methods that score at init (GraSP).
+
+    Not sharded under DDP: every rank sees the same batches, so every rank computes the same masks.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator):
+        yield x.to(device), y.to(device)
+
+
+__all__ = [
+    "FilterSparsifier",
+    "GMPSparsifier",
+    "GraspSparsifier",
+    "RandomSparsifier",
+    "calibration_batches",
+    "conv_bn_pairs",
+    "create_sparsifier",
+    "export_thin",
+    "filter_mask",
+]

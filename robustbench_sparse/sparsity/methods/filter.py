@@ -1,0 +1,256 @@
+"""``filter``: structured output-filter pruning while training, with BatchNorm masked.
+
+Roy, Panda, Roy et al., "Pruning Filters while Training for Efficiently Optimizing Deep Learning
+Networks", IJCNN 2020 (arXiv 2003.02800); the filter ranking by norm follows Li et al.,
+"Pruning Filters for Efficient ConvNets", ICLR 2017.
+
+Every selected ``Conv2d`` keeps the ``kept_per_group(K, s_t)`` output filters ``W[k]`` with the
+largest L2 (or L1, ``filter_norm``) norm, where ``s_t`` follows the same cubic schedule as
+Campfire (``start``/``end``/``update_every``); pruned filters never return and the masks freeze
+at ``end``. ``Linear`` layers are not filter-pruned (they are left out of the selection).
+
+So that a pruned filter's channel is *exactly zero* after normalisation, the BatchNorm consuming
+the conv output is masked too: its ``weight[k]`` and ``bias[k]`` are kept at 0 (with gradient
+hooks and optimizer-state masking like the conv weight), and so is the conv's own ``bias[k]``.
+Then ``BN(0) = 0 · x̂ + 0 = 0`` in train and eval mode. The consuming BatchNorm is found
+structurally (:func:`conv_bn_pairs`): a ``BatchNorm2d`` right after the conv in an
+``nn.Sequential`` (``small_cnn``'s conv-bn blocks, ResNet ``downsample``), or a sibling named
+``bnX`` for a conv named ``convX`` (CIFAR and torchvision ResNets). Limitations: other wirings
+(a BN reached through a functional call, a norm other than ``BatchNorm2d``, grouped or depthwise
+convs feeding one another) are not detected; such a conv is still filter-pruned but only its
+weight and bias are masked (a warning says so). In a residual block, zeroing ``conv2``'s channel
+zeroes the residual branch only; the skip connection still carries that channel.
+
+The comparison is at equal *weight* sparsity: the report counts the zeroed filter weights. The
+input channels of the next layer that read a dead channel are not counted, although they are
+dead too; :func:`export_thin` removes them physically (``small_cnn`` only).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from robustbench_sparse.errors import UserError
+from robustbench_sparse.sparsity.config import FilterNorm, PruningMethod, SparsityConfig
+from robustbench_sparse.sparsity.masks import _keep_top, kept_per_group
+from robustbench_sparse.sparsity.sparsifier import CampfireSparsifier, _GradMask
+
+logger = logging.getLogger(__name__)
+
+_NEG_INF = float("-inf")
+
+
+def conv_bn_pairs(model: nn.Module) -> dict[str, str]:
+    """Conv module name -> the ``BatchNorm2d`` module name that normalises its output.
+
+    Found structurally: a ``BatchNorm2d`` directly after a ``Conv2d`` inside an ``nn.Sequential``,
+    or siblings ``convX`` / ``bnX`` of the same parent; the BN must have ``out_channels`` features.
+    """
+    pairs: dict[str, str] = {}
+    for parent_name, parent in model.named_modules():
+        prefix = f"{parent_name}." if parent_name else ""
+        children = list(parent.named_children())
+        if isinstance(parent, nn.Sequential):
+            for (n1, m1), (n2, m2) in itertools.pairwise(children):
+                if (
+                    isinstance(m1, nn.Conv2d)
+                    and isinstance(m2, nn.BatchNorm2d)
+                    and m2.num_features == m1.out_channels
+                ):
+                    pairs[prefix + n1] = prefix + n2
+        siblings = dict(children)
+        for n, m in children:
+            if not isinstance(m, nn.Conv2d) or not n.startswith("conv"):
+                continue
+            bn_name = "bn" + n[len("conv") :]
+            bn = siblings.get(bn_name)
+            if isinstance(bn, nn.BatchNorm2d) and bn.num_features == m.out_channels:
+                pairs.setdefault(prefix + n, prefix + bn_name)
+    return pairs
+
+
+def filter_mask(
+    weight: Tensor, sparsity: float, norm: FilterNorm, previous: Tensor | None = None
+) -> Tensor:
+    """Bool mask (same shape) keeping ``kept_per_group(K, sparsity)`` whole filters by norm.
+
+    ``weight``: ``(K, C, kh, kw)``. Filters dead in ``previous`` score ``-inf`` and never return;
+    ties resolve to the lower filter index.
+    """
+    n_filters = weight.shape[0]
+    w = weight.detach().float().reshape(n_filters, -1)  # (K, C*kh*kw)
+    if previous is not None:
+        w = w * previous.reshape(n_filters, -1)
+    norms = w.abs().sum(dim=1) if norm is FilterNorm.L1 else w.norm(dim=1)  # (K,)
+    if previous is not None:
+        alive = previous.reshape(n_filters, -1).any(dim=1)  # (K,)
+        norms = norms.masked_fill(~alive, _NEG_INF)
+    keep = _keep_top(norms.reshape(1, -1), kept_per_group(n_filters, sparsity))  # (1, K)
+    return keep.reshape(n_filters, 1, 1, 1).expand(weight.shape).clone()
+
+
+class FilterSparsifier(CampfireSparsifier):
+    """Gradual whole-filter pruning of the selected convs; the consuming BatchNorm is masked too."""
+
+    def __init__(self, config: SparsityConfig, steps_per_epoch: int) -> None:
+        if config.method is not PruningMethod.FILTER:
+            raise ValueError(f"FilterSparsifier needs method 'filter', got {config.method.value!r}")
+        super().__init__(config, steps_per_epoch)
+        # conv weight name -> [(extra parameter, its float (K,) mask)]: conv bias, BN weight/bias
+        self._extras: dict[str, list[tuple[Tensor, Tensor]]] = {}
+        self._extra_hooks: list[RemovableHandle] = []
+        self.bn_of: dict[str, str | None] = {}  # conv weight name -> BN module name (or None)
+
+    def _select_layers(self, model: nn.Module) -> list[str]:
+        modules = dict(model.named_modules())
+        names = super()._select_layers(model)
+        convs = [n for n in names if isinstance(modules.get(n.rsplit(".", 1)[0]), nn.Conv2d)]
+        skipped = sorted(set(names) - set(convs))
+        if skipped:
+            logger.info("filter pruning skips non-conv layers: %s", ", ".join(skipped))
+        return convs
+
+    def prepare(self, model: nn.Module) -> None:
+        """Find each conv's BatchNorm, register the extra masks, then prepare as Campfire."""
+        modules = dict(model.named_modules())
+        pairs = conv_bn_pairs(model)
+        for name in self._select_layers(model):
+            module_name = name.rsplit(".", 1)[0]
+            conv = modules[module_name]
+            assert isinstance(conv, nn.Conv2d)
+            extras: list[Tensor] = [] if conv.bias is None else [conv.bias]
+            bn_name = pairs.get(module_name)
+            self.bn_of[name] = bn_name
+            if bn_name is None:
+                logger.warning(
+                    "filter pruning %s: no BatchNorm2d found after it; only the conv weight "
+                    "(and bias) are masked",
+                    module_name,
+                )
+            else:
+                bn = modules[bn_name]
+                assert isinstance(bn, nn.BatchNorm2d)
+                extras += [p for p in (bn.weight, bn.bias) if p is not None]
+            self._extras[name] = []
+            for param in extras:
+                fmask = torch.ones_like(param)
+                self._extras[name].append((param, fmask))
+                self._extra_hooks.append(param.register_hook(_GradMask(fmask)))
+        super().prepare(model)
+
+    def _compute_layer_mask(self, name: str, param: Tensor, sparsity: float) -> Tensor:
+        return filter_mask(param, sparsity, self.config.filter_norm, previous=self._masks[name])
+
+    def _set_mask(self, name: str, mask: Tensor) -> None:
+        super()._set_mask(name, mask)
+        alive = self._masks[name].reshape(mask.shape[0], -1).any(dim=1)  # (K,)
+        for _, fmask in self._extras.get(name, []):
+            fmask.copy_(alive)
+
+    def apply_masks(self) -> None:
+        """Multiply conv weights, conv biases and the BatchNorm affine parameters by their masks."""
+        super().apply_masks()
+        with torch.no_grad():
+            for extras in self._extras.values():
+                for param, fmask in extras:
+                    param.mul_(fmask)
+
+    def remove_hooks(self) -> None:
+        """Remove all gradient hooks (conv weights and the extra parameters)."""
+        super().remove_hooks()
+        for handle in self._extra_hooks:
+            handle.remove()
+        self._extra_hooks.clear()
+
+    def _mask_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
+        super()._mask_optimizer_state(optimizer)
+        with torch.no_grad():
+            for extras in self._extras.values():
+                for param, fmask in extras:
+                    for value in (optimizer.state.get(param) or {}).values():
+                        if isinstance(value, Tensor) and value.shape == param.shape:
+                            value.mul_(fmask)
+
+
+def _dead_channels(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tensor:
+    """(K,) bool: channels whose output is exactly zero (zero filter, bias and BN affine)."""
+    n = conv.out_channels
+    dead = (conv.weight.detach().reshape(n, -1) == 0).all(dim=1)
+    if conv.bias is not None:
+        dead &= conv.bias.detach() == 0
+    if bn.weight is None or bn.bias is None:
+        return torch.zeros(n, dtype=torch.bool)
+    return dead & (bn.weight.detach() == 0) & (bn.bias.detach() == 0)
+
+
+def export_thin(model: nn.Module) -> nn.Module:
+    """A physically thinner dense copy of a filter-pruned ``small_cnn`` (same outputs).
+
+    Every conv-bn block drops the output channels that are exactly zero (zero filter and zero
+    BatchNorm ``weight``/``bias``, as :class:`FilterSparsifier` leaves them) and the next layer
+    drops the matching input channels; the classifier drops the matching features. The result is
+    an ordinary dense model (``allclose`` to the masked one, in eval mode).
+
+    Only ``small_cnn`` (a plain chain of conv-bn-ReLU blocks) is supported: residual networks need
+    the channels of a skip connection and its branches pruned consistently, which filter pruning
+    does not guarantee. Other architectures raise ``UserError``.
+    """
+    from robustbench_sparse.models import NormalizedModel, SmallCNN
+
+    thin = copy.deepcopy(model)
+    net = thin.net if isinstance(thin, NormalizedModel) else thin
+    if not isinstance(net, SmallCNN):
+        raise UserError(
+            f"export_thin supports small_cnn only (got {type(net).__name__}); residual "
+            "architectures cannot be thinned consistently"
+        )
+    keep_in: Tensor | None = None  # input channels kept (None = all)
+    for block_name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+        block = getattr(net, block_name)
+        conv, bn = block[0], block[1]
+        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+        keep_out = (~_dead_channels(conv, bn)).nonzero().flatten()  # (K',)
+        if keep_out.numel() == 0:
+            keep_out = torch.zeros(1, dtype=torch.long)  # a dead layer keeps one zero channel
+        weight = conv.weight.detach()[keep_out]  # (K', C, kh, kw)
+        if keep_in is not None:
+            weight = weight[:, keep_in]  # (K', C', kh, kw)
+        new_conv = nn.Conv2d(
+            weight.shape[1],
+            weight.shape[0],
+            conv.kernel_size,  # type: ignore[arg-type]
+            stride=conv.stride,  # type: ignore[arg-type]
+            padding=conv.padding,  # type: ignore[arg-type]
+            dilation=conv.dilation,  # type: ignore[arg-type]
+            bias=conv.bias is not None,
+        )
+        with torch.no_grad():
+            new_conv.weight.copy_(weight)
+            if conv.bias is not None and new_conv.bias is not None:
+                new_conv.bias.copy_(conv.bias.detach()[keep_out])
+        new_bn = nn.BatchNorm2d(
+            len(keep_out),
+            eps=bn.eps,
+            momentum=bn.momentum,
+            affine=bn.affine,
+            track_running_stats=bn.track_running_stats,
+        )
+        state = {k: (v[keep_out] if v.ndim == 1 else v.clone()) for k, v in bn.state_dict().items()}
+        new_bn.load_state_dict(state)
+        block[0], block[1] = new_conv, new_bn
+        keep_in = keep_out
+    fc = net.fc
+    assert keep_in is not None
+    new_fc = nn.Linear(len(keep_in), fc.out_features, bias=fc.bias is not None)
+    with torch.no_grad():
+        new_fc.weight.copy_(fc.weight.detach()[:, keep_in])
+        if fc.bias is not None and new_fc.bias is not None:
+            new_fc.bias.copy_(fc.bias.detach())
+    net.fc = new_fc
+    return thin.eval()
