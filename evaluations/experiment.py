@@ -30,21 +30,23 @@ from evaluations.metrics import check_invariants, pgd_vs_fgsm
 from evaluations.plots import plot_all
 from evaluations.report import write_report
 from evaluations.results import write_sidecar
+from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.config import check_keys, load_toml, to_jsonable
 from robustbench_sparse.datasets import load_dataset
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.models import create_model
 from robustbench_sparse.provenance import provenance
-from robustbench_sparse.sparsity import Granularity
+from robustbench_sparse.sparsity import Granularity, PruningMethod
 from robustbench_sparse.train_job import TrainJob, job_with, run_train_job, train_job_from_config
 
 logger = logging.getLogger(__name__)
 
 EXPERIMENT_FILE = "experiment.json"
-_TOP_KEYS = ["name", "data", "model", "train", "sparsity", "models", "attack", "epsilons"]
-_MODELS_KEYS = ["dense", "targets", "granularities"]
+_TOP_KEYS = ["name", "recipe", "data", "model", "train", "sparsity", "models", "attack", "epsilons"]
+_MODELS_KEYS = ["dense", "targets", "granularities", "methods"]
 _ATTACK_KEYS = ["attacks", "backend", "batch_size", "limit", "device", "params"]
 _EPS_KEYS = ["linf", "l2"]
 
@@ -122,15 +124,19 @@ def plan_experiment(
         dense_sparsity = job_with(base).sparsity
         dense_job = job_with(base, sparsity=_with_target(dense_sparsity, 0.0, None), name="dense")
         plans.append(ModelPlan("dense", dense_job))
-    for granularity in granularities:
-        for target in targets:
-            if not 0 < target < 1:
-                raise UserError(f"[models] targets must be in (0, 1); got {target}")
-            name = _model_name(granularity.value, target)
-            job = job_with(
-                base, sparsity=_with_target(base.sparsity, target, granularity), name=name
-            )
-            plans.append(ModelPlan(name, job))
+    # [models] methods: campfire uses the granularities; the others their own structure.
+    methods = [
+        PruningMethod.parse(m) for m in models_cfg.get("methods", [base.sparsity.method.value])
+    ]
+    for method in methods:
+        method_sp = _with_method(base.sparsity, method)
+        for granularity in granularities if method is PruningMethod.CAMPFIRE else [None]:
+            for target in targets:
+                if not 0 < target < 1:
+                    raise UserError(f"[models] targets must be in (0, 1); got {target}")
+                sp = _with_target(method_sp, target, granularity)
+                name = _model_name(sp.label, target)
+                plans.append(ModelPlan(name, job_with(base, sparsity=sp, name=name)))
     if not plans:
         raise UserError("the experiment trains no model: set [models] dense or targets")
 
@@ -169,6 +175,12 @@ def plan_experiment(
 def _bad_granularity(g: str) -> Granularity:
     valid = ", ".join(m.value for m in Granularity)
     raise UserError(f"[models] unknown granularity {g!r}; valid: {valid}")
+
+
+def _with_method(sp: Any, method: PruningMethod) -> Any:
+    from dataclasses import replace
+
+    return replace(sp, method=method)
 
 
 def _with_target(sp: Any, target: float, granularity: Granularity | None) -> Any:
@@ -239,7 +251,10 @@ def run_experiment(
     """Train every model of ``plan``, run the attack grid, write figures and the report."""
     t0 = time.perf_counter()
     out = Path(out_dir)
-    prepare_experiment_dir(out, plan, overwrite=overwrite, resume=resume)
+    # Check what can be checked (devices, architectures, data) before the output directory is
+    # touched: a mistyped config must not leave a directory that then blocks the corrected one.
+    for device in {plan.grid.device, *(m.job.train.device for m in plan.models)}:
+        resolve_device(device)
     first = plan.models[0].job
     data = load_dataset(
         first.data.dataset,
@@ -250,6 +265,20 @@ def run_experiment(
         augment=first.data.augment,
         seed=first.train.seed,
     )
+    archs: list[tuple[str, dict[str, Any]]] = []
+    for m in plan.models:
+        if (m.job.arch, dict(m.job.arch_kwargs)) not in archs:
+            archs.append((m.job.arch, dict(m.job.arch_kwargs)))
+    for arch, kwargs in archs:  # unknown names and keywords fail here; nothing is downloaded
+        if "pretrained" in kwargs:
+            kwargs["pretrained"] = False
+        create_model(
+            arch,
+            num_classes=data.info.num_classes,
+            in_channels=data.info.input_shape[0],
+            **kwargs,
+        )
+    rdist.on_main(lambda: prepare_experiment_dir(out, plan, overwrite=overwrite, resume=resume))
     checkpoints: list[LoadedCheckpoint] = []
     for i, model in enumerate(plan.models, 1):
         logger.info("[%d/%d] training %s", i, len(plan.models), model.name)
@@ -269,7 +298,11 @@ def run_experiment(
         "command": command,
         "experiment": plan.name,
         "config": plan.config,
-        "seeds": {"train": first.train.seed, "attack": plan.grid.seed},
+        # The seeds that matter: training (data subset, order, init) and each attack's own.
+        "seeds": {
+            "train": first.train.seed,
+            "attack": {s.name: s.build().params().get("seed") for s in plan.grid.attacks},
+        },
         "checkpoints": [
             {
                 "name": c.name,
@@ -291,9 +324,14 @@ def run_experiment(
         "total_seconds": time.perf_counter() - t0,
         **provenance(resolve_device(plan.grid.device)),
     }
-    write_sidecar(results_dir, sidecar)
-    plot_all(results_dir)
-    md, html = write_report(results_dir, command=command)
+    # Under torchrun only rank 0 writes; every rank returns the same outcome.
+    md, html = results_dir / "report.md", results_dir / "report.html"
+    if rdist.is_main():
+        sidecar["distributed"] = rdist.run_description()
+        write_sidecar(results_dir, sidecar)
+        plot_all(results_dir)
+        md, html = write_report(results_dir, command=command)
+    rdist.barrier()
     failed = [k for k, v in invariants.items() if not v.get("passed", False)]
     if failed:
         logger.warning("invariant checks FAILED: %s (see the report)", ", ".join(failed))

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from robustbench_sparse import __version__
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.export_cli import add_export_parser
 
 logger = logging.getLogger("robustbench_sparse")
 
@@ -89,14 +91,40 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--exclude", action="append", help="never prune layers matching (fnmatch)")
     _bool_flag(g, "prune-first-conv", "also prune the first conv (default: dense)")
     _bool_flag(g, "prune-classifier", "also prune the classifier (default: dense)")
+    g.add_argument(
+        "--method",
+        choices=["campfire", "gmp", "random", "grasp", "filter"],
+        help="pruning method (default campfire; see docs/ARCHITECTURE.md, pruning methods)",
+    )
+    g.add_argument(
+        "--random-distribution",
+        choices=["uniform", "erk"],
+        help="layer-wise densities of --method random (default uniform)",
+    )
+    g.add_argument("--grasp-batches", type=int, help="batches GraSP scores on (default 4)")
+    g = p.add_argument_group("recipes and scale-out (torchrun DDP)")
+    g.add_argument("--recipe", help="take [data] [model] [train] [sparsity] from a shipped recipe")
+    _add_nproc(g)
+    _bool_flag(g, "sync-bn", "DDP: SyncBatchNorm across processes (default off)")
+    _bool_flag(g, "scale-lr", "DDP: lr x number of processes, linear scaling (default off)")
     p.set_defaults(handler=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from robustbench_sparse import distributed as rdist
     from robustbench_sparse.config import load_toml
     from robustbench_sparse.train_job import run_train_job, train_job_from_config
 
+    launched = _launch_torchrun(args)
+    if launched is not None:
+        return launched
+    if args.recipe and args.config:
+        raise UserError("give --config or --recipe, not both")
     config = load_toml(args.config) if args.config else {}
+    if args.recipe:
+        from robustbench_sparse.recipes import load_recipe, training_sections
+
+        config = training_sections(load_recipe(args.recipe))
     milestones = None
     if args.milestones:
         milestones = [_parse_float(v, "--milestones") for v in args.milestones.split(",")]
@@ -125,6 +153,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "device": args.device,
             "amp": args.amp,
+            "sync_bn": args.sync_bn,
+            "scale_lr": args.scale_lr,
         },
         sparsity_overrides={
             "target": args.sparsity,
@@ -137,11 +167,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "exclude": args.exclude,
             "prune_first_conv": args.prune_first_conv,
             "prune_classifier": args.prune_classifier,
+            "method": args.method,
+            "random_distribution": args.random_distribution,
+            "grasp_batches": args.grasp_batches,
         },
         arch=args.arch,
         name=args.name,
     )
     ckpt = run_train_job(job, args.out, overwrite=args.overwrite, resume=args.resume)
+    if not rdist.is_main():
+        return 0
     meta = ckpt.meta
     report = meta.get("sparsity_report") or {}
     print(
@@ -241,6 +276,7 @@ def _add_attack(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-report", action="store_true", help="skip figures and report")
+    _add_nproc(p)
     p.set_defaults(handler=_cmd_attack)
 
 
@@ -260,7 +296,11 @@ def _parse_param(text: str) -> tuple[str, str, Any]:
 
 def _cmd_attack(args: argparse.Namespace) -> int:
     from evaluations.runner import AttackRunRequest, run_attack_command
+    from robustbench_sparse import distributed as rdist
 
+    launched = _launch_torchrun(args)
+    if launched is not None:
+        return launched
     params: dict[str, dict[str, Any]] = {}
     for text in args.param:
         attack, key, value = _parse_param(text)
@@ -288,6 +328,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         resume=args.resume,
         command=_command_line(getattr(args, "argv", None)),
     )
+    if not rdist.is_main():
+        return 0
     print(f"results: {outcome.results_dir / 'results.csv'}")
     if outcome.report_html is not None:
         print(f"report:  {outcome.report_html}")
@@ -338,7 +380,14 @@ def _add_run(sub: Any) -> None:
         "C&W over the default grids, and write checkpoints, results, figures and the report. "
         "Without CONFIG the shipped default (digits, small_cnn) runs. Re-running resumes.",
     )
-    p.add_argument("config", nargs="?", type=Path, help="experiment TOML (default: shipped)")
+    p.add_argument(
+        "config", nargs="?", help="experiment TOML or recipe name (default: digits-smallcnn)"
+    )
+    p.add_argument(
+        "--config", dest="config_flag", metavar="CONFIG", help="the same as the CONFIG argument"
+    )
+    p.add_argument("--recipe", help="a shipped recipe (see `rbs recipes`)")
+    _add_nproc(p)
     p.add_argument("--out", type=Path, default=Path("runs/default"), help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -351,12 +400,30 @@ def _add_run(sub: Any) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from evaluations.experiment import default_config_text, plan_experiment, run_experiment
+    from robustbench_sparse import distributed as rdist
     from robustbench_sparse.config import load_toml
+    from robustbench_sparse.recipes import load_recipe, recipe_names
 
     if args.print_default_config:
         print(default_config_text(), end="")
         return 0
-    config = load_toml(args.config) if args.config else None
+    launched = _launch_torchrun(args)
+    if launched is not None:
+        return launched
+    if args.config_flag:
+        if args.config and args.config != args.config_flag:
+            raise UserError("give CONFIG or --config, not both")
+        args.config = args.config_flag
+    if args.recipe and args.config:
+        raise UserError("give CONFIG or --recipe, not both")
+    config: dict[str, Any] | None = None
+    if args.recipe:
+        config = load_recipe(args.recipe)
+    elif args.config:
+        if not Path(args.config).exists() and args.config in recipe_names():
+            config = load_recipe(args.config)  # a recipe name given as CONFIG
+        else:
+            config = load_toml(Path(args.config))
     plan = plan_experiment(
         config,
         overrides={
@@ -371,11 +438,94 @@ def _cmd_run(args: argparse.Namespace) -> int:
         resume=args.resume,
         command=_command_line(getattr(args, "argv", None)),
     )
+    if not rdist.is_main():
+        return 0
     print(f"results: {outcome.results_dir / 'results.csv'}")
     print(f"report:  {outcome.report_html}")
     print(f"         {outcome.report_md}")
     print(f"finished in {outcome.seconds:.0f}s")
     return 0
+
+
+# --------------------------------------------------------------------------------------- recipes
+def _add_recipes(sub: Any) -> None:
+    p = sub.add_parser(
+        "recipes",
+        help="list the shipped experiment recipes (or print one)",
+        description="List the shipped recipes with their expected runtime and hardware; with "
+        "NAME print that recipe's TOML (run it with `rbs run --recipe NAME`).",
+    )
+    p.add_argument("name", nargs="?", help="print this recipe's TOML")
+    p.set_defaults(handler=_cmd_recipes)
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from robustbench_sparse.recipes import DEFAULT_RECIPE, list_recipes, recipe_text
+
+    if args.name:
+        print(recipe_text(args.name), end="")
+        return 0
+    for r in list_recipes():
+        default = " (default)" if r.name == DEFAULT_RECIPE else ""
+        print(f"{r.name}{default}\n  {r.description}\n  runtime:  {r.runtime}")
+        print(f"  hardware: {r.hardware}")
+    return 0
+
+
+# ------------------------------------------------------------------------------- scale-out
+def _add_nproc(parser: Any) -> None:
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        help="run N processes on this machine with torchrun (DDP: one per GPU, or CPU/gloo)",
+    )
+
+
+def _strip_nproc(words: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--nproc":
+            skip = True
+        elif not word.startswith("--nproc="):
+            out.append(word)
+    return out
+
+
+def _launch_torchrun(args: argparse.Namespace) -> int | None:
+    """Re-run this very command under ``torchrun --standalone --nproc_per_node N``.
+
+    Returns torchrun's exit status, or ``None`` when this process should do the work itself
+    (no ``--nproc``, ``--nproc 1``, or already launched by torchrun).
+    """
+    import shlex
+    import subprocess
+
+    nproc = getattr(args, "nproc", None)
+    if nproc is None:
+        return None
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1 (got {nproc})")
+    if "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ:
+        logger.warning("--nproc is ignored: this process was already started by torchrun")
+        return None
+    if nproc == 1:
+        return None
+    words = _strip_nproc(getattr(args, "argv", None) or sys.argv[1:])
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "robustbench_sparse",
+        *words,
+    ]
+    logger.info("launching: %s", shlex.join(cmd))
+    return subprocess.run(cmd, check=False).returncode
 
 
 # ----------------------------------------------------------------------------------------- utils
@@ -431,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_attack,
         _add_plot_report,
         _add_models,
+        _add_recipes,
+        add_export_parser,
         *_EXTRA_COMMANDS,
     ):
         add(sub)
@@ -459,17 +611,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = (
         [str(a) for a in argv] if argv is not None else sys.argv[1:]
     )  # recorded as the command
+    from robustbench_sparse import distributed as rdist
+
     try:
-        return int(args.handler(args))
+        # Under torchrun (WORLD_SIZE > 1) every process joins the group here; only rank 0 logs
+        # progress (the others log warnings and errors).
+        with rdist.session():
+            if not rdist.is_main():
+                _setup_logging(0, True)
+            return int(args.handler(args))
     except _user_error_types() as exc:
         if args.debug:
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"rbs {args.command}: error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
+        message = None
+    # Printed once the exception (and the progress bars its frames hold) is released, so the
+    # error is the last line on stderr.
+    if message is None:
         print(f"rbs {args.command}: interrupted", file=sys.stderr)
         return 130
+    print(f"rbs {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

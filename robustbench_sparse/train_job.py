@@ -3,6 +3,10 @@
 Used by ``rbs train`` and by the experiment runner (``rbs run``). Output directory rules: an existing
 finished checkpoint is never overwritten without ``overwrite``; ``resume`` continues an interrupted
 run (or returns the finished one untouched).
+
+Under ``torchrun`` (several ranks) only rank 0 checks and prepares the output directory and writes
+files; the other ranks wait at a barrier and then load the finished checkpoint too (with several
+nodes, ``out_dir`` must be on a filesystem every node sees).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import (
     META_FILE,
     LoadedCheckpoint,
@@ -33,7 +38,13 @@ from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
 from robustbench_sparse.provenance import provenance
 from robustbench_sparse.sparsity import CampfireSparsifier, SparsityConfig, sparsity_report
-from robustbench_sparse.training import Checkpointer, EpochRecord, TrainConfig, fit
+from robustbench_sparse.training import (
+    Checkpointer,
+    EpochRecord,
+    TrainConfig,
+    distributed_layout,
+    fit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +85,7 @@ def _meta(
     kind: str,
     name: str,
     seconds: float,
+    distributed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     pruned = sparsifier.pruned_names if sparsifier is not None else []
     report = sparsity_report(model, job.sparsity, pruned)
@@ -88,7 +100,9 @@ def _meta(
         "in_channels": data.info.input_shape[0],
         "input_shape": list(data.info.input_shape),
         "normalization": {"mean": list(data.info.mean), "std": list(data.info.std)},
-        "granularity": "dense" if dense else job.sparsity.granularity.value,
+        # Campfire: its granularity; other methods: gmp / random-erk / grasp / filter ...
+        "granularity": "dense" if dense else job.sparsity.label,
+        "method": job.sparsity.method.value,
         "sparsity_target": float(job.sparsity.target),
         "sparsity": to_jsonable(job.sparsity),
         "sparsity_report": report.to_dict(),
@@ -103,6 +117,8 @@ def _meta(
         "test_n": test_n,
         "seed": job.train.seed,
         "train_seconds": seconds,
+        # world size, per-rank / effective batch, effective LR, masks verified across ranks
+        "distributed": distributed or distributed_layout(job.train, len(data.train)),  # type: ignore[arg-type]
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **provenance(resolve_device(job.train.device)),
     }
@@ -155,11 +171,21 @@ def run_train_job(
         )
     if data is None:
         dataset_info(job.data.dataset)  # unknown names fail here, listing the valid ones
-    prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    if resume and is_finished(out):
+
+    # Rank 0 alone touches the directory; its verdict (or error) reaches every rank.
+    def prepare() -> bool:
+        prepare_out_dir(out, overwrite=overwrite, resume=resume)
+        return bool(resume and is_finished(out))
+
+    finished = rdist.on_main(prepare)
+    if finished:
         logger.info("%s is already finished; skipping training", out)
         return load_checkpoint(out)
 
+    # Under torchrun rank 0 downloads first; the others then read its copy.
+    download_first = data is None and job.data.download and rdist.is_distributed()
+    if download_first and not rdist.is_main():
+        rdist.barrier()
     if data is None:
         data = load_dataset(
             job.data.dataset,
@@ -170,6 +196,8 @@ def run_train_job(
             augment=job.data.augment,
             seed=job.train.seed,
         )
+    if download_first and rdist.is_main():
+        rdist.barrier()
     torch.manual_seed(job.train.seed)
     c, _, _ = data.info.input_shape
     model = create_model(
@@ -253,10 +281,13 @@ def run_train_job(
         kind="final",
         name=name,
         seconds=result.seconds,
+        distributed=result.extra.get("distributed"),
     )
     meta["best_epoch"] = result.best_epoch
-    save_checkpoint(out, result.model.to("cpu"), meta, masks_of(result.sparsifier))
-    (out / "train_state.pt").unlink(missing_ok=True)
+    if rdist.is_main():
+        save_checkpoint(out, result.model.to("cpu"), meta, masks_of(result.sparsifier))
+        (out / "train_state.pt").unlink(missing_ok=True)
+    rdist.barrier()
     logger.info(
         "trained %s: test accuracy %.4f (%d/%d), sparsity %.4f, %.1fs",
         name,

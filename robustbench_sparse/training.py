@@ -6,6 +6,16 @@ file format in :mod:`robustbench_sparse.checkpoint`.
 Determinism: the data order and augmentation of epoch ``e`` depend only on ``(seed, e)`` (the global
 RNG is re-seeded at every epoch start), so a run resumed after epoch ``e`` sees exactly the batches an
 uninterrupted run sees, and on CPU reproduces its weights and masks bit for bit.
+
+Distributed (``torchrun``, see :mod:`robustbench_sparse.distributed`): when a process group with
+more than one rank exists, the model is wrapped in ``DistributedDataParallel`` (optionally with
+SyncBatchNorm), every rank reads its own part of each epoch through a ``DistributedSampler``
+seeded with ``(seed, epoch)``, and ``batch_size`` is the *per-rank* batch: the effective batch is
+``batch_size x world_size`` and ``scale_lr`` multiplies the LR by ``world_size`` (linear scaling).
+The sparsifier works on the unwrapped model (parameter names without ``module.``); after every
+mask update the masks are verified bit-identical on all ranks (a mismatch is an error). Losses,
+accuracies and test metrics are all-reduced, so the history is the same on every rank. Only rank
+0 calls the checkpointer's save functions and shows progress bars; the others wait for it.
 """
 
 from __future__ import annotations
@@ -19,13 +29,19 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
+from robustbench_sparse import distributed as rdist
 from robustbench_sparse.datasets import DatasetSplits
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
-from robustbench_sparse.sparsity import CampfireSparsifier, SparsityConfig
+from robustbench_sparse.sparsity import (
+    CampfireSparsifier,
+    SparsityConfig,
+    calibration_batches,
+    create_sparsifier,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +84,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     num_workers: int = 0
+    sync_bn: bool = False  # DDP only: convert BatchNorm to SyncBatchNorm
+    scale_lr: bool = False  # DDP only: lr x world_size (linear scaling rule)
 
     def __post_init__(self) -> None:
         # Normalise enum-like strings (direct construction, ``with_overrides``): identity checks
@@ -196,9 +214,26 @@ def lr_factor(step: int, steps_per_epoch: int, config: TrainConfig) -> float:
     return float(config.gamma**passed)
 
 
-def _loader(dataset: Dataset[Any], config: TrainConfig, *, shuffle: bool, seed: int) -> DataLoader:
+def _loader(
+    dataset: Dataset[Any], config: TrainConfig, *, shuffle: bool, seed: int, epoch: int = 0
+) -> DataLoader:
     generator = torch.Generator()
     generator.manual_seed(seed)
+    if rdist.is_distributed():
+        # Every rank sees a disjoint ceil(N / W) part (padded by repetition), ordered by
+        # (config.seed, epoch) only: resumable like the single-process order.
+        sampler: DistributedSampler[Any] = DistributedSampler(
+            dataset, shuffle=shuffle, seed=config.seed, drop_last=False
+        )
+        sampler.set_epoch(epoch)
+        return DataLoader(
+            dataset,
+            batch_size=config.batch_size,
+            sampler=sampler,
+            drop_last=False,
+            num_workers=config.num_workers,
+            generator=generator,
+        )
     return DataLoader(
         dataset,
         batch_size=config.batch_size,
@@ -207,6 +242,57 @@ def _loader(dataset: Dataset[Any], config: TrainConfig, *, shuffle: bool, seed: 
         num_workers=config.num_workers,
         generator=generator,
     )
+
+
+def distributed_layout(config: TrainConfig, n_train: int) -> dict[str, Any]:
+    """World size, per-rank / effective batch and the LR actually used (recorded in checkpoints)."""
+    world = rdist.world_size()
+    per_rank = math.ceil(n_train / world)
+    return {
+        "world_size": world,
+        "backend": rdist.backend(),
+        "per_rank_batch_size": config.batch_size,
+        "effective_batch_size": config.batch_size * world,
+        "steps_per_epoch": max(math.ceil(per_rank / config.batch_size), 1),
+        "base_lr": config.lr,
+        "scale_lr": config.scale_lr,
+        "effective_lr": config.lr * world if config.scale_lr else config.lr,
+        "sync_bn": bool(config.sync_bn and world > 1),
+    }
+
+
+def evaluate_all(
+    model: nn.Module, dataset: Dataset[Any], *, device: torch.device, batch_size: int = 256
+) -> tuple[float, int, int]:
+    """:func:`evaluate` over the whole ``dataset``; sharded across ranks and all-reduced under DDP.
+
+    Every rank gets the same numbers (the sums are all-reduced in float64).
+    """
+    if not rdist.is_distributed():
+        return evaluate(model, dataset, device=device, batch_size=batch_size)
+    lo, hi = rdist.shard_range(len(dataset))  # type: ignore[arg-type]
+    mean, correct, n = evaluate(
+        model, Subset(dataset, range(lo, hi)), device=device, batch_size=batch_size
+    )
+    loss_sum, correct_f, n_f = rdist.all_reduce_sum([mean * n, correct, n])
+    return loss_sum / max(n_f, 1.0), round(correct_f), round(n_f)
+
+
+class _MaskSync:
+    """Verifies the masks across ranks whenever the sparsifier recomputed or loaded them."""
+
+    def __init__(self, sparsifier: CampfireSparsifier | None) -> None:
+        self.sparsifier = sparsifier
+        self.seen = -1
+        self.verified = 0
+
+    def check(self) -> None:
+        sp = self.sparsifier
+        if sp is None or not rdist.is_distributed() or sp.update_count == self.seen:
+            return
+        self.seen = sp.update_count
+        if rdist.verify_masks_identical(sp.masks):
+            self.verified += 1
 
 
 @torch.no_grad()
@@ -254,18 +340,40 @@ def fit(
     and training continues at the next epoch.
     """
     device = resolve_device(config.device)
+    distributed = rdist.is_distributed()
+    main = rdist.is_main()
+    if distributed and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # cuda:LOCAL_RANK
     use_amp = config.amp and device.type == "cuda"
     torch.manual_seed(config.seed)
+    layout = distributed_layout(config, len(data.train))  # type: ignore[arg-type]
+    steps_per_epoch = int(layout["steps_per_epoch"])
+    if distributed:
+        logger.info(
+            "DDP: %d ranks (%s), per-rank batch %d, effective batch %d, lr %g%s",
+            layout["world_size"],
+            layout["backend"],
+            config.batch_size,
+            layout["effective_batch_size"],
+            layout["effective_lr"],
+            " (linearly scaled)" if config.scale_lr else "",
+        )
+    if layout["sync_bn"]:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif config.sync_bn:
+        logger.info("sync_bn has no effect in a single process")
     model.to(device)
-    train_loader_len = math.ceil(len(data.train) / config.batch_size)  # type: ignore[arg-type]
-    steps_per_epoch = max(train_loader_len, 1)
 
+    # The sparsifier holds the unwrapped model's parameters (names without a "module." prefix);
+    # DDP shares those very Parameter objects, so masks applied here are what DDP trains.
     sparsifier: CampfireSparsifier | None = None
     if sparsity is not None and sparsity.target > 0:
-        sparsifier = CampfireSparsifier(sparsity, steps_per_epoch)
+        sparsifier = create_sparsifier(sparsity, steps_per_epoch)  # sparsity.method
         sparsifier.prepare(model)
+    mask_sync = _MaskSync(sparsifier)
+    mask_sync.check()
 
-    optimizer = build_optimizer(model, config)
+    optimizer = build_optimizer(model, replace(config, lr=float(layout["effective_lr"])))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, steps_per_epoch, config)
     )
@@ -276,8 +384,16 @@ def fit(
     start_epoch = 0
     best_acc, best_epoch = -1.0, -1
     if resume and checkpointer is not None and checkpointer.load_state is not None:
-        state = checkpointer.load_state()
+        # Rank 0 reads the state and every rank gets the very same copy (no shared disk needed).
+        state = rdist.broadcast_object(checkpointer.load_state() if main else None)
         if state is not None:
+            saved_world = int(state.get("world_size", 1))
+            if saved_world != layout["world_size"]:
+                raise UserError(
+                    f"cannot resume: the run was trained with {saved_world} process(es), this "
+                    f"one has {layout['world_size']} (batching and LR schedule would change); "
+                    f"resume with --nproc {saved_world}"
+                )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -288,27 +404,49 @@ def fit(
             best_acc = float(state.get("best_accuracy", -1.0))
             best_epoch = int(state.get("best_epoch", -1))
             logger.info("resuming after epoch %d", start_epoch)
+    if sparsifier is not None and not sparsifier.frozen and hasattr(sparsifier, "calibrate"):
+        # Pruning at init from data (GraSP): score on a few seeded batches, same on every rank.
+        sparsifier.calibrate(
+            model,
+            calibration_batches(
+                data.train, batch_size=config.batch_size, seed=config.seed, device=device
+            ),
+        )
+        if distributed:  # GPU scoring need not be bitwise equal across ranks: rank 0's masks win
+            sparsifier.load_state_dict(rdist.broadcast_object(sparsifier.state_dict()))
+    mask_sync.check()
+
+    train_model: nn.Module = model
+    if distributed:
+        train_model = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=False,
+        )
 
     t_start = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         t_epoch = time.perf_counter()
         # Data order and augmentation of this epoch depend on (seed, epoch) only: resumable.
-        torch.manual_seed(config.seed * 100_003 + epoch)
-        loader = _loader(data.train, config, shuffle=True, seed=config.seed * 100_003 + epoch)
-        model.train()
+        # (Ranks > 0 offset the augmentation seed; rank 0 draws what a single process draws.)
+        torch.manual_seed(config.seed * 100_003 + epoch + 1_000_003 * rdist.rank())
+        loader = _loader(
+            data.train, config, shuffle=True, seed=config.seed * 100_003 + epoch, epoch=epoch
+        )
+        train_model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(
             loader,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             leave=False,
-            disable=not progress,
+            disable=not (progress and main),
             unit="batch",
         )
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, enabled=use_amp):
-                logits = model(x)
+                logits = train_model(x)
                 loss = criterion(logits, y)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -316,6 +454,7 @@ def fit(
             scheduler.step()
             if sparsifier is not None:
                 sparsifier.step(optimizer)
+                mask_sync.check()
             batch = int(y.numel())
             loss_sum += float(loss.detach()) * batch
             correct += int((logits.detach().argmax(1) == y).sum())
@@ -325,11 +464,17 @@ def fit(
                 acc=f"{correct / seen:.3f}",
                 sparsity=f"{sparsifier.current_sparsity:.2f}" if sparsifier else "0",
             )
+        if distributed:
+            loss_sum, correct_f, seen_f = rdist.all_reduce_sum([loss_sum, correct, seen])
+            correct, seen = round(correct_f), round(seen_f)
+            # DDP broadcasts buffers before each forward, so the last batch left every rank
+            # with its own BatchNorm statistics: take rank 0's before evaluating and saving.
+            rdist.broadcast_buffers(model)
         if not math.isfinite(loss_sum):
             raise UserError(
                 f"training diverged at epoch {epoch + 1} (loss is not finite); lower --lr"
             )
-        test_loss, test_correct, test_n = evaluate(model, data.test, device=device)
+        test_loss, test_correct, test_n = evaluate_all(model, data.test, device=device)
         record = EpochRecord(
             epoch=epoch + 1,
             train_loss=loss_sum / max(seen, 1),
@@ -356,9 +501,9 @@ def fit(
         # Campfire model at the target sparsity.
         if record.masks_frozen and record.test_accuracy > best_acc:
             best_acc, best_epoch = record.test_accuracy, record.epoch
-            if checkpointer is not None and checkpointer.save_best is not None:
+            if main and checkpointer is not None and checkpointer.save_best is not None:
                 checkpointer.save_best(model, sparsifier, history)
-        if checkpointer is not None and checkpointer.save_last is not None:
+        if main and checkpointer is not None and checkpointer.save_last is not None:
             train_state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -367,8 +512,10 @@ def fit(
                 "history": [vars(h) for h in history],
                 "best_accuracy": best_acc,
                 "best_epoch": best_epoch,
+                "world_size": layout["world_size"],
             }
             checkpointer.save_last(model, sparsifier, history, train_state)
+        rdist.barrier()  # the others wait while rank 0 writes
 
     if sparsifier is not None and not sparsifier.frozen:
         logger.warning(
@@ -380,7 +527,8 @@ def fit(
         )
         sparsifier.freeze()
     model.eval()
-    _, test_correct, test_n = evaluate(model, data.test, device=device)
+    _, test_correct, test_n = evaluate_all(model, data.test, device=device)
+    layout["masks_verified"] = mask_sync.verified
     return TrainResult(
         model=model,
         history=history,
@@ -390,6 +538,7 @@ def fit(
         test_n=test_n,
         best_epoch=best_epoch,
         seconds=time.perf_counter() - t_start,
+        extra={"distributed": layout},
     )
 
 

@@ -7,6 +7,7 @@ Everything is tiny and CPU-only: ``small_cnn`` at width 0.25 on a 300-example su
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +106,25 @@ def assert_tensors_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tens
         assert a[key].dtype == b[key].dtype, key
         assert a[key].shape == b[key].shape, key
         assert torch.equal(a[key], b[key]), f"tensor {key} differs"
+
+
+def method_job(method: str, target: float = 0.7, **sparsity: object) -> TrainJob:
+    """A tiny digits job pruned by ``method`` (campfire, gmp, random, grasp, filter)."""
+    base = tiny_job(target, "window")
+    cfg = dataclasses.replace(base.sparsity, method=method, **sparsity)  # type: ignore[arg-type]
+    return dataclasses.replace(base, sparsity=cfg)
+
+
+def inspect_json(out_dir: Path) -> dict[str, object]:
+    """``rbs inspect --json DIR`` parsed (the report is recomputed from the weights on disk)."""
+    import io
+    import json
+    from contextlib import redirect_stdout
+
+    from robustbench_sparse.cli import main
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["inspect", str(out_dir), "--json"]) == 0
+    result: dict[str, object] = json.loads(buf.getvalue())
+    return result
