@@ -119,6 +119,8 @@ def test_pruned_weights_and_state_stay_zero(opt_name: str, granularity: Granular
     for name, mask in final.items():
         param = params[name]
         assert (param[~mask] == 0.0).all()
+        # +0.0 exactly (no -0.0): pruned positions are bit-identical zeros.
+        assert not torch.signbit(param[~mask]).any()
         assert (param[mask] != 0.0).any()
         for value in opt.state[param].values():
             if isinstance(value, torch.Tensor) and value.shape == param.shape:
