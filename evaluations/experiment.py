@@ -25,8 +25,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from evaluations.grid import AttackSpec, GridConfig, GridRun, run_grid, validate_epsilons
-from evaluations.metrics import check_invariants, pgd_vs_fgsm
+from evaluations.grid import (
+    AttackSpec,
+    GridConfig,
+    GridRun,
+    grid_evidence,
+    run_grid,
+    validate_epsilons,
+)
 from evaluations.plots import plot_all
 from evaluations.report import write_report
 from evaluations.results import write_sidecar
@@ -38,7 +44,6 @@ from robustbench_sparse.datasets import load_dataset
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
-from robustbench_sparse.provenance import provenance
 from robustbench_sparse.sparsity import Granularity, PruningMethod
 from robustbench_sparse.train_job import TrainJob, job_with, run_train_job, train_job_from_config
 
@@ -293,36 +298,16 @@ def run_experiment(
 
     results_dir = out / "results"
     grid_run = run_grid(checkpoints, data.test, plan.grid, out_dir=results_dir, progress=progress)
-    invariants = check_invariants(grid_run.results)
+    evidence = grid_evidence(grid_run, checkpoints, plan.grid)
+    invariants = evidence["invariants"]
     sidecar = {
         "command": command,
         "experiment": plan.name,
         "config": plan.config,
         # The seeds that matter: training (data subset, order, init) and each attack's own.
-        "seeds": {
-            "train": first.train.seed,
-            "attack": {s.name: s.build().params().get("seed") for s in plan.grid.attacks},
-        },
-        "checkpoints": [
-            {
-                "name": c.name,
-                "path": str(c.path),
-                "weights_sha256": c.meta.get("weights_sha256"),
-                "clean_accuracy": c.meta.get("clean_accuracy"),
-            }
-            for c in checkpoints
-        ],
-        "invariants": invariants,
-        "pgd_vs_fgsm": pgd_vs_fgsm(grid_run.results),
-        "clean_checks": grid_run.clean_checks,
-        "work": {
-            "grad_evals": grid_run.grad_evals,
-            "naive_grad_evals": grid_run.naive_grad_evals,
-            "cells_computed": grid_run.cells_computed,
-            "cells_reused": grid_run.cells_reused,
-        },
+        "seeds": {"train": first.train.seed, "attack": evidence.pop("attack_seeds")},
+        **evidence,
         "total_seconds": time.perf_counter() - t0,
-        **provenance(resolve_device(plan.grid.device)),
     }
     # Under torchrun only rank 0 writes; every rank returns the same outcome.
     md, html = results_dir / "report.md", results_dir / "report.html"

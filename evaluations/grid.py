@@ -556,3 +556,37 @@ def _write_partial(out: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite the results files with the rows of the cells finished so far."""
     if rows:
         write_results(pd.DataFrame(rows), out)
+
+
+def grid_evidence(
+    grid_run: GridRun, checkpoints: Sequence[LoadedCheckpoint], grid: GridConfig
+) -> dict[str, Any]:
+    """The sidecar fields every grid run records: checkpoints, invariants, work, seeds, provenance.
+
+    Shared by ``rbs attack`` and ``rbs run`` so both sidecars carry the same evidence.
+    """
+    from evaluations.metrics import check_invariants, pgd_vs_fgsm
+    from robustbench_sparse.provenance import provenance
+
+    return {
+        "checkpoints": [
+            {
+                "name": c.name,
+                "path": str(c.path),
+                "weights_sha256": c.meta.get("weights_sha256"),
+                "clean_accuracy": c.meta.get("clean_accuracy"),
+            }
+            for c in checkpoints
+        ],
+        "attack_seeds": {s.name: s.build().params().get("seed") for s in grid.attacks},
+        "invariants": check_invariants(grid_run.results),
+        "pgd_vs_fgsm": pgd_vs_fgsm(grid_run.results),
+        "clean_checks": grid_run.clean_checks,
+        "work": {
+            "grad_evals": grid_run.grad_evals,
+            "naive_grad_evals": grid_run.naive_grad_evals,
+            "cells_computed": grid_run.cells_computed,
+            "cells_reused": grid_run.cells_reused,
+        },
+        **provenance(resolve_device(grid.device)),
+    }

@@ -21,8 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluations.grid import AttackSpec, GridConfig, GridRun, run_grid, validate_epsilons
-from evaluations.metrics import check_invariants, pgd_vs_fgsm
+from evaluations.grid import (
+    AttackSpec,
+    GridConfig,
+    GridRun,
+    grid_evidence,
+    run_grid,
+    validate_epsilons,
+)
 from evaluations.plots import plot_all
 from evaluations.report import write_report
 from evaluations.results import write_sidecar
@@ -33,7 +39,6 @@ from robustbench_sparse.config import to_jsonable
 from robustbench_sparse.datasets import load_split
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
-from robustbench_sparse.provenance import provenance
 
 logger = logging.getLogger(__name__)
 
@@ -165,31 +170,14 @@ def run_attack_command(
         lambda: prepare_results_dir(out, request.fingerprint(), overwrite=overwrite, resume=resume)
     )
     grid_run = run_grid(checkpoints, data, grid, out_dir=out, progress=progress)
+    evidence = grid_evidence(grid_run, checkpoints, grid)
     sidecar = {
         "command": command,
         "request": to_jsonable(request),
         "config": to_jsonable(grid),
-        "seeds": {"attack": {s.name: s.build().params().get("seed") for s in grid.attacks}},
-        "checkpoints": [
-            {
-                "name": c.name,
-                "path": str(c.path),
-                "weights_sha256": c.meta.get("weights_sha256"),
-                "clean_accuracy": c.meta.get("clean_accuracy"),
-            }
-            for c in checkpoints
-        ],
-        "invariants": check_invariants(grid_run.results),
-        "pgd_vs_fgsm": pgd_vs_fgsm(grid_run.results),
-        "clean_checks": grid_run.clean_checks,
-        "work": {
-            "grad_evals": grid_run.grad_evals,
-            "naive_grad_evals": grid_run.naive_grad_evals,
-            "cells_computed": grid_run.cells_computed,
-            "cells_reused": grid_run.cells_reused,
-        },
+        "seeds": {"attack": evidence.pop("attack_seeds")},
+        **evidence,
         "total_seconds": time.perf_counter() - t0,
-        **provenance(resolve_device(grid.device)),
     }
     html: Path | None = None
     if rdist.is_main():  # under torchrun rank 0 alone writes

@@ -214,6 +214,30 @@ def run_train_job(
     def masks_of(sparsifier: CampfireSparsifier | None) -> dict[str, torch.Tensor]:
         return dict(sparsifier.masks) if sparsifier is not None else {}
 
+    def save_epoch(
+        where: Path,
+        kind: str,
+        ckpt_name: str,
+        model: nn.Module,
+        sparsifier: CampfireSparsifier | None,
+        history: list[EpochRecord],
+    ) -> None:
+        rec = history[-1]
+        test_n = len(data.test)  # type: ignore[arg-type]
+        meta = _meta(
+            job,
+            data,
+            model,
+            sparsifier,
+            history,
+            test_correct=round(rec.test_accuracy * test_n),
+            test_n=test_n,
+            kind=kind,
+            name=ckpt_name,
+            seconds=time.perf_counter() - t0,
+        )
+        save_checkpoint(where, model, meta, masks_of(sparsifier))
+
     def save_last(
         model: nn.Module,
         sparsifier: CampfireSparsifier | None,
@@ -223,40 +247,12 @@ def run_train_job(
         # Training state first, then the checkpoint: a kill in between resumes from the
         # newer state and rewrites the checkpoint at the next epoch.
         save_train_state(out, train_state)
-        rec = history[-1]
-        test_n = len(data.test)  # type: ignore[arg-type]
-        meta = _meta(
-            job,
-            data,
-            model,
-            sparsifier,
-            history,
-            test_correct=round(rec.test_accuracy * test_n),
-            test_n=test_n,
-            kind="last",
-            name=name,
-            seconds=time.perf_counter() - t0,
-        )
-        save_checkpoint(out, model, meta, masks_of(sparsifier))
+        save_epoch(out, "last", name, model, sparsifier, history)
 
     def save_best(
         model: nn.Module, sparsifier: CampfireSparsifier | None, history: list[EpochRecord]
     ) -> None:
-        rec = history[-1]
-        test_n = len(data.test)  # type: ignore[arg-type]
-        meta = _meta(
-            job,
-            data,
-            model,
-            sparsifier,
-            history,
-            test_correct=round(rec.test_accuracy * test_n),
-            test_n=test_n,
-            kind="best",
-            name=f"{name}-best",
-            seconds=time.perf_counter() - t0,
-        )
-        save_checkpoint(out / "best", model, meta, masks_of(sparsifier))
+        save_epoch(out / "best", "best", f"{name}-best", model, sparsifier, history)
 
     checkpointer = Checkpointer(
         save_last=save_last, save_best=save_best, load_state=lambda: load_train_state(out)
