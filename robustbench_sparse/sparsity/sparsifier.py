@@ -58,7 +58,9 @@ class CampfireSparsifier:
         self._model: nn.Module | None = None
         self._params: dict[str, nn.Parameter] = {}
         self._masks: dict[str, Tensor] = {}  # bool, same shape as the weight
-        self._fmasks: dict[str, Tensor] = {}  # the same masks in the weight's dtype (for mul_)
+        self._fmasks: dict[str, Tensor] = {}  # the same masks in the weight's dtype (grad hooks)
+        self._pruned: dict[str, Tensor] = {}  # ~mask (fallback re-application)
+        self._keep_bits: dict[str, Tensor] = {}  # all-ones bits where kept, 0 where pruned
         self._hooks: list[RemovableHandle] = []
         self._step = 0
         self._frozen = config.dense
@@ -123,6 +125,8 @@ class CampfireSparsifier:
             self._params[name] = param
             self._masks[name] = mask
             self._fmasks[name] = fmask
+            self._pruned[name] = ~mask
+            self._keep_bits[name] = _keep_bits(mask, param)
             self._hooks.append(param.register_hook(_GradMask(fmask)))
         logger.debug(
             "campfire: pruning %d layers to %.4f (%s), steps %d..%d every %d",
@@ -150,10 +154,15 @@ class CampfireSparsifier:
         """Zero every pruned weight in place (+0.0)."""
         with torch.no_grad():
             for name, param in self._params.items():
-                # mul_ by the 0/1 mask, then + 0.0: IEEE -0.0 + 0.0 = +0.0 and x + 0.0 = x, so
-                # pruned positions become bit-identical +0.0 (the packed export relies on it).
-                # About 8x cheaper than masked_fill_ with a bool mask on CPU.
-                param.mul_(self._fmasks[name]).add_(0.0)
+                # Bitwise AND of the weight's bits with the keep-mask's bits: a pruned position
+                # becomes +0.0 exactly, even after inf/NaN (mul_ would give inf * 0 = NaN, and
+                # -0.0 for negative weights; the packed export relies on bit-identical zeros),
+                # kept weights are untouched, and it is ~6x cheaper than masked_fill_ on CPU.
+                bits = _int_view(param)
+                if bits is not None:
+                    bits.bitwise_and_(self._keep_bits[name])
+                else:
+                    param.masked_fill_(self._pruned[name], 0.0)
 
     def freeze(self) -> None:
         """Fix the current masks for the rest of training."""
@@ -259,6 +268,8 @@ class CampfireSparsifier:
         # In place, so the gradient hooks (which hold the float mask) see the update.
         self._masks[name].copy_(mask)
         self._fmasks[name].copy_(self._masks[name])
+        torch.logical_not(self._masks[name], out=self._pruned[name])
+        self._keep_bits[name].copy_(_keep_bits(self._masks[name], self._params[name]))
 
     def _mask_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
         with torch.no_grad():
@@ -269,6 +280,28 @@ class CampfireSparsifier:
                 for value in state.values():
                     if isinstance(value, Tensor) and value.shape == param.shape:
                         value.mul_(self._fmasks[name])
+
+
+_INT_OF_FLOAT = {
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+}
+
+
+def _int_view(param: Tensor) -> Tensor | None:
+    """The weight's storage reinterpreted as integers of the same width (None if impossible)."""
+    int_dtype = _INT_OF_FLOAT.get(param.dtype)
+    if int_dtype is None or not param.is_contiguous():
+        return None
+    return param.detach().view(int_dtype)
+
+
+def _keep_bits(mask: Tensor, param: Tensor) -> Tensor:
+    """Integer mask with every bit set where ``mask`` keeps and 0 where it prunes (-1 = ~0)."""
+    int_dtype = _INT_OF_FLOAT.get(param.dtype, torch.int32)
+    return mask.to(int_dtype).neg_()
 
 
 class _GradMask:
