@@ -126,8 +126,7 @@ def plan_experiment(
     ]
     plans: list[ModelPlan] = []
     if models_cfg.get("dense", True):
-        dense_sparsity = job_with(base).sparsity
-        dense_job = job_with(base, sparsity=_with_target(dense_sparsity, 0.0, None), name="dense")
+        dense_job = job_with(base, sparsity=_with_target(base.sparsity, 0.0, None), name="dense")
         plans.append(ModelPlan("dense", dense_job))
     # [models] methods: campfire uses the granularities; the others their own structure.
     methods = [

@@ -28,7 +28,7 @@ import math
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,6 @@ class GridConfig:
     limit: int | None = None
     device: str = "cpu"
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A negative limit would silently slice examples off the end (x[:-k]).
@@ -516,7 +515,7 @@ def run_grid(
                 )
             bar.update(1)
             if out is not None and main:
-                _write_partial(out, rows)
+                write_results(pd.DataFrame(rows), out)  # after every finished cell
         for norm, cells in by_norm.items():
             wc = worst_case([c for _, _, c in cells])
             backend = "+".join(sorted({s.backend for s, _, _ in cells}))
@@ -550,12 +549,6 @@ def run_grid(
         cells_reused=reused,
         clean_checks=clean_checks,
     )
-
-
-def _write_partial(out: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite the results files with the rows of the cells finished so far."""
-    if rows:
-        write_results(pd.DataFrame(rows), out)
 
 
 def grid_evidence(

@@ -17,6 +17,7 @@ Quirks handled or documented here:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -58,50 +59,43 @@ class TorchattacksFGSM(FGSMParams, Attack):
         return _run_per_eps(lambda m, e: torchattacks.FGSM(m, eps=e), model, x, y, epsilons)
 
 
+class _TorchattacksPGDBase(PGDParams, Attack):
+    """One library PGD object per epsilon with ``alpha = stepsize(eps)``; subclasses pick the class."""
+
+    kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
+    backend: ClassVar[str] = "torchattacks"
+    library_class: ClassVar[Callable[..., Any]]
+
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
+    ) -> FixedBudgetOutput:
+        return _run_per_eps(
+            lambda m, e: type(self).library_class(
+                m, eps=e, alpha=self.stepsize(e), steps=self.steps, random_start=self.random_start
+            ),
+            model,
+            x,
+            y,
+            epsilons,
+        )
+
+
 @dataclass(frozen=True, repr=False)
-class TorchattacksPGD(PGDParams, Attack):
+class TorchattacksPGD(_TorchattacksPGDBase):
     """``torchattacks.PGD`` (Linf) with ``alpha = stepsize(eps)``."""
 
     name: ClassVar[str] = "pgd"
     norm: ClassVar[Norm] = Norm.LINF
-    kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
-    backend: ClassVar[str] = "torchattacks"
-
-    def _run(
-        self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
-    ) -> FixedBudgetOutput:
-        return _run_per_eps(
-            lambda m, e: torchattacks.PGD(
-                m, eps=e, alpha=self.stepsize(e), steps=self.steps, random_start=self.random_start
-            ),
-            model,
-            x,
-            y,
-            epsilons,
-        )
+    library_class: ClassVar[Callable[..., Any]] = torchattacks.PGD
 
 
 @dataclass(frozen=True, repr=False)
-class TorchattacksPGDL2(PGDParams, Attack):
+class TorchattacksPGDL2(_TorchattacksPGDBase):
     """``torchattacks.PGDL2`` with ``alpha = stepsize(eps)``."""
 
     name: ClassVar[str] = "pgd-l2"
     norm: ClassVar[Norm] = Norm.L2
-    kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
-    backend: ClassVar[str] = "torchattacks"
-
-    def _run(
-        self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
-    ) -> FixedBudgetOutput:
-        return _run_per_eps(
-            lambda m, e: torchattacks.PGDL2(
-                m, eps=e, alpha=self.stepsize(e), steps=self.steps, random_start=self.random_start
-            ),
-            model,
-            x,
-            y,
-            epsilons,
-        )
+    library_class: ClassVar[Callable[..., Any]] = torchattacks.PGDL2
 
 
 @dataclass(frozen=True, repr=False)

@@ -7,7 +7,10 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
+from robustbench_sparse.models.registry import first_conv_and_classifier
 from robustbench_sparse.sparsity.config import SparsityConfig
+
+__all__ = ["first_conv_and_classifier", "select_layers", "weight_layers"]
 
 logger = logging.getLogger(__name__)
 
@@ -19,14 +22,6 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d | nn.Linear]]:
         for name, module in model.named_modules()
         if isinstance(module, nn.Conv2d | nn.Linear)
     ]
-
-
-def first_conv_and_classifier(model: nn.Module) -> tuple[str | None, str | None]:
-    """Module names of the first ``Conv2d`` and the last ``Linear`` (registration order)."""
-    layers = weight_layers(model)
-    first_conv = next((n for n, m in layers if isinstance(m, nn.Conv2d)), None)
-    classifier = next((n for n, m in reversed(layers) if isinstance(m, nn.Linear)), None)
-    return first_conv, classifier
 
 
 def select_layers(model: nn.Module, config: SparsityConfig) -> list[str]:
