@@ -73,6 +73,8 @@ class AttackResult:
     min_norm: Tensor | None  # (N,) minimum-norm attacks: smallest successful norm (inf if none)
     grad_evals: int  # example-gradient evaluations performed (forward+backward per example)
     predictions: Tensor | None = None  # (K, N) predicted labels of adversarials[k]
+    # Attack-specific extras (e.g. a cascade's per-stage counts); None for most attacks.
+    details: dict[str, Any] | None = None
 
     def robust_accuracy(self) -> list[float]:
         """Fraction of examples not broken, per epsilon (K,)."""
@@ -87,6 +89,7 @@ class FixedBudgetOutput:
 
     adversarials: Tensor  # (K, n, C, H, W)
     grad_evals: int
+    details: dict[str, Any] | None = None  # passed on to AttackResult.details
 
 
 @dataclass
@@ -150,11 +153,12 @@ class Attack(ABC):
         adversarials = x.unsqueeze(0).repeat((k_eps,) + (1,) * x.ndim)  # (K, N, ...)
         grad_evals = 0
         min_norm: Tensor | None = None
+        details: dict[str, Any] | None = None
 
         if self.kind is AttackKind.FIXED_BUDGET:
             pos = [k for k, e in enumerate(eps) if e > 0]
             if todo.numel() > 0 and pos:
-                adv_t, grad_evals = self._fixed_budget(
+                adv_t, grad_evals, details = self._fixed_budget(
                     model, x[todo], y[todo], [eps[k] for k in pos]
                 )  # (K', n, ...)
                 for j, k in enumerate(pos):
@@ -198,27 +202,32 @@ class Attack(ABC):
             min_norm=min_norm,
             grad_evals=grad_evals,
             predictions=predictions,
+            details=details,
         )
 
     def _fixed_budget(
         self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]
-    ) -> tuple[Tensor, int]:
-        """Run ``_run`` with restarts; per example and eps keep the first successful restart."""
-        adv, evals = self._run_fixed(model, x, y, eps)  # (K, n, ...)
+    ) -> tuple[Tensor, int, dict[str, Any] | None]:
+        """Run ``_run`` with restarts; per example and eps keep the first successful restart.
+
+        Returns (adversarials (K, n, ...), grad_evals, details). Attacks that restart on their
+        own (APGD, the AutoAttack cascades) override this to run ``_run_fixed`` once.
+        """
+        adv, evals, details = self._run_fixed(model, x, y, eps)  # (K, n, ...)
         for _ in range(1, self.restarts):
             broken = self._broken(model, adv, x, y, eps)  # (K, n)
             rem = (~broken).any(dim=0).nonzero().squeeze(1)
             if rem.numel() == 0:
                 break
-            new, more = self._run_fixed(model, x[rem], y[rem], eps)  # (K, m, ...)
+            new, more, _ = self._run_fixed(model, x[rem], y[rem], eps)  # (K, m, ...)
             evals += more
             keep = _expand(broken[:, rem], new)
             adv[:, rem] = torch.where(keep, adv[:, rem], new)
-        return adv, evals
+        return adv, evals, details
 
     def _run_fixed(
         self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]
-    ) -> tuple[Tensor, int]:
+    ) -> tuple[Tensor, int, dict[str, Any] | None]:
         with torch.enable_grad():
             out = self._run(model, x, y, eps)
         if not isinstance(out, FixedBudgetOutput):
@@ -229,7 +238,7 @@ class Attack(ABC):
                 f"{self.backend}/{self.name} returned shape {tuple(out.adversarials.shape)}, "
                 f"expected {expected}"
             )
-        return out.adversarials.detach().to(x.dtype), out.grad_evals
+        return out.adversarials.detach().to(x.dtype), out.grad_evals, out.details
 
     def _broken(
         self, model: nn.Module, adv: Tensor, x: Tensor, y: Tensor, eps: list[float]
