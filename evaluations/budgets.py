@@ -139,7 +139,7 @@ def choose_budgets(df: pd.DataFrame, target: float = TARGET_ACCURACY) -> dict[st
         else:
             ref = data.groupby("epsilon")["robust_accuracy"].mean()
             ref_name = "mean over checkpoints"
-        acc = {float(e): float(a) for e, a in ref.items()}
+        acc = {float(str(e)): float(a) for e, a in ref.items()}
         anchor = min(nonzero, key=lambda e: (abs(acc.get(e, math.inf) - target), e))
         i = nonzero.index(anchor)
         chosen = nonzero[max(i - 1, 0) : i + 2]
@@ -164,7 +164,7 @@ def trimmed_max_epsilon(curves: pd.DataFrame) -> float:
     budget robustness curves carry no information; plots cut the axis there.
     """
     by_eps = curves.groupby("epsilon")["robust_accuracy"].max().sort_index()
-    zero = [float(e) for e, a in by_eps.items() if float(e) > 0 and float(a) <= 0.0]
+    zero = [float(str(e)) for e, a in by_eps.items() if float(str(e)) > 0 and float(a) <= 0.0]
     return zero[0] if zero else float(by_eps.index.max())
 
 
