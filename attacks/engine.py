@@ -34,7 +34,14 @@ from torch import Tensor, nn
 
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
 
-__all__ = ["EpsRun", "logits_and_gradient", "nested_grid", "pgd_early_stop", "random_start"]
+__all__ = [
+    "EpsRun",
+    "ascent_direction",
+    "logits_and_gradient",
+    "nested_grid",
+    "pgd_early_stop",
+    "random_start",
+]
 
 
 def _bcast(v: Tensor, like: Tensor) -> Tensor:
@@ -69,7 +76,11 @@ def logits_and_gradient(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor,
     return logits.detach(), grad.detach()
 
 
-def _direction(grad: Tensor, norm: Norm) -> Tensor:
+def ascent_direction(grad: Tensor, norm: Norm) -> Tensor:
+    """Steepest-ascent direction of unit ``norm`` for ``grad`` (M, ...) -> (M, ...).
+
+    Linf: ``sign(grad)``; L2: ``grad / ‖grad‖`` per example. Used by PGD and adversarial training.
+    """
     if norm is Norm.LINF:
         return grad.sign()
     g_norm = perturbation_norm(grad, Norm.L2).clamp_min(1e-12)
@@ -126,7 +137,7 @@ def pgd_early_stop(
                 xa, ya, ea, sa = xa[keep], ya[keep], ea[keep], sa[keep]
                 if active.numel() == 0:
                     break
-        adv = clip_to_ball(adv + _bcast(sa, adv) * _direction(grad, norm), xa, ea, norm)
+        adv = clip_to_ball(adv + _bcast(sa, adv) * ascent_direction(grad, norm), xa, ea, norm)
     if active.numel() > 0:
         out[active] = adv
         with torch.no_grad():
