@@ -35,11 +35,18 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
 from evaluations.atomic import atomic_path
+from evaluations.budgets import (
+    choose_budgets,
+    epsilon_label,
+    in_255ths,
+    trimmed_max_epsilon,
+)
 from evaluations.metrics import WORST_CASE
 from evaluations.results import read_min_norms, read_results
 
 __all__ = [
     "FIGURES_DIR",
+    "layout_problems",
     "plot_accuracy_vs_sparsity",
     "plot_all",
     "plot_clean_vs_robust",
@@ -166,8 +173,11 @@ def _checkpoint_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def _sparsity_palette(targets: Iterable[float]) -> dict[float, Any]:
     levels = sorted({float(t) for t in targets if float(t) > 0.0})
-    # darker = sparser; drop viridis' palest (yellow) end so every line stays readable on white
-    colors = sns.color_palette("viridis_r", len(levels) + 1)[1:]
+    # Distinct hues (no black/grey: dense is black), in a fixed order: blue, orange, red, purple,
+    # green, brown, pink, olive, cyan. Neighbouring sparsities never share a near-identical colour.
+    tab = sns.color_palette("tab10", 10)
+    order = [0, 1, 3, 4, 2, 5, 6, 8, 9]
+    colors = [tab[order[i % len(order)]] for i in range(len(levels))]
     return {lvl: colors[i] for i, lvl in enumerate(levels)}
 
 
@@ -226,6 +236,8 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     """Save ``fig`` as PNG and SVG atomically, close it, and return the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
+    for problem in layout_problems(fig):
+        logger.warning("figure %s: %s", stem, problem)
     try:
         for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None})):
             path = out_dir / f"{stem}.{ext}"
@@ -238,6 +250,55 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
         plt.close(fig)
     logger.info("wrote figure %s.{png,svg} in %s", stem, out_dir)
     return paths
+
+
+def layout_problems(fig: Figure) -> list[str]:
+    """Readability problems matplotlib can detect: overlapping annotations or tick labels, and axis
+    labels longer than their axes. One sentence per problem; empty when the layout is clean."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    problems: list[str] = []
+    for ax in fig.axes:
+        texts = [t for t in ax.texts if t.get_visible() and t.get_text()]
+        boxes = [t.get_window_extent(renderer) for t in texts]
+        for i in range(len(texts)):
+            for j in range(i + 1, len(texts)):
+                if boxes[i].overlaps(boxes[j]):
+                    problems.append(
+                        f"labels overlap: {texts[i].get_text()!r} and {texts[j].get_text()!r}"
+                    )
+        for axis_name, labels in (("x", ax.get_xticklabels()), ("y", ax.get_yticklabels())):
+            shown = [t for t in labels if t.get_visible() and t.get_text()]
+            tick_boxes = [t.get_window_extent(renderer) for t in shown]
+            for a, b, ta, tb in zip(tick_boxes, tick_boxes[1:], shown, shown[1:], strict=False):
+                if a.overlaps(b):
+                    problems.append(
+                        f"{axis_name} tick labels overlap: {ta.get_text()!r}, {tb.get_text()!r}"
+                    )
+        frame = ax.get_window_extent(renderer)
+        ylabel = ax.yaxis.label
+        if ylabel.get_text() and ylabel.get_window_extent(renderer).height > 1.5 * frame.height:
+            problems.append(f"y label {ylabel.get_text()!r} is longer than its axes")
+    return problems
+
+
+def _eps_axis_label(norm: str) -> str:
+    """The epsilon axis label, with its unit (pixel values are in [0, 1])."""
+    if norm == "linf":
+        return "ε (L∞, pixel scale 0–1)"
+    if norm == "l2":
+        return "ε (L2 over the image, pixel scale 0–1)"
+    return f"ε ({norm})"
+
+
+def _eps_axis(ax: Any, grid: Sequence[float], norm: str, right: float) -> None:
+    """Label an epsilon axis: unit, ``k/255`` ticks on a 1/255 grid, cut at ``right``."""
+    ax.set_xlim(-0.02 * right, 1.03 * right if right > 0 else 1.0)
+    if in_255ths(grid):
+        ticks = _spread([e for e in grid if e <= right * (1 + 1e-9)], 6)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([epsilon_label(e, grid) for e in ticks])
+    ax.set_xlabel(_eps_axis_label(norm))
 
 
 def _theme() -> Any:
@@ -303,63 +364,116 @@ def _checkpoint_handles(styles: dict[str, _Style], names: Iterable[str]) -> list
 # --------------------------------------------------------------------------- figures
 
 
-def plot_robustness_curves(df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Robust accuracy vs epsilon with 95 % Wilson bands; one figure per norm, one panel per attack.
+def _facets(df: pd.DataFrame) -> list[str]:
+    """Granularities to facet robustness curves by; ``[""]`` means one panel with every model.
 
-    Color encodes the sparsity target, line style the granularity; the dense baseline is a thick
-    black line. Writes ``robustness_curves_<norm>.{png,svg}``.
+    Faceting (dense + one granularity per panel, colour = sparsity level) applies when there are
+    several granularities *and* several sparsity levels; a single-level comparison (e.g. pruning
+    methods at 70 %) is one panel coloured by method.
+    """
+    table = _checkpoint_table(df)
+    sparse = [
+        (str(g), float(t))
+        for g, t in zip(table["granularity"], table["sparsity_target"], strict=True)
+        if not _is_dense(str(g), float(t))
+    ]
+    kinds = sorted({g for g, _ in sparse}, key=_granularity_rank)
+    if len(kinds) > 1 and len({t for _, t in sparse}) > 1:
+        return kinds
+    return [""]
+
+
+def plot_robustness_curves(df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Robust accuracy vs epsilon with 95 % Wilson bands; one figure per norm.
+
+    One row of panels per attack (worst case last) and, when the results hold several granularities
+    at several sparsity levels, one column per granularity: each panel shows the dense baseline
+    (thick black) and that granularity's models, colour = sparsity target. Each row's epsilon axis
+    stops at the first budget where every curve of that attack is at 0 (the rest carries no
+    information); on a grid in 1/255 steps the ticks read ``k/255``. Writes
+    ``robustness_curves_<norm>.{png,svg}``.
     """
     out = Path(out_dir)
     if df.empty:
         logger.info("no results rows; robustness curves skipped")
         return []
     styles = _checkpoint_styles(df)
+    facets = _facets(df)
+    table = _checkpoint_table(df)
+    dense_names = {
+        str(c)
+        for c, g, t in zip(
+            table["checkpoint"], table["granularity"], table["sparsity_target"], strict=True
+        )
+        if _is_dense(str(g), float(t))
+    }
+    gran_of = {
+        str(c): str(g) for c, g in zip(table["checkpoint"], table["granularity"], strict=True)
+    }
     paths: list[Path] = []
     for norm in _norms(df):
         data = df[df["norm"] == norm]
+        grid = sorted({float(e) for e in data["epsilon"].unique()})
         attacks = sorted({str(a) for a in data["attack"].unique()}, key=_attack_rank)
         backends_per_attack = data.groupby("attack")["backend"].nunique()
         with _theme():
             fig, axes = plt.subplots(
-                1, len(attacks), figsize=(3.6 * len(attacks) + 0.8, 3.8), sharey=True, squeeze=False
+                len(attacks),
+                len(facets),
+                figsize=(3.3 * len(facets) + 2.6, 2.9 * len(attacks) + 0.8),
+                sharey=True,
+                squeeze=False,
             )
-            for ax, attack in zip(axes[0], attacks, strict=True):
+            for i, attack in enumerate(attacks):
                 sub = data[data["attack"] == attack]
+                right = trimmed_max_epsilon(sub)
                 multi_backend = int(backends_per_attack.get(attack, 1)) > 1
-                for (name, backend), curve in sub.groupby(["checkpoint", "backend"], sort=False):
-                    s = styles[str(name)]
-                    c = curve.sort_values("epsilon")
-                    eps = c["epsilon"].to_numpy(float)
-                    ax.fill_between(
-                        eps,
-                        c["robust_accuracy_low"].to_numpy(float),
-                        c["robust_accuracy_high"].to_numpy(float),
-                        color=s.color,
-                        alpha=0.12,
-                        linewidth=0,
-                        zorder=s.zorder - 1,
-                    )
-                    ax.plot(
-                        eps,
-                        c["robust_accuracy"].to_numpy(float),
-                        color=s.color,
-                        linestyle=s.linestyle,
-                        marker=s.marker,
-                        markersize=7 if s.marker == "*" else 4,
-                        linewidth=s.linewidth,
-                        zorder=s.zorder,
-                        alpha=0.95
-                        if not multi_backend or backend == sub["backend"].iloc[0]
-                        else 0.6,
-                    )
-                title = "worst case" if attack == WORST_CASE else attack.upper()
-                if attack != WORST_CASE:
-                    title += f" ({', '.join(sorted({str(b) for b in sub['backend'].unique()}))})"
-                ax.set_title(title)
-                ax.set_xlabel(f"ε ({_norm_label(str(norm))})")
-                ax.set_ylim(-0.02, 1.02)
-                ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-            axes[0][0].set_ylabel("robust accuracy")
+                for j, facet in enumerate(facets):
+                    ax = axes[i][j]
+                    keep = [
+                        str(c) in dense_names or not facet or gran_of.get(str(c)) == facet
+                        for c in sub["checkpoint"]
+                    ]
+                    for (name, backend), curve in sub[keep].groupby(
+                        ["checkpoint", "backend"], sort=False
+                    ):
+                        s = styles[str(name)]
+                        c = curve.sort_values("epsilon")
+                        eps = c["epsilon"].to_numpy(float)
+                        ax.fill_between(
+                            eps,
+                            c["robust_accuracy_low"].to_numpy(float),
+                            c["robust_accuracy_high"].to_numpy(float),
+                            color=s.color,
+                            alpha=0.10,
+                            linewidth=0,
+                            zorder=s.zorder - 1,
+                        )
+                        ax.plot(
+                            eps,
+                            c["robust_accuracy"].to_numpy(float),
+                            color=s.color,
+                            linestyle=s.linestyle,
+                            marker=s.marker,
+                            markersize=7 if s.marker == "*" else 4,
+                            linewidth=s.linewidth,
+                            zorder=s.zorder,
+                            alpha=0.95
+                            if not multi_backend or backend == sub["backend"].iloc[0]
+                            else 0.6,
+                        )
+                    title = "worst case" if attack == WORST_CASE else attack.upper()
+                    if attack != WORST_CASE:
+                        title += (
+                            f" ({', '.join(sorted({str(b) for b in sub['backend'].unique()}))})"
+                        )
+                    ax.set_title(f"{title} · {facet}" if facet else title, fontsize=10)
+                    _eps_axis(ax, grid, norm, right)
+                    if i < len(attacks) - 1:
+                        ax.set_xlabel("")
+                    ax.set_ylim(-0.02, 1.02)
+                    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+                axes[i][0].set_ylabel("robust accuracy")
             _legend_outside(
                 fig, _checkpoint_handles(styles, data["checkpoint"].unique()), "checkpoint"
             )
@@ -380,8 +494,9 @@ def plot_accuracy_vs_sparsity(
 ) -> list[Path]:
     """Worst-case robust accuracy vs achieved sparsity, one panel per epsilon, one line per granularity.
 
-    ``epsilons`` default to three values spread over the nonzero grid of each norm. The dense
-    baseline appears as a black star and a dotted reference line. Writes
+    ``epsilons`` default to the discriminating budgets of each norm
+    (:func:`evaluations.budgets.choose_budgets`: where the dense worst case is nearest 50 %, and its
+    grid neighbours). The dense baseline appears as a black star and a dotted reference line. Writes
     ``accuracy_vs_sparsity_<norm>.{png,svg}``.
     """
     out = Path(out_dir)
@@ -394,12 +509,13 @@ def plot_accuracy_vs_sparsity(
         {str(g) for g in wc["granularity"].unique() if g != DENSE}, key=_granularity_rank
     )
     colors = dict(zip(granularities, sns.color_palette("deep", len(granularities)), strict=True))
+    budgets = choose_budgets(wc)
     for norm in _norms(wc):
         data = wc[wc["norm"] == norm]
         grid = sorted({float(e) for e in data["epsilon"].unique()})
+        anchor = budgets[norm].anchor if norm in budgets else math.nan
         if epsilons is None:
-            nonzero = [e for e in grid if e > 0] or grid
-            chosen = _spread(nonzero, 3)
+            chosen = budgets[norm].epsilons if norm in budgets else grid[:1]
         else:
             chosen = _match_epsilons(grid, epsilons)
         if not chosen:
@@ -452,7 +568,9 @@ def plot_accuracy_vs_sparsity(
                         linestyle="none",
                         zorder=5,
                     )
-                ax.set_title(f"ε = {eps:.4g}")
+                ax.set_title(
+                    f"ε = {epsilon_label(eps, grid)}" + (" (anchor)" if eps == anchor else "")
+                )
                 ax.set_xlabel("achieved sparsity (%)")
                 ax.set_xlim(-3, 103)
                 ax.set_ylim(-0.02, 1.02)
@@ -495,7 +613,8 @@ def plot_cw_ecdf(
 
     Only clean-correct examples count; the y axis is the fraction of them with a successful
     adversarial within distance r (the attack success rate at budget r), so a curve plateaus below 1
-    when some examples never found an adversarial (``inf``: excluded, and counted in the legend).
+    when some examples never found an adversarial (``inf``: excluded, and counted in the legend
+    where there are any; the title says when there are none).
     ``results`` (optional) supplies dataset/arch and readable checkpoint labels. One panel per
     (attack, backend). Writes ``cw_ecdf.{png,svg}``.
     """
@@ -520,6 +639,7 @@ def plot_cw_ecdf(
             1, len(panels), figsize=(5.2 * len(panels) + 1.0, 4.0), sharey=True, squeeze=False
         )
         handles: dict[str, Line2D] = {}
+        never_total = 0
         for ax, (attack, backend) in zip(axes[0], panels, strict=True):
             sub = data[(data["attack"] == attack) & (data["backend"] == backend)]
             xmax = 0.0
@@ -531,7 +651,10 @@ def plot_cw_ecdf(
                 never = int(values.size - finite.size)
                 s = styles.get(name)
                 color = s.color if s else fallback[name]
-                label = (s.label if s else name) + f" — never found {never}/{values.size}"
+                label = s.label if s else name
+                if never:  # only where it says something: "0/443" on every line is noise
+                    label += f" — never found {never}/{values.size}"
+                never_total += never
                 if finite.size:
                     xmax = max(xmax, float(finite.max()))
                     sns.ecdfplot(
@@ -570,6 +693,8 @@ def plot_cw_ecdf(
         title += f" (clean-correct: {n_clean[0]}" + (
             f"–{n_clean[-1]})" if len(n_clean) > 1 else ")"
         )
+        if never_total == 0:
+            title += "\nan adversarial was found for every clean-correct example"
         fig.suptitle(title, fontsize=11)
         fig.tight_layout()
         return _save(fig, out, "cw_ecdf")
@@ -582,9 +707,10 @@ def plot_clean_vs_robust(
 ) -> list[Path]:
     """Scatter of clean vs worst-case robust accuracy at one epsilon per norm.
 
-    ``epsilon`` defaults to the median nonzero epsilon of each norm's grid (the lower middle value
-    for an even count). Hue = granularity, marker size and label = sparsity target; the dense
-    baseline is a black star. Writes ``clean_vs_robust_<norm>.{png,svg}``.
+    ``epsilon`` defaults to each norm's anchor budget (:func:`evaluations.budgets.choose_budgets`:
+    where the dense worst case is nearest 50 %). Hue = granularity, marker size and label = sparsity
+    target; the dense baseline is a black star. Point labels are placed so they do not overlap (see
+    :func:`layout_problems`). Writes ``clean_vs_robust_<norm>.{png,svg}``.
     """
     out = Path(out_dir)
     wc = df[df["attack"] == WORST_CASE]
@@ -596,12 +722,12 @@ def plot_clean_vs_robust(
         {str(g) for g in wc["granularity"].unique() if g != DENSE}, key=_granularity_rank
     )
     palette = dict(zip(granularities, sns.color_palette("deep", len(granularities)), strict=True))
+    budgets = choose_budgets(wc)
     for norm in _norms(wc):
         data = wc[wc["norm"] == norm]
         grid = sorted({float(e) for e in data["epsilon"].unique()})
         if epsilon is None:
-            nonzero = [e for e in grid if e > 0] or grid
-            eps = nonzero[(len(nonzero) - 1) // 2]
+            eps = budgets[norm].anchor if norm in budgets else grid[0]
         else:
             matched = _match_epsilons(grid, [epsilon])
             if not matched:
@@ -635,14 +761,17 @@ def plot_clean_vs_robust(
                     ax=ax,
                     zorder=3,
                 )
-                for row in _rows(sparse):
-                    ax.annotate(
-                        _pct(float(row.sparsity_target)),
-                        (float(row.clean_accuracy), float(row.robust_accuracy)),
-                        xytext=(5, 4),
-                        textcoords="offset points",
-                        fontsize=8,
-                    )
+                _place_labels(
+                    ax,
+                    [
+                        (
+                            float(row.clean_accuracy),
+                            float(row.robust_accuracy),
+                            f"{str(row.granularity)[:2]}{100 * float(row.sparsity_target):.0f}",
+                        )
+                        for row in _rows(sparse)
+                    ],
+                )
             if not dense.empty:
                 ax.scatter(
                     dense["clean_accuracy"],
@@ -654,12 +783,14 @@ def plot_clean_vs_robust(
                     zorder=4,
                 )
             margin = 0.05
-            ax.set_xlim(max(0.0, lo_clean - margin), 1.01)
+            ax.set_xlim(max(0.0, lo_clean - margin), 1.0)  # accuracy never exceeds 100 %
             ax.set_ylim(-0.02, 1.02)
+            for coll in ax.collections:
+                coll.set_clip_on(False)  # a point at 100 % clean accuracy stays whole
             ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
             ax.set_xlabel("clean accuracy")
-            ax.set_ylabel(f"worst-case robust accuracy at ε = {eps:.4g} ({_norm_label(str(norm))})")
+            ax.set_ylabel("worst-case robust accuracy")
             handles, labels = ax.get_legend_handles_labels()
             old_legend = ax.get_legend()
             if old_legend is not None:
@@ -672,12 +803,52 @@ def plot_clean_vs_robust(
                 frameon=False,
             )
             ax.set_title(
-                f"Clean vs robust accuracy ({_norm_label(str(norm))}, ε = {eps:.4g})\n{_describe(data)}",
+                f"Clean vs robust accuracy ({_norm_label(str(norm))}, "
+                f"ε = {epsilon_label(eps, grid)})\n{_describe(data)}",
                 fontsize=11,
             )
             fig.tight_layout()
             paths += _save(fig, out, f"clean_vs_robust_{norm}")
     return paths
+
+
+def _place_labels(ax: Any, points: Sequence[tuple[float, float, str]]) -> None:
+    """Annotate ``(x, y, text)`` points, trying 8 offsets per label (up to 8 labels on one point) so no two labels overlap.
+
+    Greedy: labels are placed in order of x; each takes the first offset whose box overlaps no
+    label placed so far and no other point; when none is free it keeps the least-overlapping one.
+    """
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    offsets = [(5, 4), (5, -11), (-5, 4), (-5, -11), (5, 15), (-5, 15), (5, -22), (-5, -22)]
+    placed: list[Any] = []
+    pts = ax.transData.transform([(x, y) for x, y, _ in points]) if points else []
+    for x, y, text in sorted(points, key=lambda p: (p[0], p[1])):
+        best, best_score = None, math.inf
+        for dx, dy in offsets:
+            ann = ax.annotate(
+                text,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=7,
+                ha="left" if dx >= 0 else "right",
+            )
+            box = ann.get_window_extent(renderer)
+            score = sum(box.overlaps(b) for b in placed) + sum(
+                bool(box.contains(px, py)) for px, py in pts
+            )
+            if score < best_score:
+                if best is not None:
+                    best.remove()
+                best, best_score = ann, score
+            else:
+                ann.remove()
+            if score == 0:
+                break
+        if best is not None:
+            placed.append(best.get_window_extent(renderer))
 
 
 def plot_all(results_dir: str | os.PathLike[str]) -> list[Path]:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 
 from evaluations.metrics import WORST_CASE
 from evaluations.plots import (
+    _facets,
+    layout_problems,
     plot_accuracy_vs_sparsity,
     plot_all,
     plot_clean_vs_robust,
@@ -74,3 +78,55 @@ def test_chosen_epsilons(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
     with caplog.at_level(logging.INFO, logger="evaluations.plots"):
         assert plot_clean_vs_robust(df, tmp_path / "none", epsilon=0.37) == []
     assert "not on the" in caplog.text
+
+
+def _crowded_results() -> pd.DataFrame:
+    """Five sparse checkpoints on the same (clean, robust) point: their labels must not collide."""
+    df, _ = synthetic_results(with_l2=False)
+    sparse = df[df["checkpoint"] == "window70"]
+    frames = [df]
+    for name, gran, target in (
+        ("window90", "window", 0.9),
+        ("channel70", "channel", 0.7),
+        ("channel90", "channel", 0.9),
+        ("combined70", "combined", 0.7),
+    ):
+        frames.append(sparse.assign(checkpoint=name, granularity=gran, sparsity_target=target))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.parametrize("crowded", [True, False])
+def test_figures_have_no_layout_problems(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, crowded: bool
+) -> None:
+    # crowded labels, and a single-checkpoint result (whose y label used to be cut off)
+    df, _ = synthetic_results(with_l2=False)
+    df = _crowded_results() if crowded else df[df["checkpoint"] == "window70"]
+    with caplog.at_level(logging.WARNING, logger="evaluations.plots"):
+        paths = plot_clean_vs_robust(df, tmp_path) + plot_robustness_curves(df, tmp_path)
+        paths += plot_accuracy_vs_sparsity(df, tmp_path)
+    assert paths
+    assert "figure" not in caplog.text, caplog.text
+
+
+def test_layout_problems_detects_overlap_and_long_labels() -> None:
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.annotate("90%", (0.5, 0.5))
+    ax.annotate("90%", (0.5, 0.5))
+    ax.set_ylabel("a very long y label " * 6)
+    problems = layout_problems(fig)
+    plt.close(fig)
+    assert any("overlap" in p for p in problems)
+    assert any("longer than its axes" in p for p in problems)
+
+
+def test_curves_facet_by_granularity_and_trim_all_zero_budgets(tmp_path: Path) -> None:
+    df = _crowded_results()
+    assert _facets(df) == ["window", "channel", "combined"]
+    # one sparsity level only (a methods comparison): one panel with every model
+    assert _facets(df[df["sparsity_target"].isin([0.0, 0.7])]) == [""]
+    fig_paths = plot_robustness_curves(df, tmp_path)
+    assert {p.name for p in fig_paths} == {
+        "robustness_curves_linf.png",
+        "robustness_curves_linf.svg",
+    }
