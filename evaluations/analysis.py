@@ -32,9 +32,8 @@ from torch import nn
 
 from evaluations.metrics import WORST_CASE, robustness_auc_table
 from robustbench_sparse.checkpoint import META_FILE, LoadedCheckpoint, load_checkpoint
-from robustbench_sparse.config import dataclass_from_dict
 from robustbench_sparse.errors import UserError
-from robustbench_sparse.sparsity import SparsityConfig, SparsityReport, sparsity_report
+from robustbench_sparse.sparsity import SparsityReport
 
 __all__ = [
     "KERNEL_NNZ_COLUMNS",
@@ -90,17 +89,11 @@ def _checkpoint_order(ckpt: LoadedCheckpoint) -> tuple[int, float, str]:
 def checkpoint_sparsity_report(ckpt: LoadedCheckpoint) -> SparsityReport:
     """Per-layer sparsity of a loaded checkpoint, recomputed from its saved weights.
 
-    Uses the checkpoint's recorded sparsity config and pruned layers (a checkpoint without them,
-    e.g. a plain state dict, is reported as dense).
+    Uses the checkpoint's recorded sparsity config and pruned layers; a checkpoint without them
+    (a plain state dict) gets the pattern detected in its zeros (see
+    :meth:`~robustbench_sparse.checkpoint.LoadedCheckpoint.sparsity_report`).
     """
-    section = ckpt.meta.get("sparsity")
-    config = (
-        dataclass_from_dict(SparsityConfig, section, "sparsity")
-        if isinstance(section, Mapping)
-        else SparsityConfig()
-    )
-    pruned = [str(n) for n in ckpt.meta.get("pruned_layers") or []]
-    return sparsity_report(ckpt.model, config, pruned)
+    return ckpt.sparsity_report()
 
 
 def layer_sparsity_table(checkpoints: Mapping[str, LoadedCheckpoint]) -> pd.DataFrame:

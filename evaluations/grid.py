@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from attacks import Attack, AttackKind, Norm, get_attack
+from evaluations.data_checks import accuracy_warning, check_input_shape
 from evaluations.metrics import WORST_CASE, summarize_cell
 from evaluations.results import RESULT_COLUMNS, make_min_norms, write_min_norms, write_results
 from robustbench_sparse import distributed as rdist
@@ -461,6 +462,12 @@ def run_grid(
     clean_checks: list[dict[str, Any]] = []
     cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     total_cells = len(checkpoints) * len(attacks)
+    for ckpt in checkpoints:  # every checkpoint's data is checked before any attack runs
+        key = ckpt.info.name
+        if key not in cache:
+            dataset = data[key] if isinstance(data, Mapping) else data
+            cache[key] = _as_tensors(dataset, grid.limit)
+        check_input_shape(ckpt.name, ckpt.meta, key, cache[key][0])
     bar = tqdm(total=total_cells, desc="attack grid", disable=not progress, unit="cell")
     for ckpt in checkpoints:
         dataset = data[ckpt.info.name] if isinstance(data, Mapping) else data
@@ -521,6 +528,11 @@ def run_grid(
             backend = "+".join(sorted({s.backend for s, _, _ in cells}))
             rows.extend(_rows(ckpt, WORST_CASE, backend, norm, wc))
         clean = int(by_norm[next(iter(by_norm))][0][2].clean_correct.sum())
+        warning = accuracy_warning(
+            ckpt.name, ckpt.meta, ckpt.info.num_classes, clean, int(x.shape[0])
+        )
+        if warning is not None:
+            logger.warning("%s", warning)
         clean_checks.append(
             {
                 "checkpoint": ckpt.name,
@@ -528,6 +540,7 @@ def run_grid(
                 "n": int(x.shape[0]),
                 "recorded_test_correct": ckpt.meta.get("test_correct"),
                 "recorded_test_n": ckpt.meta.get("test_n"),
+                "warning": warning,
             }
         )
         model.to("cpu")

@@ -366,6 +366,10 @@ def _summary(df: pd.DataFrame, side: dict[str, Any], checks: dict[str, Any]) -> 
         if not failed
         else f"Invariant checks: {len(failed)} FAILED ({', '.join(failed)}); see Checks"
     )
+    # The data may not fit a checkpoint (see evaluations.data_checks): said up front, never hidden.
+    for check in side.get("clean_checks") or []:
+        if isinstance(check, dict) and check.get("warning"):
+            items.append(f"WARNING: {check['warning']}")
     return [Heading(2, "Summary"), Bullets(items)]
 
 

@@ -62,6 +62,7 @@ class AttackRunRequest:
     data_root: str | None = None
     download: bool = False
     arch: str | None = None
+    normalize: str | None = None
     report: bool = True
     seed: int = 0
 
@@ -99,6 +100,8 @@ class AttackRunRequest:
         payload = to_jsonable(self)
         payload["checkpoints"] = [str(Path(p).resolve()) for p in self.checkpoints]
         payload.pop("report", None)
+        if payload.get("normalize") is None:  # keeps fingerprints of earlier runs
+            payload.pop("normalize", None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -140,7 +143,14 @@ def prepare_results_dir(out: Path, fingerprint: str, *, overwrite: bool, resume:
 def load_request_checkpoints(request: AttackRunRequest) -> list[LoadedCheckpoint]:
     """Load every checkpoint of the request (plain state dicts need ``arch`` + ``dataset``)."""
     return [
-        load_checkpoint(p, arch=request.arch, dataset=request.dataset) for p in request.checkpoints
+        load_checkpoint(
+            p,
+            arch=request.arch,
+            dataset=request.dataset,
+            data_root=request.data_root,
+            normalize=request.normalize,
+        )
+        for p in request.checkpoints
     ]
 
 

@@ -26,9 +26,21 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from robustbench_sparse.atomic import atomic_path, atomic_write_text
-from robustbench_sparse.datasets import DatasetInfo, dataset_info
+from robustbench_sparse.datasets import (
+    DatasetInfo,
+    dataset_info,
+    default_data_root,
+    imagefolder_classes,
+)
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model, load_state_dict_into
+from robustbench_sparse.sparsity.detect import MEASURED_METHOD, measured_sparsity_report
+from robustbench_sparse.sparsity.report import SparsityReport
+from robustbench_sparse.state_dicts import (
+    fold_prune_masks,
+    resolve_normalization,
+    strip_wrapper_prefixes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +79,23 @@ class LoadedCheckpoint:
         """Achieved sparsity over the pruned layers' weights (0 for dense)."""
         report = self.meta.get("sparsity_report") or {}
         return float(report.get("achieved_pruned", 0.0))
+
+    def sparsity_report(self) -> SparsityReport:
+        """Per-layer sparsity recomputed from the loaded weights.
+
+        A checkpoint of this product is reported against its recorded sparsity config and pruned
+        layers; one without them (a plain state dict) gets the pattern detected in its zeros
+        (:func:`~robustbench_sparse.sparsity.detect.measured_sparsity_report`).
+        """
+        from robustbench_sparse.config import dataclass_from_dict
+        from robustbench_sparse.sparsity import SparsityConfig, sparsity_report
+
+        section = self.meta.get("sparsity")
+        if self.meta.get("method") == MEASURED_METHOD or not isinstance(section, dict):
+            return measured_sparsity_report(self.model)
+        config = dataclass_from_dict(SparsityConfig, section, "sparsity")
+        pruned = [str(n) for n in self.meta.get("pruned_layers") or []]
+        return sparsity_report(self.model, config, pruned)
 
 
 def _sha256(path: Path) -> str:
@@ -215,8 +244,8 @@ def load_plain_state_dict(path: Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path} does not contain a state dict of tensors")
-    # DataParallel checkpoints prefix every key with "module.".
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    # DataParallel / DDP prefix every key with "module.", torch.compile with "_orig_mod.".
+    return strip_wrapper_prefixes(obj)
 
 
 def resolve_checkpoint_files(path: str | Path) -> tuple[Path, Path]:
@@ -236,49 +265,144 @@ def resolve_checkpoint_files(path: str | Path) -> tuple[Path, Path]:
     )
 
 
+def _info_for(
+    name: str, data_root: str | Path | None, recorded: dict[str, Any] | None = None
+) -> DatasetInfo:
+    """The dataset's metadata; an ``imagefolder``'s class count comes from its folders.
+
+    ``recorded`` (a checkpoint's own metadata, when ``name`` is its dataset) supplies the class
+    count, input shape and normalisation without touching the disk; with ``data_root`` an
+    ``imagefolder``'s folders are still counted so that a different folder is caught.
+    """
+    info = dataset_info(name)
+    if recorded is not None:
+        norm = recorded.get("normalization") or {}
+        shape = recorded.get("input_shape") or info.input_shape
+        info = DatasetInfo(
+            name,
+            int(recorded["num_classes"]),
+            (int(shape[0]), int(shape[1]), int(shape[2])),
+            tuple(float(m) for m in norm.get("mean") or info.mean),
+            tuple(float(v) for v in norm.get("std") or info.std),
+        )
+        if name != "imagefolder" or data_root is None:
+            return info
+    if name == "imagefolder":
+        classes = imagefolder_classes(data_root if data_root is not None else default_data_root())
+        info = DatasetInfo(name, len(classes), info.input_shape, info.mean, info.std)
+    return info
+
+
+def _check_dataset_fits(p: Path, meta: dict[str, Any], info: DatasetInfo) -> None:
+    if int(meta["num_classes"]) != info.num_classes:
+        raise UserError(
+            f"checkpoint {p} has {meta['num_classes']} classes but dataset {info.name!r} has "
+            f"{info.num_classes}; pass the dataset it was trained on"
+        )
+    if int(meta["in_channels"]) != info.input_shape[0]:
+        raise UserError(
+            f"checkpoint {p} takes {meta['in_channels']}-channel inputs but dataset {info.name!r} "
+            f"has {info.input_shape[0]}; pass the dataset it was trained on"
+        )
+
+
+def _mask_names(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Masks keyed by the model's own parameter names (plain keys gain the ``net.`` prefix)."""
+    params = dict(model.named_parameters())
+    out: dict[str, torch.Tensor] = {}
+    for key, mask in masks.items():
+        name = key if key in params else f"net.{key}"
+        if name in params:
+            out[name] = mask
+    return out
+
+
+def _load_plain(
+    p: Path,
+    arch: str | None,
+    dataset: str | None,
+    arch_kwargs: dict[str, Any] | None,
+    data_root: str | Path | None,
+    normalize: str | None,
+) -> LoadedCheckpoint:
+    if arch is None or dataset is None:
+        raise UserError(f"{p} is a plain state dict: pass --arch and --dataset to load it")
+    info = _info_for(dataset, data_root)
+    state, masks = fold_prune_masks(load_plain_state_dict(p), str(p))
+    _check_finite(state, p)
+    mean, std, norm_label = resolve_normalization(normalize, info)
+    model = create_model(
+        arch,
+        num_classes=info.num_classes,
+        in_channels=info.input_shape[0],
+        mean=mean,
+        std=std,
+        **(arch_kwargs or {}),
+    )
+    load_state_dict_into(model, state)
+    model.eval()
+    masks = _mask_names(model, masks)
+    # Nothing was recorded about how (or whether) it was pruned: read it off the zeros.
+    report = measured_sparsity_report(model)
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "arch": arch,
+        "arch_kwargs": arch_kwargs or {},
+        "dataset": dataset,
+        "num_classes": info.num_classes,
+        "in_channels": info.input_shape[0],
+        "input_shape": list(info.input_shape),
+        "normalization": {"mean": list(mean), "std": list(std), "source": norm_label},
+        "granularity": report.granularity,
+        "method": MEASURED_METHOD,
+        # No target was recorded: the measured sparsity of the pruned layers stands in for it.
+        "sparsity_target": report.achieved_pruned,
+        "sparsity_report": report.to_dict(),
+        "pruned_layers": report.pruned_names,
+        "prune_masks_folded": sorted(masks),
+        "source": "plain-state-dict",
+    }
+    if masks:
+        logger.info(
+            "%s: folded %d torch.nn.utils.prune mask(s) into the weights (%.2f%% of pruned "
+            "layers' weights are zero)",
+            p,
+            len(masks),
+            100 * report.achieved_pruned,
+        )
+    return LoadedCheckpoint(model, meta, p, p.stem, info, masks)
+
+
 def load_checkpoint(
     path: str | Path,
     *,
     arch: str | None = None,
     dataset: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
+    data_root: str | Path | None = None,
+    normalize: str | None = None,
 ) -> LoadedCheckpoint:
     """Rebuild a model from a checkpoint directory / file, in eval mode on the CPU.
 
-    A ``.pt`` / ``.pth`` plain state dict needs ``arch`` and ``dataset`` (which gives the class count
-    and the normalisation); ``dataset`` may also override a checkpoint's own dataset when the class
-    count and input shape agree.
+    A ``.pt`` / ``.pth`` plain state dict needs ``arch`` and ``dataset`` (which gives the class
+    count); ``normalize`` says what input normalisation it expects (see
+    :func:`resolve_normalization`; default the dataset's mean/std). Its ``torch.nn.utils.prune``
+    pairs are folded into weights + masks, and its sparsity and granularity are measured from the
+    weights. ``dataset`` may also override a checkpoint's own dataset when the class count and
+    input channels agree. An ``imagefolder``'s class count comes from its folders under
+    ``data_root`` (default :func:`~robustbench_sparse.datasets.default_data_root`).
+
+    Raises:
+        UserError: missing or corrupt files, a dataset that does not fit, a bad ``normalize``.
     """
     p = Path(path)
     if p.suffix in (".pt", ".pth"):
-        if arch is None or dataset is None:
-            raise UserError(f"{p} is a plain state dict: pass --arch and --dataset to load it")
-        info = dataset_info(dataset)
-        state = load_plain_state_dict(p)
-        _check_finite(state, p)
-        model = create_model(
-            arch,
-            num_classes=info.num_classes,
-            in_channels=info.input_shape[0],
-            mean=info.mean,
-            std=info.std,
-            **(arch_kwargs or {}),
+        return _load_plain(p, arch, dataset, arch_kwargs, data_root, normalize)
+    if normalize is not None:
+        raise UserError(
+            "--normalize applies to plain .pt/.pth state dicts only; a checkpoint directory "
+            "records its own normalization"
         )
-        load_state_dict_into(model, state)
-        model.eval()
-        meta: dict[str, Any] = {
-            "format": FORMAT,
-            "arch": arch,
-            "arch_kwargs": arch_kwargs or {},
-            "dataset": dataset,
-            "num_classes": info.num_classes,
-            "in_channels": info.input_shape[0],
-            "input_shape": list(info.input_shape),
-            "granularity": "dense",
-            "sparsity_target": 0.0,
-            "source": "plain-state-dict",
-        }
-        return LoadedCheckpoint(model, meta, p, p.stem, info, {})
 
     weights_path, meta_path = resolve_checkpoint_files(p)
     meta = _read_meta(meta_path)
@@ -296,17 +420,9 @@ def load_checkpoint(
     _check_finite(state, weights_path)
 
     ckpt_dataset = str(meta["dataset"])
-    info = dataset_info(dataset or ckpt_dataset)
-    if int(meta["num_classes"]) != info.num_classes:
-        raise UserError(
-            f"checkpoint {p} has {meta['num_classes']} classes but dataset {info.name!r} has "
-            f"{info.num_classes}; pass the dataset it was trained on"
-        )
-    if int(meta["in_channels"]) != info.input_shape[0]:
-        raise UserError(
-            f"checkpoint {p} takes {meta['in_channels']}-channel inputs but dataset {info.name!r} "
-            f"has {info.input_shape[0]}; pass the dataset it was trained on"
-        )
+    name = dataset or ckpt_dataset
+    info = _info_for(name, data_root, meta if name == ckpt_dataset else None)
+    _check_dataset_fits(p, meta, info)
     norm = meta.get("normalization") or {}
     model = create_model(
         str(meta["arch"]),

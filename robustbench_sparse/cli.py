@@ -197,21 +197,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------- inspect
 def _add_inspect(sub: Any) -> None:
     p = sub.add_parser("inspect", help="per-layer sparsity and accuracy of a checkpoint")
-    p.add_argument("checkpoint", type=Path, help="checkpoint directory or .safetensors file")
+    p.add_argument(
+        "checkpoint", type=Path, help="checkpoint directory, .safetensors, or .pt/.pth state dict"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--arch", help="architecture of a plain .pt/.pth state dict (with --dataset)")
+    p.add_argument("--dataset", help="dataset of a plain state dict (gives the class count)")
+    p.add_argument("--data-root", help="where the dataset lives (imagefolder: its class folders)")
+    _add_normalize(p)
     p.set_defaults(handler=_cmd_inspect)
+
+
+def _add_normalize(parser: Any) -> None:
+    parser.add_argument(
+        "--normalize",
+        help="plain state dicts: input normalization the network expects: dataset (default: "
+        "the dataset's mean/std), none (raw [0,1] inputs), or MEAN,STD",
+    )
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from robustbench_sparse.checkpoint import load_checkpoint
-    from robustbench_sparse.config import dataclass_from_dict
-    from robustbench_sparse.sparsity import SparsityConfig, sparsity_report
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(
+        args.checkpoint,
+        arch=args.arch,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        normalize=args.normalize,
+    )
     meta = ckpt.meta
-    sp_cfg = dataclass_from_dict(SparsityConfig, meta.get("sparsity") or {}, "sparsity")
-    # Recomputed from the weights just loaded from disk, not copied from the JSON.
-    report = sparsity_report(ckpt.model, sp_cfg, meta.get("pruned_layers") or [])
+    # Recomputed from the weights just loaded from disk, not copied from the JSON (a plain state
+    # dict: granularity detected from its zeros).
+    report = ckpt.sparsity_report()
     if args.json:
         out = {
             "name": ckpt.name,
@@ -272,6 +290,7 @@ def _add_attack(sub: Any) -> None:
     p.add_argument("--data-root", help="where torchvision datasets live")
     p.add_argument("--download", action="store_true")
     p.add_argument("--arch", help="architecture of a plain .pt/.pth state dict (with --dataset)")
+    _add_normalize(p)
     p.add_argument("--out", type=Path, required=True, help="results directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -319,6 +338,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         download=bool(args.download),
         arch=args.arch,
+        normalize=args.normalize,
         report=not args.no_report,
     )
     outcome = run_attack_command(

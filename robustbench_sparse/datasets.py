@@ -330,15 +330,51 @@ def _svhn_split(root: Path, train: bool, download: bool, transform: Any) -> Data
         raise _missing("svhn", split, f"{root / f'{split}_32x32.mat'} (md5-checked)", root) from exc
 
 
+IMAGEFOLDER_EVAL_SPLITS = ("val", "test")
+"""Names the evaluation split of an ``imagefolder`` root may have (the first present is used)."""
+
+
+def imagefolder_split_dir(root: str | Path, split: str) -> Path:
+    """``root/train`` for ``"train"``; ``root/val`` or else ``root/test`` for ``"test"``.
+
+    Raises:
+        UserError: naming the folders looked for when none exists.
+    """
+    base = Path(root)
+    names = ("train",) if split == "train" else IMAGEFOLDER_EVAL_SPLITS
+    for name in names:
+        if (base / name).is_dir():
+            return base / name
+    expected = " or ".join(f"{base / n}/<class>/<image>" for n in names)
+    raise UserError(
+        f"imagefolder dataset not found: expected {expected} "
+        "(ImageFolder layout: root/train and root/val or root/test; nothing is downloaded)"
+    )
+
+
+def imagefolder_classes(root: str | Path) -> list[str]:
+    """Class names of an ``imagefolder`` root: its evaluation split's sub-folders, else train's.
+
+    Sorted like ``torchvision.datasets.ImageFolder`` (the index of a name is its label). Reads
+    directory names only, no image.
+
+    Raises:
+        UserError: when neither split folder exists or it has no class sub-folder.
+    """
+    try:
+        folder = imagefolder_split_dir(root, "test")
+    except UserError:
+        folder = imagefolder_split_dir(root, "train")
+    classes = sorted(e.name for e in folder.iterdir() if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise UserError(f"imagefolder dataset at {folder} has no class folders")
+    return classes
+
+
 def _imagefolder_split(root: Path, train: bool, transform: Any) -> Dataset[Any]:
     from torchvision import datasets as tvd
 
-    folder = root / ("train" if train else "val")
-    if not folder.is_dir():
-        raise UserError(
-            f"imagefolder dataset not found: expected {folder}/<class>/<image> "
-            "(ImageNet-style root/train and root/val folders; nothing is downloaded)"
-        )
+    folder = imagefolder_split_dir(root, "train" if train else "test")
     try:
         return tvd.ImageFolder(str(folder), transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from robustbench_sparse.errors import UserError, unknown_name
 from robustbench_sparse.models.normalize import NormalizedModel
+from robustbench_sparse.state_dicts import strip_wrapper_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -140,16 +141,17 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, Tensor]) -> 
     """Load weights into ``model`` (a :class:`NormalizedModel`), checking every tensor first.
 
     Accepts either a ``NormalizedModel`` state dict (keys ``net.*`` and ``normalize.*``) or a plain one
-    with the keys of ``model.net`` (torchvision style; the ``Normalize`` buffers are then kept). A leading
-    ``module.`` (DataParallel) is stripped. Missing ``num_batches_tracked`` buffers are tolerated.
+    with the keys of ``model.net`` (torchvision style, or a public definition's plain ``state_dict()``;
+    the ``Normalize`` buffers are then kept). Leading ``module.`` (DataParallel/DDP) and
+    ``_orig_mod.`` (``torch.compile``) prefixes are stripped. Missing ``num_batches_tracked`` buffers are tolerated.
 
     Raises:
         UserError: naming the first missing, unexpected or wrong-shape tensor.
     """
     own = model.state_dict()
-    sd = dict(state_dict)
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    sd = strip_wrapper_prefixes(
+        state_dict
+    )  # DataParallel/DDP "module.", torch.compile "_orig_mod."
     is_wrapped = isinstance(model, NormalizedModel)
     if is_wrapped and not any(k.startswith(("net.", "normalize.")) for k in sd):
         sd = {f"net.{k}": v for k, v in sd.items()}
