@@ -4,13 +4,23 @@ Subclasses implement only :meth:`Attack._run`. Everything that decides what coun
 example lives here (and in :mod:`attacks.norms`), so native attacks and library backends are judged
 by the same rules:
 
-* inputs must be finite and in ``[0, 1]``; epsilons finite, ``>= 0`` and sorted ascending;
+* the input contracts of :mod:`attacks.contracts` are checked before any work: inputs finite
+  and in ``[0, 1]`` (any floating dtype; attacked in the model's dtype), labels integer class
+  indices in ``[0, num_classes)``, the model's output a float tensor ``(N, num_classes)``, finite
+  on the clean inputs; epsilons finite, ``>= 0`` and sorted ascending (budgets that look like the
+  0..255 scale are logged as a WARNING and recorded in :attr:`AttackResult.warnings`);
+* an empty batch (``N = 0``) returns an empty result of the right shapes without calling the
+  model;
 * the model runs in eval mode with frozen parameters (:func:`attacks.guard.frozen_eval`);
 * clean-misclassified examples are not attacked: they count as broken at every epsilon with
   ``adversarial = x``; at ``eps = 0`` the adversarial is ``x`` itself, so robust accuracy at
   ``eps = 0`` equals clean accuracy exactly;
 * every adversarial is checked by :func:`attacks.norms.verify_adversarials` (ones that fail are
-  replaced by ``x`` with a WARNING) and re-classified by one forward pass per epsilon;
+  replaced by ``x`` with a WARNING and flagged in :attr:`AttackResult.verify_failed`) and
+  re-classified by one forward pass per epsilon; a prediction with non-finite logits counts as
+  "not the true class" (the model has no valid output there);
+* the returned adversarial of an example that is not broken at an epsilon is ``x`` itself (the
+  attack's last iterate is not kept), so ``norms`` is 0 there, for every kind and backend;
 * minimum-norm attacks return one best adversarial per example and every threshold is read off it.
 """
 
@@ -20,14 +30,23 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum
-from itertools import pairwise
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from attacks.contracts import (
+    AttackInputError,
+    check_clean_logits_finite,
+    check_label_values,
+    check_logits,
+    epsilon_unit_warnings,
+    model_dtype,
+    validate_epsilons,
+    validate_inputs,
+)
 from attacks.guard import frozen_eval, seeded
 from attacks.norms import Norm, perturbation_norm, verify_adversarials
 
@@ -54,27 +73,33 @@ class AttackKind(str, Enum):
     MINIMUM_NORM = "minimum_norm"
 
 
-class AttackInputError(ValueError):
-    """The inputs or epsilons given to an attack are invalid (a user mistake)."""
-
-
 class AttackConfigError(ValueError):
     """An attack name, backend or parameter is unknown or invalid (a user mistake)."""
 
 
 @dataclass
 class AttackResult:
-    """Per-epsilon outcome of an attack on N examples over K epsilons."""
+    """Per-epsilon outcome of an attack on N examples over K epsilons.
+
+    ``adversarials[k, i]`` is a verified adversarial (inside the ``eps_k`` ball and ``[0, 1]``,
+    misclassified) where ``success[k, i]``, and exactly ``x[i]`` everywhere else (the example is
+    not broken at ``eps_k``; a clean-misclassified example is ``x[i]`` with ``success`` True). It
+    is in the dtype the attack ran in: the model's floating dtype (inputs of another floating
+    dtype are cast to it before the attack).
+    """
 
     epsilons: list[float]  # (K,) sorted ascending, as given
-    adversarials: Tensor  # (K, N, C, H, W); equal to x where the example is not broken
+    adversarials: Tensor  # (K, N, C, H, W); equal to x where success is False
     success: Tensor  # bool (K, N): verified adversarial AND misclassified
-    norms: Tensor  # (K, N) perturbation norm of adversarials[k]
+    norms: Tensor  # (K, N) perturbation norm of adversarials[k] (0 where success is False)
     min_norm: Tensor | None  # (N,) minimum-norm attacks: smallest successful norm (inf if none)
     grad_evals: int  # example-gradient evaluations performed (forward+backward per example)
-    predictions: Tensor | None = None  # (K, N) predicted labels of adversarials[k]
+    predictions: Tensor | None = None  # (K, N) labels of adversarials[k]; y where not broken
     # Attack-specific extras (e.g. a cascade's per-stage counts); None for most attacks.
     details: dict[str, Any] | None = None
+    # bool (K, N): the attack returned a point that failed verification (replaced by x)
+    verify_failed: Tensor | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. epsilons that look like 0..255
 
     def robust_accuracy(self) -> list[float]:
         """Fraction of examples not broken, per epsilon (K,)."""
@@ -136,19 +161,65 @@ class Attack(ABC):
         """
 
     def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, epsilons: Sequence[float]
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        epsilons: Sequence[float],
+        warn_units: bool = True,
     ) -> AttackResult:
-        """Attack ``model`` on ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,) at every epsilon."""
-        eps = _validate_epsilons(epsilons)
-        x, y = _validate_inputs(x, y)
-        with frozen_eval(model), seeded(self.seed, x.device):
-            return self._attack(model, x, y, eps)
+        """Attack ``model`` on ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,) at every epsilon.
+
+        ``model(x)`` must return float logits ``(N, num_classes)`` (wrap models returning tuples
+        or dicts with :func:`attacks.wrappers.select_output`); ``y`` holds integer class indices in
+        ``[0, num_classes)``. ``x`` of any floating dtype is cast to the model's dtype. Epsilons
+        that look like the 0..255 scale (Linf ``>= 1``, L2 above ``sqrt(d)``) are logged as a
+        WARNING unless ``warn_units=False`` (for deliberate "unbounded" budgets); they are always
+        listed in :attr:`AttackResult.warnings`.
+
+        Raises:
+            AttackInputError: a contract of :mod:`attacks.contracts` is violated; raised before
+                any attack work (at most one clean forward pass has run).
+        """
+        eps = validate_epsilons(epsilons)
+        x, y = validate_inputs(x, y)
+        x = x.to(model_dtype(model, default=x.dtype))
+        unit_warnings = epsilon_unit_warnings(eps, self.norm, math.prod(x.shape[1:]))
+        if warn_units:
+            for message in unit_warnings:
+                logger.warning("%s/%s: %s", self.backend, self.name, message)
+        if x.shape[0] == 0:
+            result = self._empty(x, y, eps)
+        else:
+            with frozen_eval(model), seeded(self.seed, x.device):
+                result = self._attack(model, x, y, eps)
+        result.warnings = unit_warnings
+        return result
 
     # -- template internals -------------------------------------------------------------------
 
+    def _empty(self, x: Tensor, y: Tensor, eps: list[float]) -> AttackResult:
+        """The result for N = 0: every tensor has its documented shape with N = 0."""
+        k_eps = len(eps)
+        empty = torch.zeros(k_eps, 0, dtype=torch.bool, device=x.device)  # (K, 0)
+        min_norm = None
+        if self.kind is AttackKind.MINIMUM_NORM:
+            min_norm = torch.zeros(0, dtype=torch.float32, device=x.device)
+        return AttackResult(
+            epsilons=eps,
+            adversarials=x.unsqueeze(0).repeat((k_eps,) + (1,) * x.ndim),  # (K, 0, ...)
+            success=empty,
+            norms=torch.zeros(k_eps, 0, dtype=x.dtype, device=x.device),
+            min_norm=min_norm,
+            grad_evals=0,
+            predictions=torch.zeros(k_eps, 0, dtype=torch.long, device=x.device),
+            verify_failed=empty.clone(),
+        )
+
     def _attack(self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]) -> AttackResult:
         k_eps, n = len(eps), x.shape[0]
-        clean_pred = _predict(model, x)  # (N,)
+        clean_pred = _clean_predictions(model, x, y)  # (N,) after the output/label contracts
         todo = (clean_pred == y).nonzero().squeeze(1)  # indices of clean-correct examples
         adversarials = x.unsqueeze(0).repeat((k_eps,) + (1,) * x.ndim)  # (K, N, ...)
         grad_evals = 0
@@ -191,6 +262,9 @@ class Attack(ABC):
         predictions = torch.stack([_predict(model, adversarials[k]) for k in range(k_eps)])
         success = verified & (predictions != y)  # (K, N)
         # Clean-misclassified examples: adversarial = x is a verified success at every eps.
+        # Not broken: the adversarial is x itself (the documented contract, for every kind).
+        adversarials = torch.where(_expand(success, adversarials), adversarials, x.unsqueeze(0))
+        predictions = torch.where(success, predictions, y.unsqueeze(0))
         norms = torch.stack(
             [perturbation_norm(adversarials[k] - x, self.norm) for k in range(k_eps)]
         )  # (K, N)
@@ -203,6 +277,7 @@ class Attack(ABC):
             grad_evals=grad_evals,
             predictions=predictions,
             details=details,
+            verify_failed=~verified,
         )
 
     def _fixed_budget(
@@ -281,58 +356,41 @@ def _expand(mask: Tensor, like: Tensor) -> Tensor:
     return mask.reshape(tuple(mask.shape) + (1,) * extra)
 
 
+def _labels(logits: Tensor) -> Tensor:
+    """argmax (M,) of logits (M, C); -1 (no class) where a row has a NaN or inf logit."""
+    finite = torch.isfinite(logits).all(dim=1)
+    return torch.where(finite, logits.argmax(dim=1), torch.full_like(finite, -1, dtype=torch.long))
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, x: Tensor) -> Tensor:
-    """Predicted labels (N,), in chunks of PREDICT_BATCH examples."""
+    """Predicted labels (N,), in chunks of PREDICT_BATCH examples; -1 where logits are non-finite.
+
+    A non-finite output at a verified point of the ball is no prediction of the true class, so
+    it counts as misclassified (torch's argmax would return the NaN's index, an arbitrary class).
+    """
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=x.device)
-    return torch.cat([model(c).argmax(dim=1) for c in x.split(PREDICT_BATCH)])
+    return torch.cat([_labels(model(c)) for c in x.split(PREDICT_BATCH)])
 
 
-def _validate_epsilons(epsilons: Sequence[float]) -> list[float]:
-    if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, Sequence):
-        if isinstance(epsilons, Tensor) and epsilons.ndim == 1:
-            epsilons = epsilons.tolist()
-        else:
+@torch.no_grad()
+def _clean_predictions(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Clean predictions (N,) after checking the output contract and the label range.
+
+    The first chunk's output is checked before anything else runs, so a model returning a tuple,
+    dict or wrongly shaped logits fails with the contract's message, not deep inside an attack.
+    """
+    preds, num_classes = [], 0
+    for c in x.split(PREDICT_BATCH):
+        logits = check_logits(model(c), c.shape[0])  # (M, C)
+        if num_classes and logits.shape[1] != num_classes:
             raise AttackInputError(
-                f"epsilons must be a sequence of floats (got {type(epsilons).__name__})"
+                f"the model returns {logits.shape[1]} logits for some inputs and {num_classes} "
+                "for others; it must return (N, num_classes) with a fixed num_classes"
             )
-    try:
-        eps = [float(e) for e in epsilons]
-    except (TypeError, ValueError) as err:
-        raise AttackInputError(f"epsilons must be numbers (got {list(epsilons)!r})") from err
-    if not eps:
-        raise AttackInputError("epsilons must contain at least one value")
-    if not all(math.isfinite(e) and e >= 0 for e in eps):
-        raise AttackInputError(f"epsilons must be finite and >= 0 (got {eps})")
-    if any(b < a for a, b in pairwise(eps)):
-        raise AttackInputError(f"epsilons must be sorted ascending (got {eps})")
-    return eps
-
-
-def _validate_inputs(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise AttackInputError("inputs must be a floating-point torch.Tensor of shape (N, C, H, W)")
-    if x.ndim < 2:
-        raise AttackInputError(f"inputs must have a batch dimension (got shape {tuple(x.shape)})")
-    if not isinstance(y, Tensor) or y.shape != (x.shape[0],):
-        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
-        raise AttackInputError(f"labels must be a tensor of shape ({x.shape[0]},) (got {shape})")
-    if y.is_floating_point() or y.dtype == torch.bool:
-        raise AttackInputError(f"labels must be integer class indices (got dtype {y.dtype})")
-    # detach + clone: never alias or autograd-track the caller's tensors (also lifts
-    # tensors created under torch.inference_mode into normal tensors).
-    x = x.detach().clone()
-    y = y.detach().clone().long()
-    if x.numel() == 0:
-        return x, y
-    bad = int((~torch.isfinite(x)).sum())
-    if bad:
-        raise AttackInputError(f"inputs must be finite (got {bad} NaN/inf values)")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
-        raise AttackInputError(
-            f"inputs must lie in [0, 1] (got min {lo:.4g}, max {hi:.4g}); attacks work in "
-            "pixel space – put normalization inside the model"
-        )
-    return x, y
+        num_classes = logits.shape[1]
+        check_clean_logits_finite(logits)
+        preds.append(logits.argmax(dim=1))
+    check_label_values(y, num_classes)
+    return torch.cat(preds)

@@ -9,12 +9,19 @@ Inputs live in pixel space ``[0, 1]``; shapes are ``(N, ...)`` with one example 
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 
 import torch
 from torch import Tensor
 
-__all__ = ["Norm", "clip_to_ball", "perturbation_norm", "verify_adversarials"]
+__all__ = [
+    "Norm",
+    "clip_to_ball",
+    "perturbation_norm",
+    "verification_tolerance",
+    "verify_adversarials",
+]
 
 
 class Norm(str, Enum):
@@ -25,7 +32,8 @@ class Norm(str, Enum):
 
 
 def _flat(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1)  # (N, D)
+    # Explicit D (not -1): reshape cannot infer -1 for an empty batch (N = 0).
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))  # (N, D)
 
 
 def _per_example(eps: float | Tensor, like: Tensor) -> Tensor:
@@ -72,22 +80,44 @@ def clip_to_ball(x_adv: Tensor, x: Tensor, eps: float | Tensor, norm: Norm) -> T
     return (x + delta).clamp(0.0, 1.0)
 
 
+def verification_tolerance(dtype: torch.dtype, norm: Norm, dim: int) -> tuple[float, float]:
+    """``(atol, rtol)`` that cover the rounding of a projection computed in ``dtype``.
+
+    ``x + delta`` rounds each of the ``dim`` values by at most one unit in the last place of
+    ``[0, 1]`` (``finfo(dtype).eps``), and ``eps`` itself is rounded to ``dtype`` (relative
+    ``eps``): Linf gets ``atol = ulp``, L2 ``atol = ulp · sqrt(dim)`` (every value rounded the
+    same way), both ``rtol = ulp``; never below ``1e-6`` (the float32 slack used before).
+    float32 on 1×8×8 inputs: ``(1e-6, 1e-6)``; bfloat16: ``ulp = 2^-7``.
+    """
+    if not dtype.is_floating_point:
+        raise ValueError(f"verification needs a floating dtype, got {dtype}")
+    ulp = float(torch.finfo(dtype).eps)
+    atol = ulp if norm is Norm.LINF else ulp * math.sqrt(max(dim, 1))
+    return max(1e-6, atol), max(1e-6, ulp)
+
+
 def verify_adversarials(
     x_adv: Tensor,
     x: Tensor,
     eps: float | Tensor,
     norm: Norm,
     *,
-    atol: float = 1e-6,
-    rtol: float = 1e-6,
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> Tensor:
     """Bool (N,): ``x_adv`` is finite, inside ``[0, 1]`` and ``‖x_adv − x‖ <= eps·(1 + rtol) + atol``.
 
-    The norm is computed in float64 so that the only slack is the float32 rounding of the
-    projection itself (``atol`` for Linf additions, ``rtol`` for the L2 rescaling).
+    The norm is computed in float64, so the only slack needed is the rounding of the projection
+    in the attack's dtype: ``atol`` / ``rtol`` default to :func:`verification_tolerance` of
+    ``x_adv.dtype`` (float32: ``1e-6``; float16 / bfloat16 proportionally larger), so an
+    adversarial is never rejected just for rounding.
     """
     if x_adv.shape != x.shape:
         raise ValueError(f"shape mismatch: x_adv {tuple(x_adv.shape)} vs x {tuple(x.shape)}")
+    if atol is None or rtol is None:
+        d_atol, d_rtol = verification_tolerance(x_adv.dtype, norm, x[0].numel() if len(x) else 1)
+        atol = d_atol if atol is None else atol
+        rtol = d_rtol if rtol is None else rtol
     flat = _flat(x_adv)  # (N, D)
     in_bounds = (torch.isfinite(flat) & (flat >= 0.0) & (flat <= 1.0)).all(dim=1)
     dist = perturbation_norm(x_adv.double() - x.double(), norm)  # (N,)

@@ -27,10 +27,13 @@ def test_fgsm_one_gradient_serves_every_eps(data: Digits) -> None:
     assert result.grad_evals == int(correct.sum())
     direction = loss_gradient(data.model, x, y).sign()
     for k, e in enumerate(eps):
+        # The FGSM point where it broke the example (clean-correct), x everywhere else.
+        broken = correct & result.success[k]
         expected = torch.where(
-            correct[:, None, None, None], clip_to_ball(x + e * direction, x, e, Norm.LINF), x
+            broken[:, None, None, None], clip_to_ball(x + e * direction, x, e, Norm.LINF), x
         )
         assert torch.equal(result.adversarials[k], expected)
+        assert bool((result.success[k] & correct).any()) or e == 0
 
 
 @pytest.mark.parametrize("name", ["pgd", "pgd-l2"])
