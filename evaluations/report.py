@@ -5,8 +5,10 @@ figures), so they always say the same thing. The HTML embeds its figures as base
 its CSS inline: it can be mailed or archived as a single file. Every piece of text that comes from
 the results is escaped (HTML entities in the HTML, Markdown punctuation in the Markdown).
 
-Sections: summary, clean accuracy and sparsity, worst-case robust accuracy per norm (with 95 %
-Wilson intervals), robust accuracy per attack, robustness AUC, figures, consistency checks
+Sections: sparsity cost in robustness (the headline: difference to dense at the discriminating
+budget, see :mod:`evaluations.budgets`), summary, clean accuracy and sparsity, relative to dense
+(why these budgets, and the difference with its interval at each), worst-case robust accuracy per
+norm (with 95 % Wilson intervals), robust accuracy per attack, robustness AUC, figures, consistency checks
 (invariants from ``results.json`` or recomputed, PGD vs FGSM), provenance, how to reproduce.
 """
 
@@ -27,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from evaluations.atomic import atomic_write_text
+from evaluations.budgets import BudgetChoice, choose_budgets, epsilon_label, relative_to_dense
 from evaluations.metrics import (
     WORST_CASE,
     check_invariants,
@@ -85,6 +88,7 @@ class Table:
     rows: list[list[str]]
     align: list[str] = field(default_factory=list)  # "l" / "r" per column (default "l")
     caption: str = ""
+    collapsed: str = ""  # HTML: a collapsed <details> block with this summary line
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,7 @@ figure { margin: 1.2rem 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { color: #57606a; font-size: .85rem; }
 .pass { color: #1a7f37; font-weight: 600; }
+details summary { cursor: pointer; color: #0969da; }
 .fail { color: #cf222e; font-weight: 600; }
 """
 
@@ -222,7 +227,8 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
             out.append("<ul>" + "".join(f"<li>{_h(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Table):
             aligns = [b.align[i] if i < len(b.align) else "l" for i in range(len(b.headers))]
-            rows = ["<table>"]
+            rows = [f"<details><summary>{_h(b.collapsed)}</summary>"] if b.collapsed else []
+            rows.append("<table>")
             if b.caption:
                 rows.append(f"<caption>{_h(b.caption)}</caption>")
             rows.append(
@@ -237,6 +243,8 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
                     + "</tr>"
                 )
             rows.append("</tbody></table>")
+            if b.collapsed:
+                rows.append("</details>")
             out.append("\n".join(rows))
         elif isinstance(b, Code):
             out.append(f"<pre><code>{_h(b.text)}</code></pre>")
@@ -373,6 +381,140 @@ def _summary(df: pd.DataFrame, side: dict[str, Any], checks: dict[str, Any]) -> 
     return [Heading(2, "Summary"), Bullets(items)]
 
 
+def _points(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{100.0 * value:+.1f}"
+
+
+def _diff_cell(r: Any) -> str:
+    return f"{_points(float(r.difference))} [{_points(float(r.low))}, {_points(float(r.high))}]"
+
+
+def _interval_note(rel: pd.DataFrame) -> str:
+    kinds = sorted({str(k) for k in rel["interval"]})
+    paired = any(k.startswith("paired") for k in kinds)
+    unpaired = any(k.startswith("unpaired") for k in kinds)
+    note = "95% interval of the difference in brackets: "
+    if paired:
+        note += (
+            "Newcombe's score interval for paired proportions (the same test examples are attacked "
+            "for every checkpoint; computed from the per-example outcomes in cells/)"
+        )
+    if unpaired:
+        note += ("; where per-example outcomes were missing, " if paired else "") + (
+            "Newcombe's hybrid score interval for independent proportions (from the counts; wider)"
+        )
+    return note + ". An interval excluding 0 is a difference beyond sampling noise of the test set."
+
+
+def _headline(df: pd.DataFrame, budgets: dict[str, BudgetChoice], rel: pd.DataFrame) -> list[Block]:
+    """The table a reader wants first: what sparsity costs relative to dense at the anchor budget."""
+    blocks: list[Block] = [Heading(2, "Sparsity cost in robustness")]
+    if rel.empty:
+        blocks.append(
+            Paragraph(
+                "No dense baseline and sparse checkpoints with worst-case results side by side: "
+                "there is no difference to dense to report."
+            )
+        )
+        return blocks
+    ckpts = _checkpoints(df)
+    dense = ckpts[ckpts["granularity"] == "dense"]
+    dense_clean = float(dense["clean_accuracy"].iloc[0]) if not dense.empty else math.nan
+    norms = [n for n in _norms(df) if n in budgets and (rel["norm"] == n).any()]
+    facts = []
+    for norm in norms:
+        c = budgets[norm]
+        facts.append(
+            f"{_norm_label(norm)} at ε = {epsilon_label(c.anchor, c.grid)}: dense worst case "
+            f"{_pct(c.reference_accuracy)} %"
+        )
+    blocks.append(
+        Paragraph(
+            f"Difference to the dense baseline in points of accuracy (negative = sparsity costs "
+            f"robustness). Dense clean accuracy {_pct(dense_clean)} %; "
+            + "; ".join(facts)
+            + ". Budgets are chosen from the data (see 'Relative to dense')."
+        )
+    )
+    headers = ["checkpoint", "granularity", "sparsity target (%)", "achieved (%)", "clean Δ"]
+    headers += [
+        f"{_norm_label(n)} worst case Δ at ε={epsilon_label(budgets[n].anchor, budgets[n].grid)}"
+        for n in norms
+    ]
+    rows = []
+    for r in _rows(ckpts):
+        if str(r.granularity) == "dense" or float(r.sparsity_target) == 0.0:
+            continue
+        cells = [
+            str(r.checkpoint),
+            str(r.granularity),
+            _pct(r.sparsity_target),
+            _pct(r.sparsity_achieved, 1),
+            _points(float(r.clean_accuracy) - dense_clean),
+        ]
+        for norm in norms:
+            at = rel[
+                (rel["norm"] == norm)
+                & (rel["checkpoint"] == r.checkpoint)
+                & rel["anchor"].astype(bool)
+            ]
+            cells.append(_diff_cell(next(_rows(at))) if not at.empty else "–")
+        rows.append(cells)
+    blocks.append(
+        Table(
+            headers,
+            rows,
+            ["l", "l", "r", "r", "r", *("r" for _ in norms)],
+            "Δ = checkpoint minus dense, points of accuracy. " + _interval_note(rel),
+        )
+    )
+    return blocks
+
+
+def _relative(budgets: dict[str, BudgetChoice], rel: pd.DataFrame) -> list[Block]:
+    """Per norm: why these budgets, and the difference to dense at each of them."""
+    blocks: list[Block] = [Heading(2, "Relative to dense")]
+    if not budgets:
+        blocks.append(Paragraph("No worst-case results with a nonzero budget."))
+        return blocks
+    for norm, choice in budgets.items():
+        label = _norm_label(norm)
+        blocks.append(Heading(3, f"{label}: discriminating budgets"))
+        blocks.append(Paragraph(choice.reason))
+        sub = rel[rel["norm"] == norm]
+        if sub.empty:
+            continue
+        eps_list = sorted({float(e) for e in sub["epsilon"]})
+        headers = ["checkpoint", "granularity", "sparsity target (%)"] + [
+            f"Δ at ε={epsilon_label(e, choice.grid)}" + (" (anchor)" if e == choice.anchor else "")
+            for e in eps_list
+        ]
+        rows = []
+        for name in dict.fromkeys(str(c) for c in sub["checkpoint"]):
+            cur = sub[sub["checkpoint"] == name]
+            first = next(_rows(cur))
+            cells = [name, str(first.granularity), _pct(first.sparsity_target)]
+            by_eps = {float(r.epsilon): r for r in _rows(cur)}
+            for e in eps_list:
+                r = by_eps.get(e)
+                cells.append(
+                    "–"
+                    if r is None
+                    else f"{_diff_cell(r)} ({_pct(r.robust_accuracy)} vs {_pct(r.dense_accuracy)})"
+                )
+            rows.append(cells)
+        blocks.append(
+            Table(
+                headers,
+                rows,
+                ["l", "l", "r", *("r" for _ in eps_list)],
+                f"Worst-case robust accuracy ({label}) minus dense, points; the checkpoint's and "
+                "the dense model's accuracy (%) in parentheses. " + _interval_note(sub),
+            )
+        )
+    return blocks
+
+
 def _clean_table(df: pd.DataFrame) -> list[Block]:
     rows = []
     for r in _rows(_checkpoints(df)):
@@ -504,16 +646,22 @@ def _figure_caption(stem: str) -> str:
     label = _norm_label(norm)
     if stem.startswith("robustness_curves"):
         return (
-            f"Robust accuracy vs ε ({label}), one panel per attack; color = sparsity target, line "
-            "style = granularity, dense baseline in black; bands are 95% Wilson intervals."
+            f"Robust accuracy vs ε ({label}): one row per attack and, with several granularities, "
+            "one column per granularity (dense baseline in black in every panel); colour = "
+            "sparsity target; bands are 95% Wilson intervals. Each row's ε axis stops at the first "
+            "budget where every model is at 0%."
         )
     if stem.startswith("accuracy_vs_sparsity"):
         return (
-            f"Worst-case robust accuracy vs achieved sparsity at selected ε ({label}), per "
+            f"Worst-case robust accuracy vs achieved sparsity ({label}) at the discriminating "
+            "budgets (the anchor, where dense is nearest 50%, and its grid neighbours), per "
             "granularity; the dense baseline is the black star and dotted line."
         )
     if stem.startswith("clean_vs_robust"):
-        return f"Clean vs worst-case robust accuracy at one ε ({label}); labels give the sparsity target."
+        return (
+            f"Clean vs worst-case robust accuracy at the anchor ε ({label}); labels give "
+            "granularity and sparsity target (wi70 = window 70%)."
+        )
     if stem.startswith("cw_ecdf"):
         return (
             "Fraction of clean-correct examples with a minimum-norm (C&W) adversarial within L2 "
@@ -608,9 +756,34 @@ def _provenance(side: dict[str, Any]) -> list[Block]:
             Table(["package", "version"], [[str(k), str(v)] for k, v in versions.items()])
         )
     if side.get("config") is not None:
+        rows = _flatten_config(side["config"])
         blocks.append(Heading(3, "Configuration"))
-        blocks.append(Code(json.dumps(side["config"], indent=2, sort_keys=True), "json"))
+        blocks.append(
+            Table(
+                ["setting", "value"],
+                rows,
+                caption="The full configuration these results were produced with (results.json).",
+                collapsed=f"{len(rows)} settings (click to expand)",
+            )
+        )
     return blocks
+
+
+def _flatten_config(config: Any, prefix: str = "") -> list[list[str]]:
+    """``{"a": {"b": 1}}`` -> ``[["a.b", "1"]]``; lists of scalars stay on one line."""
+    if isinstance(config, dict):
+        if not config and prefix:
+            return [[prefix, "{}"]]
+        out: list[list[str]] = []
+        for key in sorted(config, key=str):
+            out += _flatten_config(config[key], f"{prefix}.{key}" if prefix else str(key))
+        return out
+    if isinstance(config, list) and any(isinstance(v, dict | list) for v in config):
+        out = []
+        for i, v in enumerate(config):
+            out += _flatten_config(v, f"{prefix}[{i}]")
+        return out
+    return [[prefix or "(value)", json.dumps(config, sort_keys=True, default=str)]]
 
 
 def _reproduce(command: str | None) -> list[Block]:
@@ -676,8 +849,12 @@ def write_report(
             "the evidence needed to reproduce it."
         ),
     ]
+    budgets = choose_budgets(df)
+    rel = relative_to_dense(df, budgets, root)
+    blocks += _headline(df, budgets, rel)
     blocks += _summary(df, side, checks)
     blocks += _clean_table(df)
+    blocks += _relative(budgets, rel)
     blocks += _robust_tables(df)
     blocks += _auc_table(df)
     blocks += _figures(root)

@@ -98,3 +98,20 @@ def test_markdown_table_escapes_and_aligns() -> None:
     assert lines[0].startswith("| name") and lines[1].endswith("---: |")
     assert "a\\|b" in lines[2] and "x\\_y" in lines[3]
     assert len({len(line) for line in lines}) == 1  # padded to equal width
+
+
+def test_report_leads_with_sparsity_cost_at_discriminating_budget(
+    full_report: tuple[Path, str, str],
+) -> None:
+    _, md, page = full_report
+    for text in (md, page):
+        # the headline table comes first, before the summary
+        assert text.index("Sparsity cost in robustness") < text.index("Summary")
+        assert "Relative to dense" in text and "discriminating budgets" in text
+        assert "nearest 50 %" in text
+        assert "Newcombe" in text  # the interval used is named
+    # window70 minus dense with an interval: "+1.2 [-3.4, +5.6]"
+    assert re.search(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", page)
+    # configuration: a collapsed table, not one JSON value per line
+    assert "<details><summary>" in page and "attacks" in page
+    assert '"n": 40' not in page
