@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from attacks.base import Attack, AttackKind, MinimumNormOutput
 from attacks.config import CWParams
+from attacks.gradients import finite_gradient
 from attacks.norms import Norm, perturbation_norm
 
 __all__ = ["NativeCW"]
@@ -73,7 +74,7 @@ class NativeCW(CWParams, Attack):
                 loss = (sq_dist + const * (margin + self.confidence).clamp_min(0)).sum()
                 optimizer.zero_grad(set_to_none=True)
                 (grad,) = torch.autograd.grad(loss, delta)
-                delta.grad = grad
+                delta.grad = finite_gradient(grad)  # NaN/inf entries would poison Adam's state
                 optimizer.step()
                 evals += n
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attacks.gradients import finite_gradient
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
 
 __all__ = [
@@ -67,13 +68,15 @@ def logits_and_gradient(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor,
 
     Sum reduction keeps each example's gradient independent of the batch (and of which other
     examples are still in it); only the input gets a gradient, no parameter ``.grad`` is written.
+    NaN / inf gradient entries are zeroed (:func:`attacks.gradients.finite_gradient`), so they
+    never reach an iterate.
     """
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         logits = model(xg)
         loss = F.cross_entropy(logits, y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, xg)
-    return logits.detach(), grad.detach()
+    return logits.detach(), finite_gradient(grad.detach())
 
 
 def ascent_direction(grad: Tensor, norm: Norm) -> Tensor:
