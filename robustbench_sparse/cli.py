@@ -606,7 +606,49 @@ def build_parser() -> argparse.ArgumentParser:
         *_EXTRA_COMMANDS,
     ):
         add(sub)
+    for sp in sub.choices.values():
+        for action in sp._actions:
+            _case_insensitive_choices(action)
+        sp.add_argument(
+            "--threads",
+            type=int,
+            default=argparse.SUPPRESS,
+            help="torch CPU threads (default: $RBS_THREADS, else half the usable CPUs, at least 1; "
+            "see robustbench_sparse/threads.py)",
+        )
     return parser
+
+
+def _case_insensitive_choices(action: argparse.Action) -> None:
+    """Let ``--granularity WINDOW`` mean ``window``: string choices match ignoring case."""
+    choices = action.choices
+    if not choices or action.type is not None or not all(isinstance(c, str) for c in choices):
+        return
+    by_lower = {str(c).lower(): str(c) for c in choices}
+
+    def convert(text: str) -> str:
+        return by_lower.get(text.lower(), text)
+
+    convert.__name__ = action.dest  # argparse names the type in its error message
+    action.type = convert
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, extra: Sequence[str], command: str) -> str:
+    """``unrecognized arguments`` with the nearest option of the subcommand for each typo."""
+    import difflib
+
+    sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sp = sub_action.choices[command]
+    options = [o for a in sp._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for word in extra:
+        if word.startswith("-"):
+            flag = word.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{flag} -> did you mean {close[0]}?")
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    return message + ("; " + "; ".join(hints) if hints else "")
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -623,7 +665,13 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user error)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command is None:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        # the subcommand's usage and the nearest flag, not the top-level usage
+        sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub_action.choices[args.command].error(_did_you_mean(parser, extra, args.command))
     if args.command is None:
         parser.print_help()
         return 2
@@ -632,8 +680,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         [str(a) for a in argv] if argv is not None else sys.argv[1:]
     )  # recorded as the command
     from robustbench_sparse import distributed as rdist
+    from robustbench_sparse.threads import apply_threads
 
     try:
+        apply_threads(getattr(args, "threads", None))
         # Under torchrun (WORLD_SIZE > 1) every process joins the group here; only rank 0 logs
         # progress (the others log warnings and errors).
         with rdist.session():
@@ -649,7 +699,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Printed once the exception (and the progress bars its frames hold) is released, so the
     # error is the last line on stderr.
     if message is None:
-        print(f"rbs {args.command}: interrupted", file=sys.stderr)
+        hint = (
+            "; re-run the same command to resume (finished work is kept)"
+            if args.command in ("run", "attack")
+            else ("; re-run with --resume to continue" if args.command == "train" else "")
+        )
+        print(f"rbs {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     print(f"rbs {args.command}: error: {message}", file=sys.stderr)
     return 2

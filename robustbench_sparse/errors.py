@@ -18,6 +18,10 @@ class UserError(Exception):
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserError:
     """Build the error for an unknown registry name, listing the valid ones (and the nearest)."""
     valid_list = sorted(valid)
-    close = difflib.get_close_matches(name, valid_list, n=1)
+    same_case = [v for v in valid_list if v.lower() == name.lower()]
+    lowered = {v.lower(): v for v in valid_list}
+    close = same_case or [
+        lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=1)
+    ]
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return UserError(f"unknown {kind} {name!r}; valid: {', '.join(valid_list)}.{hint}")

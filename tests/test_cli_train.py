@@ -318,7 +318,7 @@ def test_cli_resume_reproduces_the_uninterrupted_run(
 
     monkeypatch.setattr(train_job_module, "Checkpointer", factory)
     assert main(args) == 130
-    assert "interrupted" in capsys.readouterr().err
+    assert "interrupted; re-run with --resume to continue" in capsys.readouterr().err
     assert json.loads((out / META_FILE).read_text())["epochs_completed"] == 1
     monkeypatch.undo()
 
@@ -330,3 +330,24 @@ def test_cli_resume_reproduces_the_uninterrupted_run(
     assert_tensors_identical(masks_a, masks_b)
     assert_tensors_identical(state_a, state_b)
     assert not (out / "train_state.pt").exists()
+
+
+def test_misspelled_subcommand_flag_shows_subcommand_usage_and_suggestion(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--out", "x", "--granularty", "window"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: rbs train")  # the subcommand's usage, not the top-level one
+    assert "did you mean --granularity?" in err
+
+
+def test_choices_match_ignoring_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # WINDOW is window; the run then fails later, on purpose, at --epochs 0 (no training)
+    assert main(["train", "--out", str(tmp_path / "o"), "--granularity", "WINDOW",
+                 "--sparsity", "0.5", "--epochs", "0"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "invalid choice" not in err and "epochs" in err
+    assert main(["train", "--out", str(tmp_path / "o"), "--dataset", "MNIST"]) == 2
+    assert "Did you mean 'mnist'?" in capsys.readouterr().err

@@ -31,3 +31,11 @@ def test_unknown_name_accepts_any_iterable() -> None:
     msg = str(unknown_name("attack", "pgdd", (n for n in ["fgsm", "pgd"])))
     assert "valid: fgsm, pgd." in msg
     assert "Did you mean 'pgd'?" in msg
+
+
+def test_unknown_name_suggests_across_case() -> None:
+    # `--dataset MNIST` -> "did you mean 'mnist'" (difflib alone is case-sensitive)
+    assert "Did you mean 'mnist'?" in str(unknown_name("dataset", "MNIST", ["digits", "mnist"]))
+    assert "Did you mean 'fashion-mnist'?" in str(
+        unknown_name("dataset", "Fashion_MNIST", ["fashion-mnist", "digits"])
+    )
