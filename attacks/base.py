@@ -5,7 +5,8 @@ example lives here (and in :mod:`attacks.norms`), so native attacks and library 
 by the same rules:
 
 * the input contracts of :mod:`attacks.contracts` are checked before any work: inputs finite
-  and in ``[0, 1]`` (any floating dtype; attacked in the model's dtype), labels integer class
+  and in ``[0, 1]`` (any floating dtype; attacked in the model's dtype, float32 for half-precision
+  models), labels integer class
   indices in ``[0, num_classes)``, the model's output a float tensor ``(N, num_classes)``, finite
   on the clean inputs; epsilons finite, ``>= 0`` and sorted ascending (budgets that look like the
   0..255 scale are logged as a WARNING and recorded in :attr:`AttackResult.warnings`);
@@ -49,6 +50,7 @@ from attacks.contracts import (
 )
 from attacks.guard import frozen_eval, seeded
 from attacks.norms import Norm, perturbation_norm, verify_adversarials
+from attacks.wrappers import CastInputs
 
 __all__ = [
     "Attack",
@@ -64,6 +66,8 @@ logger = logging.getLogger(__name__)
 
 #: examples per forward pass when the template re-classifies inputs and adversarials
 PREDICT_BATCH = 1024
+#: model dtypes attacked in float32 through :class:`attacks.wrappers.CastInputs`
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 class AttackKind(str, Enum):
@@ -84,8 +88,8 @@ class AttackResult:
     ``adversarials[k, i]`` is a verified adversarial (inside the ``eps_k`` ball and ``[0, 1]``,
     misclassified) where ``success[k, i]``, and exactly ``x[i]`` everywhere else (the example is
     not broken at ``eps_k``; a clean-misclassified example is ``x[i]`` with ``success`` True). It
-    is in the dtype the attack ran in: the model's floating dtype (inputs of another floating
-    dtype are cast to it before the attack).
+    is in the dtype the attack ran in: the model's floating dtype, or float32 for a float16 /
+    bfloat16 model (inputs of another floating dtype are cast to it before the attack).
     """
 
     epsilons: list[float]  # (K,) sorted ascending, as given
@@ -173,7 +177,8 @@ class Attack(ABC):
 
         ``model(x)`` must return float logits ``(N, num_classes)`` (wrap models returning tuples
         or dicts with :func:`attacks.wrappers.select_output`); ``y`` holds integer class indices in
-        ``[0, num_classes)``. ``x`` of any floating dtype is cast to the model's dtype. Epsilons
+        ``[0, num_classes)``. ``x`` of any floating dtype is cast to the model's dtype (float32
+        for float16 / bfloat16 models, which then round their input themselves). Epsilons
         that look like the 0..255 scale (Linf ``>= 1``, L2 above ``sqrt(d)``) are logged as a
         WARNING unless ``warn_units=False`` (for deliberate "unbounded" budgets); they are always
         listed in :attr:`AttackResult.warnings`.
@@ -184,7 +189,10 @@ class Attack(ABC):
         """
         eps = validate_epsilons(epsilons)
         x, y = validate_inputs(x, y)
-        x = x.to(model_dtype(model, default=x.dtype))
+        dtype = model_dtype(model, default=x.dtype)
+        if dtype in HALF_DTYPES:  # iterate in float32; the model rounds its input (CastInputs)
+            model, dtype = CastInputs(model, dtype), torch.float32
+        x = x.to(dtype)  # (N, ...) in the attack's dtype
         unit_warnings = epsilon_unit_warnings(eps, self.norm, math.prod(x.shape[1:]))
         if warn_units:
             for message in unit_warnings:

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from attacks.contracts import AttackInputError
 
-__all__ = ["SelectOutput", "select_output"]
+__all__ = ["CastInputs", "SelectOutput", "select_output"]
 
 
 class SelectOutput(nn.Module):
@@ -80,3 +81,26 @@ def select_output(model: nn.Module, key: int | str) -> SelectOutput:
             output has no such element (at the first forward, i.e. before any attack work).
     """
     return SelectOutput(model, key)
+
+
+class CastInputs(nn.Module):
+    """``forward(x) = model(x.to(dtype)).float()``: a half-precision model seen from float32.
+
+    The attack template wraps float16 / bfloat16 models in this so that iterates, projections and
+    library internals (divisions by ``1e-10``, gradient norms) run in float32, where they neither
+    underflow nor round outside the ball; the rounding of the input to ``dtype`` becomes part of
+    the model, and every counted adversarial is a float32 point the wrapped model misclassifies.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.train(model.training)
+
+    def forward(self, x: Tensor) -> Any:
+        out = self.model(x.to(self.dtype))
+        return out.float() if isinstance(out, Tensor) and out.is_floating_point() else out
+
+    def extra_repr(self) -> str:
+        return f"dtype={self.dtype}"
