@@ -93,7 +93,7 @@ def _add_train(sub: Any) -> None:
     _bool_flag(g, "prune-classifier", "also prune the classifier (default: dense)")
     g.add_argument(
         "--method",
-        choices=["campfire", "gmp", "random", "grasp", "filter"],
+        choices=["campfire", "gmp", "random", "grasp", "filter", "hydra"],
         help="pruning method (default campfire; see docs/ARCHITECTURE.md, pruning methods)",
     )
     g.add_argument(
@@ -102,6 +102,35 @@ def _add_train(sub: Any) -> None:
         help="layer-wise densities of --method random (default uniform)",
     )
     g.add_argument("--grasp-batches", type=int, help="batches GraSP scores on (default 4)")
+    g.add_argument(
+        "--hydra-score-epochs", type=int, help="passes HYDRA learns its scores for (default 1)"
+    )
+    g.add_argument("--hydra-score-lr", type=float, help="HYDRA score learning rate (default 0.1)")
+    g = p.add_argument_group("adversarial training (docs/ARCHITECTURE.md, adversarial training)")
+    g.add_argument(
+        "--adversarial",
+        choices=["none", "pgd", "trades", "fast"],
+        help="none (default, standard training), pgd (Madry), trades (Zhang), fast (FGSM-RS, Wong)",
+    )
+    g.add_argument("--adv-norm", choices=["linf", "l2"], help="training threat model norm")
+    g.add_argument("--adv-eps", help="training budget in [0,1] pixel units, e.g. 0.1 or 8/255")
+    g.add_argument("--adv-steps", type=int, help="PGD / TRADES ascent steps (default 10)")
+    g.add_argument("--adv-step-size", help="absolute step size, e.g. 2/255")
+    g.add_argument(
+        "--adv-rel-step-size",
+        help="step size relative to eps (default pgd/trades 2.5/steps, fast 1.25)",
+    )
+    g.add_argument("--trades-beta", type=float, help="TRADES trade-off beta (default 6)")
+    g.add_argument("--adv-eps-warmup", type=float, help="epochs of linear eps warm-up (default 0)")
+    g.add_argument(
+        "--adv-bn-mode", choices=["train", "eval"], help="BatchNorm while crafting (default train)"
+    )
+    g.add_argument("--adv-val-steps", type=int, help="PGD steps of the robust validation accuracy")
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        help="training examples held out for best/ selection (default 0.1; 0 = no best/)",
+    )
     g = p.add_argument_group("recipes and scale-out (torchrun DDP)")
     g.add_argument("--recipe", help="take [data] [model] [train] [sparsity] from a shipped recipe")
     _add_nproc(g)
@@ -155,6 +184,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "amp": args.amp,
             "sync_bn": args.sync_bn,
             "scale_lr": args.scale_lr,
+            "val_fraction": args.val_fraction,
         },
         sparsity_overrides={
             "target": args.sparsity,
@@ -170,6 +200,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "method": args.method,
             "random_distribution": args.random_distribution,
             "grasp_batches": args.grasp_batches,
+            "hydra_score_epochs": args.hydra_score_epochs,
+            "hydra_score_lr": args.hydra_score_lr,
+        },
+        adversarial_overrides={
+            "method": args.adversarial,
+            "norm": args.adv_norm,
+            "eps": _parse_float(args.adv_eps, "--adv-eps") if args.adv_eps else None,
+            "steps": args.adv_steps,
+            "step_size": (
+                _parse_float(args.adv_step_size, "--adv-step-size") if args.adv_step_size else None
+            ),
+            "rel_step_size": (
+                _parse_float(args.adv_rel_step_size, "--adv-rel-step-size")
+                if args.adv_rel_step_size
+                else None
+            ),
+            "trades_beta": args.trades_beta,
+            "eps_warmup_epochs": args.adv_eps_warmup,
+            "bn_mode": args.adv_bn_mode,
+            "val_steps": args.adv_val_steps,
         },
         arch=args.arch,
         name=args.name,

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from robustbench_sparse import distributed as rdist
+from robustbench_sparse.adversarial import AdversarialConfig
 from robustbench_sparse.checkpoint import (
     META_FILE,
     LoadedCheckpoint,
@@ -32,7 +33,7 @@ from robustbench_sparse.checkpoint import (
     save_train_state,
 )
 from robustbench_sparse.config import to_jsonable
-from robustbench_sparse.datasets import DatasetSplits, dataset_info, load_dataset
+from robustbench_sparse.datasets import DatasetSplits, dataset_info, load_dataset, load_split
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
@@ -44,6 +45,7 @@ from robustbench_sparse.training import (
     TrainConfig,
     distributed_layout,
     fit,
+    validation_split,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class TrainJob:
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     name: str | None = None
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
 
 def _meta(
@@ -90,6 +93,7 @@ def _meta(
     pruned = sparsifier.pruned_names if sparsifier is not None else []
     report = sparsity_report(model, job.sparsity, pruned)
     dense = job.sparsity.target == 0
+    split = validation_split(len(data.train), job.train.val_fraction, job.train.seed)  # type: ignore[arg-type]
     return {
         "name": name,
         "kind": kind,
@@ -109,6 +113,10 @@ def _meta(
         "pruned_layers": list(pruned),
         "masks_frozen": bool(sparsifier.frozen) if sparsifier is not None else True,
         "training": to_jsonable(job.train),
+        # The training threat model (method "none" = standard training), every value resolved.
+        "adversarial_training": job.adversarial.record(),
+        # The seeded hold-out that best/ and best-robust/ were selected on (never the test set).
+        "validation": split.record(),
         "data": to_jsonable(job.data),
         "history": [vars(h) for h in history],
         "epochs_completed": len(history),
@@ -118,7 +126,7 @@ def _meta(
         "seed": job.train.seed,
         "train_seconds": seconds,
         # world size, per-rank / effective batch, effective LR, masks verified across ranks
-        "distributed": distributed or distributed_layout(job.train, len(data.train)),  # type: ignore[arg-type]
+        "distributed": distributed or distributed_layout(job.train, len(split.train_indices)),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **provenance(resolve_device(job.train.device)),
     }
@@ -198,6 +206,18 @@ def run_train_job(
         )
     if download_first and rdist.is_main():
         rdist.barrier()
+    # The validation hold-out is read without training augmentation (same examples, same order).
+    plain_train = data.train
+    if job.data.augment and job.train.val_fraction > 0 and job.data.dataset != "digits":
+        plain_train = load_split(
+            job.data.dataset,
+            "train",
+            job.data.data_root,
+            False,
+            job.data.train_limit,
+            augment=False,
+            seed=job.train.seed,
+        )
     torch.manual_seed(job.train.seed)
     c, _, _ = data.info.input_shape
     model = create_model(
@@ -254,8 +274,18 @@ def run_train_job(
     ) -> None:
         save_epoch(out / "best", "best", f"{name}-best", model, sparsifier, history)
 
+    def save_best_robust(
+        model: nn.Module, sparsifier: CampfireSparsifier | None, history: list[EpochRecord]
+    ) -> None:
+        save_epoch(
+            out / "best-robust", "best-robust", f"{name}-best-robust", model, sparsifier, history
+        )
+
     checkpointer = Checkpointer(
-        save_last=save_last, save_best=save_best, load_state=lambda: load_train_state(out)
+        save_last=save_last,
+        save_best=save_best,
+        save_best_robust=save_best_robust,
+        load_state=lambda: load_train_state(out),
     )
     result = fit(
         model,
@@ -265,6 +295,8 @@ def run_train_job(
         checkpointer=checkpointer,
         resume=resume,
         progress=progress,
+        adversarial=job.adversarial,
+        plain_train=plain_train,
     )
     meta = _meta(
         job,
@@ -280,6 +312,8 @@ def run_train_job(
         distributed=result.extra.get("distributed"),
     )
     meta["best_epoch"] = result.best_epoch
+    if job.adversarial.enabled:
+        meta["best_robust_epoch"] = result.extra.get("best_robust_epoch", -1)
     if rdist.is_main():
         save_checkpoint(out, result.model.to("cpu"), meta, masks_of(result.sparsifier))
         (out / "train_state.pt").unlink(missing_ok=True)
@@ -307,19 +341,21 @@ def train_job_from_config(
     data_overrides: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] | None = None,
     sparsity_overrides: dict[str, Any] | None = None,
+    adversarial_overrides: dict[str, Any] | None = None,
     arch: str | None = None,
     name: str | None = None,
 ) -> TrainJob:
     """Compose a :class:`TrainJob` from TOML sections and explicit overrides.
 
     Precedence: explicit overrides (CLI flags) > config file > per-dataset defaults. Sections:
-    ``[data]``, ``[model]`` (``arch`` + any model kwargs), ``[train]``, ``[sparsity]``. The
+    ``[data]``, ``[model]`` (``arch`` + any model kwargs), ``[train]``, ``[sparsity]``,
+    ``[adversarial]`` (:class:`~robustbench_sparse.adversarial.AdversarialConfig`). The
     pruning window defaults to :func:`default_prune_window` of the final epoch count.
     """
     from robustbench_sparse.config import check_keys, dataclass_from_dict
     from robustbench_sparse.training import default_prune_window, default_train_config
 
-    check_keys("config", config, ["data", "model", "train", "sparsity", "name"])
+    check_keys("config", config, ["data", "model", "train", "sparsity", "adversarial", "name"])
     data_section = {
         **config.get("data", {}),
         **{k: v for k, v in (data_overrides or {}).items() if v is not None},
@@ -343,6 +379,11 @@ def train_job_from_config(
         **{k: v for k, v in (sparsity_overrides or {}).items() if v is not None},
     }
     sparsity_cfg = dataclass_from_dict(SparsityConfig, sparsity_section, "sparsity")
+    adversarial_section = {
+        **config.get("adversarial", {}),
+        **{k: v for k, v in (adversarial_overrides or {}).items() if v is not None},
+    }
+    adversarial_cfg = adversarial_from_dict(adversarial_section)
     return TrainJob(
         data=data_cfg,
         arch=arch_name,
@@ -350,4 +391,14 @@ def train_job_from_config(
         train=train_cfg,
         sparsity=sparsity_cfg,
         name=name or config.get("name"),
+        adversarial=adversarial_cfg,
     )
+
+
+def adversarial_from_dict(section: dict[str, Any]) -> AdversarialConfig:
+    """:class:`AdversarialConfig` from a TOML ``[adversarial]`` table (eps may be ``"8/255"``)."""
+    from robustbench_sparse.config import check_keys
+
+    valid = list(AdversarialConfig.__dataclass_fields__)
+    check_keys("adversarial", section, valid)
+    return AdversarialConfig(**section)

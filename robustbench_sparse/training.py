@@ -16,10 +16,18 @@ The sparsifier works on the unwrapped model (parameter names without ``module.``
 mask update the masks are verified bit-identical on all ranks (a mismatch is an error). Losses,
 accuracies and test metrics are all-reduced, so the history is the same on every rank. Only rank
 0 calls the checkpointer's save functions and shows progress bars; the others wait for it.
+
+Model selection: a seeded ``val_fraction`` of the training set (:func:`validation_split`) is held
+out; the ``best`` checkpoint is the epoch (with final masks) of highest *validation* accuracy,
+never selected on the test set. With adversarial training (:mod:`robustbench_sparse.adversarial`)
+every epoch also records the PGD robust validation accuracy at the training budget and a
+``best-robust`` checkpoint is kept (robust overfitting, Rice et al. 2020, shows as a gap between
+it and ``last``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -33,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from robustbench_sparse import distributed as rdist
+from robustbench_sparse.adversarial import AdversarialConfig, robust_loss
 from robustbench_sparse.datasets import DatasetSplits
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
@@ -86,6 +95,7 @@ class TrainConfig:
     num_workers: int = 0
     sync_bn: bool = False  # DDP only: convert BatchNorm to SyncBatchNorm
     scale_lr: bool = False  # DDP only: lr x world_size (linear scaling rule)
+    val_fraction: float = 0.1  # held out of the training set for model selection (0 = none)
 
     def __post_init__(self) -> None:
         # Normalise enum-like strings (direct construction, ``with_overrides``): identity checks
@@ -112,6 +122,8 @@ class TrainConfig:
             raise UserError(f"warmup epochs must be in [0, epochs] (got {self.warmup_epochs})")
         if not self.step_size > 0:
             raise UserError(f"step size must be > 0 epochs (got {self.step_size})")
+        if not 0 <= self.val_fraction <= 0.5:
+            raise UserError(f"validation fraction must be in [0, 0.5] (got {self.val_fraction})")
 
 
 @dataclass
@@ -127,6 +139,57 @@ class EpochRecord:
     sparsity: float
     masks_frozen: bool
     seconds: float
+    # Adversarial training: loss / accuracy on the training adversarials (train_* are clean).
+    train_adv_loss: float | None = None
+    train_adv_accuracy: float | None = None
+    adv_eps: float | None = None  # the training budget at the epoch's last step (eps warm-up)
+    # Held-out validation split (None without one); robust = PGD at the training budget.
+    val_accuracy: float | None = None
+    val_robust_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class ValidationSplit:
+    """Indices of a seeded hold-out of the training set (:func:`validation_split`)."""
+
+    train_indices: list[int]
+    val_indices: list[int]
+    fraction: float
+    seed: int
+
+    def record(self) -> dict[str, Any]:
+        """What checkpoints store: rule, sizes and a SHA-256 of the sorted validation indices."""
+        digest = hashlib.sha256(",".join(map(str, sorted(self.val_indices))).encode()).hexdigest()
+        return {
+            "fraction": self.fraction,
+            "seed": self.seed,
+            "n_train": len(self.train_indices),
+            "n_val": len(self.val_indices),
+            "rule": "torch.randperm(n, generator=manual_seed(seed)); the first n_val are held out",
+            "val_indices_sha256": digest,
+        }
+
+
+def validation_split(n: int, fraction: float, seed: int) -> ValidationSplit:
+    """Hold out ``round(fraction * n)`` (at least 1 when ``fraction > 0``) of ``n`` examples.
+
+    The permutation comes from its own ``torch.Generator`` seeded with ``seed``, so the split does
+    not touch the global RNG and is the same on every rank and every resume. Both index lists
+    are sorted (the training order is shuffled by the loader anyway).
+
+    Raises:
+        UserError: the hold-out would leave no training example.
+    """
+    if fraction <= 0:
+        return ValidationSplit(list(range(n)), [], 0.0, seed)
+    n_val = max(1, round(fraction * n))
+    if n_val >= n:
+        raise UserError(
+            f"validation fraction {fraction} of {n} training examples leaves none to train on; "
+            "lower --val-fraction or use more training data"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return ValidationSplit(sorted(perm[n_val:]), sorted(perm[:n_val]), fraction, seed)
 
 
 @dataclass
@@ -313,12 +376,84 @@ def evaluate(
     return loss_sum / max(n, 1), correct, n
 
 
+def _learn_hydra_scores(
+    sparsifier: CampfireSparsifier,
+    model: nn.Module,
+    train_set: Dataset[Any],
+    config: TrainConfig,
+    adv: AdversarialConfig | None,
+    device: torch.device,
+) -> None:
+    """HYDRA's prune phase (:class:`~robustbench_sparse.sparsity.HydraSparsifier`) inside ``fit``.
+
+    The scores are learned with the run's own training loss (its adversarial method at the full
+    budget, or the cross-entropy for standard training) on seeded, unsharded training batches;
+    under DDP rank 0's masks are broadcast (GPU scoring need not be bitwise equal across ranks).
+    """
+
+    def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if adv is None:
+            return nn.functional.cross_entropy(net(x), y, label_smoothing=config.label_smoothing)
+        return robust_loss(net, x, y, adv, adv.eps, label_smoothing=config.label_smoothing).loss
+
+    def passes(k: int) -> Any:
+        return calibration_batches(
+            train_set, batch_size=config.batch_size, seed=config.seed * 7919 + k, device=device
+        )
+
+    sparsifier.learn_scores(model, passes, loss_fn, seed=config.seed)  # type: ignore[attr-defined]
+    if rdist.is_distributed():
+        sparsifier.load_state_dict(rdist.broadcast_object(sparsifier.state_dict()))
+
+
+def robust_accuracy_all(
+    model: nn.Module,
+    dataset: Dataset[Any],
+    config: AdversarialConfig,
+    *,
+    device: torch.device,
+    seed: int,
+    batch_size: int = 256,
+) -> float:
+    """PGD robust accuracy of ``model`` on ``dataset`` at the training budget ``config.eps``.
+
+    The attack is the project's native PGD (``pgd`` / ``pgd-l2`` from :mod:`attacks.registry`,
+    ``config.effective_val_steps`` steps of ``2.5 / steps * eps``, random start, seeded), so every
+    adversarial is verified in the ball and ``[0, 1]`` before it counts. Sharded and all-reduced
+    under DDP (every rank gets the same number).
+    """
+    from attacks.registry import get_attack
+
+    steps = config.effective_val_steps
+    attack = get_attack(
+        "pgd" if config.norm.value == "linf" else "pgd-l2",
+        steps=steps,
+        rel_stepsize=2.5 / steps,
+        seed=seed,
+    )
+    subset: Dataset[Any] = dataset
+    if rdist.is_distributed():
+        lo, hi = rdist.shard_range(len(dataset))  # type: ignore[arg-type]
+        subset = Subset(dataset, range(lo, hi))
+    robust, n = 0.0, 0
+    for x, y in DataLoader(subset, batch_size=batch_size, shuffle=False):
+        x, y = x.to(device), y.to(device)
+        result = attack(model, x, y, epsilons=[config.eps])
+        robust += float((~result.success[0]).sum())
+        n += int(y.numel())
+    if rdist.is_distributed():
+        robust, n_f = rdist.all_reduce_sum([robust, n])
+        n = round(n_f)
+    return robust / max(n, 1)
+
+
 @dataclass
 class Checkpointer:
     """Callbacks ``fit`` uses to persist state; the CLI wires them to :mod:`checkpoint`."""
 
     save_last: Any = None  # (model, sparsifier, history, train_state) -> None
     save_best: Any = None  # (model, sparsifier, history) -> None
+    save_best_robust: Any = None  # (model, sparsifier, history) -> None (adversarial training)
     load_state: Any = None  # () -> dict | None
 
 
@@ -331,6 +466,8 @@ def fit(
     checkpointer: Checkpointer | None = None,
     resume: bool = False,
     progress: bool = True,
+    adversarial: AdversarialConfig | None = None,
+    plain_train: Dataset[Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data.train``; prune with Campfire when ``sparsity.target > 0``.
 
@@ -338,6 +475,11 @@ def fit(
     optimizer state zeroed at pruned positions). With ``resume`` the state returned by
     ``checkpointer.load_state()`` (model, optimizer, LR schedule, sparsifier, history) is restored
     and training continues at the next epoch.
+
+    ``config.val_fraction`` of ``data.train`` is held out (:func:`validation_split`) and read
+    from ``plain_train`` (the same examples without augmentation; default ``data.train``).
+    ``adversarial`` (method other than ``none``) trains on adversarials crafted per batch
+    (:mod:`robustbench_sparse.adversarial`); each rank crafts those of its own shard.
     """
     device = resolve_device(config.device)
     distributed = rdist.is_distributed()
@@ -346,7 +488,14 @@ def fit(
         device = torch.device("cuda", torch.cuda.current_device())  # cuda:LOCAL_RANK
     use_amp = config.amp and device.type == "cuda"
     torch.manual_seed(config.seed)
-    layout = distributed_layout(config, len(data.train))  # type: ignore[arg-type]
+    adv = adversarial if adversarial is not None and adversarial.enabled else None
+    split = validation_split(len(data.train), config.val_fraction, config.seed)  # type: ignore[arg-type]
+    train_set: Dataset[Any] = data.train
+    val_set: Dataset[Any] | None = None
+    if split.val_indices:
+        train_set = Subset(data.train, split.train_indices)
+        val_set = Subset(plain_train if plain_train is not None else data.train, split.val_indices)
+    layout = distributed_layout(config, len(train_set))  # type: ignore[arg-type]
     steps_per_epoch = int(layout["steps_per_epoch"])
     if distributed:
         logger.info(
@@ -383,6 +532,7 @@ def fit(
     history: list[EpochRecord] = []
     start_epoch = 0
     best_acc, best_epoch = -1.0, -1
+    best_rob, best_rob_epoch = -1.0, -1
     if resume and checkpointer is not None and checkpointer.load_state is not None:
         # Rank 0 reads the state and every rank gets the very same copy (no shared disk needed).
         state = rdist.broadcast_object(checkpointer.load_state() if main else None)
@@ -403,13 +553,15 @@ def fit(
             start_epoch = len(history)
             best_acc = float(state.get("best_accuracy", -1.0))
             best_epoch = int(state.get("best_epoch", -1))
+            best_rob = float(state.get("best_robust_accuracy", -1.0))
+            best_rob_epoch = int(state.get("best_robust_epoch", -1))
             logger.info("resuming after epoch %d", start_epoch)
     if sparsifier is not None and not sparsifier.frozen and hasattr(sparsifier, "calibrate"):
         # Pruning at init from data (GraSP): score on a few seeded batches, same on every rank.
         sparsifier.calibrate(
             model,
             calibration_batches(
-                data.train, batch_size=config.batch_size, seed=config.seed, device=device
+                train_set, batch_size=config.batch_size, seed=config.seed, device=device
             ),
         )
         if distributed:  # GPU scoring need not be bitwise equal across ranks: rank 0's masks win
@@ -431,10 +583,12 @@ def fit(
         # (Ranks > 0 offset the augmentation seed; rank 0 draws what a single process draws.)
         torch.manual_seed(config.seed * 100_003 + epoch + 1_000_003 * rdist.rank())
         loader = _loader(
-            data.train, config, shuffle=True, seed=config.seed * 100_003 + epoch, epoch=epoch
+            train_set, config, shuffle=True, seed=config.seed * 100_003 + epoch, epoch=epoch
         )
         train_model.train()
         loss_sum, correct, seen = 0.0, 0, 0
+        adv_loss_sum, adv_correct = 0.0, 0
+        eps_now = 0.0
         bar = tqdm(
             loader,
             desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -442,12 +596,32 @@ def fit(
             disable=not (progress and main),
             unit="batch",
         )
-        for x, y in bar:
+        for i, (x, y) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, enabled=use_amp):
-                logits = train_model(x)
-                loss = criterion(logits, y)
+            if sparsifier is not None and getattr(sparsifier, "scores_due", False):
+                _learn_hydra_scores(sparsifier, model, train_set, config, adv, device)
+                mask_sync.check()
+            logits_adv: torch.Tensor | None = None
+            if adv is None:
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=device.type, enabled=use_amp):
+                    logits = train_model(x)
+                    loss = criterion(logits, y)
+            else:
+                eps_now = adv.eps_at(epoch * steps_per_epoch + i, steps_per_epoch)
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=device.type, enabled=use_amp):
+                    # Crafting reads the unwrapped model (no DDP reducer, own shard only).
+                    out = robust_loss(
+                        model,
+                        x,
+                        y,
+                        adv,
+                        eps_now,
+                        forward=train_model,
+                        label_smoothing=config.label_smoothing,
+                    )
+                loss, logits, logits_adv = out.loss, out.logits_clean, out.logits_adv
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -456,17 +630,31 @@ def fit(
                 sparsifier.step(optimizer)
                 mask_sync.check()
             batch = int(y.numel())
-            loss_sum += float(loss.detach()) * batch
-            correct += int((logits.detach().argmax(1) == y).sum())
             seen += batch
-            bar.set_postfix(
-                loss=f"{loss_sum / seen:.3f}",
-                acc=f"{correct / seen:.3f}",
-                sparsity=f"{sparsifier.current_sparsity:.2f}" if sparsifier else "0",
-            )
+            if logits_adv is None:
+                loss_sum += float(loss.detach()) * batch
+                correct += int((logits.detach().argmax(1) == y).sum())
+                postfix = {"loss": f"{loss_sum / seen:.3f}", "acc": f"{correct / seen:.3f}"}
+            else:
+                with torch.no_grad():
+                    lc = logits.detach().float()
+                    la = logits_adv.detach().float()
+                    loss_sum += float(nn.functional.cross_entropy(lc, y, reduction="sum"))
+                    adv_loss_sum += float(nn.functional.cross_entropy(la, y, reduction="sum"))
+                correct += int((lc.argmax(1) == y).sum())
+                adv_correct += int((la.argmax(1) == y).sum())
+                postfix = {
+                    "clean": f"{loss_sum / seen:.3f}/{correct / seen:.3f}",
+                    "adv": f"{adv_loss_sum / seen:.3f}/{adv_correct / seen:.3f}",
+                    "eps": f"{eps_now:.3g}",
+                }
+            postfix["sparsity"] = f"{sparsifier.current_sparsity:.2f}" if sparsifier else "0"
+            bar.set_postfix(postfix)
         if distributed:
-            loss_sum, correct_f, seen_f = rdist.all_reduce_sum([loss_sum, correct, seen])
-            correct, seen = round(correct_f), round(seen_f)
+            loss_sum, correct_f, seen_f, adv_loss_sum, adv_correct_f = rdist.all_reduce_sum(
+                [loss_sum, correct, seen, adv_loss_sum, adv_correct]
+            )
+            correct, seen, adv_correct = round(correct_f), round(seen_f), round(adv_correct_f)
             # DDP broadcasts buffers before each forward, so the last batch left every rank
             # with its own BatchNorm statistics: take rank 0's before evaluating and saving.
             rdist.broadcast_buffers(model)
@@ -475,6 +663,13 @@ def fit(
                 f"training diverged at epoch {epoch + 1} (loss is not finite); lower --lr"
             )
         test_loss, test_correct, test_n = evaluate_all(model, data.test, device=device)
+        val_acc: float | None = None
+        val_rob: float | None = None
+        if val_set is not None:
+            _, val_correct, val_n = evaluate_all(model, val_set, device=device)
+            val_acc = val_correct / max(val_n, 1)
+            if adv is not None:
+                val_rob = robust_accuracy_all(model, val_set, adv, device=device, seed=config.seed)
         record = EpochRecord(
             epoch=epoch + 1,
             train_loss=loss_sum / max(seen, 1),
@@ -485,24 +680,38 @@ def fit(
             sparsity=sparsifier.current_sparsity if sparsifier else 0.0,
             masks_frozen=sparsifier.frozen if sparsifier else True,
             seconds=time.perf_counter() - t_epoch,
+            train_adv_loss=adv_loss_sum / max(seen, 1) if adv is not None else None,
+            train_adv_accuracy=adv_correct / max(seen, 1) if adv is not None else None,
+            adv_eps=eps_now if adv is not None else None,
+            val_accuracy=val_acc,
+            val_robust_accuracy=val_rob,
         )
         history.append(record)
         logger.info(
-            "epoch %d/%d loss %.4f train acc %.4f test acc %.4f sparsity %.3f (%.1fs)",
+            "epoch %d/%d loss %.4f train acc %.4f%s val acc %s%s test acc %.4f sparsity %.3f "
+            "(%.1fs)",
             record.epoch,
             config.epochs,
             record.train_loss,
             record.train_accuracy,
+            f" adv acc {record.train_adv_accuracy:.4f}" if adv is not None else "",
+            "-" if val_acc is None else f"{val_acc:.4f}",
+            "" if val_rob is None else f" val robust acc {val_rob:.4f}",
             record.test_accuracy,
             record.sparsity,
             record.seconds,
         )
-        # "Best" only counts epochs whose masks are final: an earlier, denser model is not a
-        # Campfire model at the target sparsity.
-        if record.masks_frozen and record.test_accuracy > best_acc:
-            best_acc, best_epoch = record.test_accuracy, record.epoch
+        # "Best" only counts epochs whose masks are final (an earlier, denser model is not a
+        # Campfire model at the target sparsity) and is selected on the validation split,
+        # never on the test set that is attacked afterwards.
+        if record.masks_frozen and val_acc is not None and val_acc > best_acc:
+            best_acc, best_epoch = val_acc, record.epoch
             if main and checkpointer is not None and checkpointer.save_best is not None:
                 checkpointer.save_best(model, sparsifier, history)
+        if record.masks_frozen and val_rob is not None and val_rob > best_rob:
+            best_rob, best_rob_epoch = val_rob, record.epoch
+            if main and checkpointer is not None and checkpointer.save_best_robust is not None:
+                checkpointer.save_best_robust(model, sparsifier, history)
         if main and checkpointer is not None and checkpointer.save_last is not None:
             train_state = {
                 "model": model.state_dict(),
@@ -512,6 +721,8 @@ def fit(
                 "history": [vars(h) for h in history],
                 "best_accuracy": best_acc,
                 "best_epoch": best_epoch,
+                "best_robust_accuracy": best_rob,
+                "best_robust_epoch": best_rob_epoch,
                 "world_size": layout["world_size"],
             }
             checkpointer.save_last(model, sparsifier, history, train_state)
@@ -538,7 +749,11 @@ def fit(
         test_n=test_n,
         best_epoch=best_epoch,
         seconds=time.perf_counter() - t_start,
-        extra={"distributed": layout},
+        extra={
+            "distributed": layout,
+            "validation": split.record(),
+            "best_robust_epoch": best_rob_epoch,
+        },
     )
 
 

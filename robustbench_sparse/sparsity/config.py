@@ -25,6 +25,9 @@ class PruningMethod(str, Enum):
     - ``GRASP``: GraSP pruning at initialization (Wang et al., ICLR 2020), masks fixed afterwards.
     - ``FILTER``: whole output filters removed by norm on the gradual schedule; the BatchNorm that
       consumes a pruned filter is masked too, so the channel outputs exactly zero.
+    - ``HYDRA``: HYDRA (Sehwag et al., NeurIPS 2020): importance scores learned with the
+      (robust) training loss while the weights are frozen, at epoch ``start``; masks fixed for
+      the fine-tuning that follows. Unstructured as published, or constrained to ``granularity``.
     """
 
     CAMPFIRE = "campfire"
@@ -32,6 +35,7 @@ class PruningMethod(str, Enum):
     RANDOM = "random"
     GRASP = "grasp"
     FILTER = "filter"
+    HYDRA = "hydra"
 
     @classmethod
     def parse(cls, value: str | PruningMethod) -> PruningMethod:
@@ -105,6 +109,8 @@ class SparsityConfig:
         grasp_batches: training batches GraSP scores the weights on (at initialization).
         grasp_temperature: GraSP's softmax temperature ``T`` (logits / T; the paper uses 200).
         filter_norm: the norm ranking filters for ``filter`` pruning (``l2`` or ``l1``).
+        hydra_score_epochs: passes over the training set that HYDRA's scores are learned for.
+        hydra_score_lr: SGD learning rate of HYDRA's scores (cosine-decayed; paper: 0.1).
     """
 
     target: float = 0.0
@@ -122,6 +128,8 @@ class SparsityConfig:
     grasp_batches: int = 4
     grasp_temperature: float = 200.0
     filter_norm: FilterNorm = FilterNorm.L2
+    hydra_score_epochs: int = 1
+    hydra_score_lr: float = 0.1
 
     def __post_init__(self) -> None:
         # Normalise the types that TOML/JSON produce (str granularity, lists, ints for floats).
@@ -145,7 +153,8 @@ class SparsityConfig:
                 raise UserError(
                     f"sparsity {name} must be true or false, got {getattr(self, name)!r}"
                 )
-        for name in ("update_every", "grasp_batches"):
+        object.__setattr__(self, "hydra_score_lr", _as_float("hydra_score_lr", self.hydra_score_lr))
+        for name in ("update_every", "grasp_batches", "hydra_score_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise UserError(f"sparsity {name} must be an integer, got {value!r}")
@@ -162,6 +171,12 @@ class SparsityConfig:
             raise UserError(f"sparsity end ({self.end}) must be >= start ({self.start}) (epochs)")
         if self.update_every < 1:
             raise UserError(f"sparsity update_every must be >= 1, got {self.update_every}")
+        if self.hydra_score_epochs < 1:
+            raise UserError(
+                f"sparsity hydra_score_epochs must be >= 1, got {self.hydra_score_epochs}"
+            )
+        if not self.hydra_score_lr > 0.0:
+            raise UserError(f"sparsity hydra_score_lr must be > 0, got {self.hydra_score_lr}")
         if self.grasp_batches < 1:
             raise UserError(f"sparsity grasp_batches must be >= 1, got {self.grasp_batches}")
         if not self.grasp_temperature > 0.0:
@@ -183,6 +198,9 @@ class SparsityConfig:
             return self.granularity.value
         if self.method is PruningMethod.RANDOM:
             return f"random-{self.random_distribution.value}"
+        if self.method is PruningMethod.HYDRA:
+            g = self.granularity
+            return "hydra" if g is Granularity.UNSTRUCTURED else f"hydra-{g.value}"
         return self.method.value
 
     def to_dict(self) -> dict[str, Any]:

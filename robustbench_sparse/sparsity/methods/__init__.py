@@ -9,6 +9,8 @@
 - ``grasp``: :class:`GraspSparsifier` (GraSP at init; Wang et al. 2020). Needs
   ``calibrate(model, batches)`` before training (``fit`` calls it).
 - ``filter``: :class:`FilterSparsifier` (gradual whole-filter pruning with BatchNorm masked).
+- ``hydra``: :class:`HydraSparsifier` (HYDRA, Sehwag et al. 2020: scores learned with the robust
+  loss at epoch ``start``, weights frozen; ``fit`` calls ``learn_scores`` when ``scores_due``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from robustbench_sparse.sparsity.methods.filter import (
 )
 from robustbench_sparse.sparsity.methods.gmp import GMPSparsifier
 from robustbench_sparse.sparsity.methods.grasp import GraspSparsifier
+from robustbench_sparse.sparsity.methods.hydra import HydraSparsifier
 from robustbench_sparse.sparsity.methods.random import RandomSparsifier
 from robustbench_sparse.sparsity.sparsifier import CampfireSparsifier
 
@@ -38,6 +41,7 @@ _CLASSES: dict[PruningMethod, type[CampfireSparsifier]] = {
     PruningMethod.RANDOM: RandomSparsifier,
     PruningMethod.GRASP: GraspSparsifier,
     PruningMethod.FILTER: FilterSparsifier,
+    PruningMethod.HYDRA: HydraSparsifier,
 }
 
 
@@ -62,6 +66,7 @@ __all__ = [
     "FilterSparsifier",
     "GMPSparsifier",
     "GraspSparsifier",
+    "HydraSparsifier",
     "RandomSparsifier",
     "calibration_batches",
     "conv_bn_pairs",

@@ -1,0 +1,408 @@
+"""Adversarial training: the threat model, crafting training adversarials, and the robust losses.
+
+Three methods, selected by :attr:`AdversarialConfig.method`:
+
+- ``pgd``: PGD adversarial training (Madry et al., "Towards Deep Learning Models Resistant to
+  Adversarial Attacks", ICLR 2018): minimise the cross-entropy on PGD adversarials crafted with a
+  random start and ``steps`` ascent steps of the cross-entropy.
+- ``trades``: TRADES (Zhang et al., "Theoretically Principled Trade-off between Robustness and
+  Accuracy", ICML 2019): ``CE(f(x), y) + beta * KL(p(x) || p(x'))`` (batch mean), where ``x'``
+  maximises that KL term; as in the reference code, ``x'`` starts at ``x + 0.001 * N(0, 1)``
+  (the KL gradient is exactly zero at ``x' = x``) and ascends with ``steps`` projected steps.
+- ``fast``: "fast" adversarial training (Wong, Rice, Kolter, "Fast is better than free", ICLR
+  2020): one FGSM step of ``1.25 * eps`` from a uniform random point of the ball.
+
+Every iterate is projected by :func:`attacks.norms.clip_to_ball` (ball, then ``[0, 1]``); random
+starts come from :func:`attacks.engine.random_start`, cross-entropy input gradients from
+:func:`attacks.engine.logits_and_gradient` and ascent directions (sign / normalised gradient)
+from :func:`attacks.engine.ascent_direction`: training adversarials satisfy exactly the budget
+definition the evaluation attacks are verified against.
+
+BatchNorm while crafting (``bn_mode``, recorded in the checkpoint):
+
+- ``train`` (default): BatchNorm normalises with the *batch* statistics, the way the model is in
+  the training forward pass that follows (Madry's and Rice et al.'s PGD-AT code craft in train
+  mode). The running statistics are snapshotted before crafting and restored afterwards, so only
+  the training forward pass updates them (crafting would otherwise add ``steps`` extra updates
+  per batch from intermediate iterates). Dropout, if any, stays active.
+- ``eval``: the running statistics (TRADES' reference code crafts in eval mode).
+
+The model's parameters never receive a gradient while crafting (``torch.autograd.grad`` on the
+input only), so crafting interacts neither with the optimizer nor with DDP's gradient reducer;
+under DDP every rank crafts the adversarials of its own shard with the unwrapped model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attacks.engine import ascent_direction, logits_and_gradient, random_start
+from attacks.norms import Norm, clip_to_ball
+from robustbench_sparse.errors import UserError
+
+__all__ = [
+    "AdversarialConfig",
+    "AdversarialMethod",
+    "BatchNormMode",
+    "RobustLoss",
+    "craft",
+    "crafting_mode",
+    "parse_fraction",
+    "robust_loss",
+    "threat_label",
+    "trades_loss",
+]
+
+
+class AdversarialMethod(str, Enum):
+    """How training examples are perturbed (``none`` = standard training)."""
+
+    NONE = "none"
+    PGD = "pgd"
+    TRADES = "trades"
+    FAST = "fast"
+
+
+class BatchNormMode(str, Enum):
+    """BatchNorm statistics while crafting training adversarials (see the module docstring)."""
+
+    TRAIN = "train"
+    EVAL = "eval"
+
+
+def parse_fraction(value: Any, what: str) -> float:
+    """A finite number from a float/int or a string such as ``"8/255"`` or ``"0.1"``."""
+    if isinstance(value, bool):
+        raise UserError(f"{what} must be a number (got {value!r})")
+    if isinstance(value, int | float):
+        out = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            if "/" in text:
+                num, den = text.split("/", 1)
+                out = float(num) / float(den)
+            else:
+                out = float(text)
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"{what}: {value!r} is not a number (use e.g. 0.1 or 8/255)") from None
+    else:
+        raise UserError(f"{what} must be a number (got {value!r})")
+    if not math.isfinite(out):
+        raise UserError(f"{what} must be finite (got {value!r})")
+    return out
+
+
+def _enum(cls: Any, value: Any, what: str) -> Any:
+    try:
+        return cls(value.strip().lower() if isinstance(value, str) else value)
+    except ValueError:
+        valid = ", ".join(m.value for m in cls)
+        raise UserError(f"{what} {value!r} is unknown; valid: {valid}") from None
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """The training threat model and method (TOML section ``[adversarial]``).
+
+    Attributes:
+        method: ``none`` (standard training), ``pgd``, ``trades`` or ``fast``.
+        norm: ``linf`` or ``l2``; pixel space ``[0, 1]``.
+        eps: the training budget in pixel units (``"8/255"`` accepted), > 0 unless ``none``.
+        steps: ascent steps of ``pgd`` / ``trades`` (``fast`` always takes 1).
+        step_size: absolute step size in pixel units; ``None`` = ``rel_step_size * eps``.
+        rel_step_size: step size relative to eps; ``None`` = the method's default (``pgd``
+            ``2.5 / steps`` after Madry et al., ``trades`` ``2.5 / steps`` too (0.007 at
+            0.031 with 10 steps in the paper is 0.226 ≈ 0.25), ``fast`` 1.25 after Wong et al.).
+        trades_beta: TRADES' trade-off ``beta`` (the reference code: 6.0 for CIFAR-10, 1.0 for
+            MNIST; default 6.0).
+        eps_warmup_epochs: ramp eps linearly from ~0 to ``eps`` over these (fractional) epochs,
+            per optimizer step; 0 = the full budget from the first step.
+        bn_mode: BatchNorm statistics while crafting, ``train`` or ``eval``.
+        val_steps: PGD steps of the per-epoch robust validation accuracy (``None`` = ``steps``;
+            at least 10 for ``fast``).
+    """
+
+    method: AdversarialMethod = AdversarialMethod.NONE
+    norm: Norm = Norm.LINF
+    eps: float = 0.0
+    steps: int = 10
+    step_size: float | None = None
+    rel_step_size: float | None = None
+    trades_beta: float = 6.0
+    eps_warmup_epochs: float = 0.0
+    bn_mode: BatchNormMode = BatchNormMode.TRAIN
+    val_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "method", _enum(AdversarialMethod, self.method, "adversarial method")
+        )
+        object.__setattr__(self, "norm", _enum(Norm, self.norm, "adversarial norm"))
+        object.__setattr__(self, "bn_mode", _enum(BatchNormMode, self.bn_mode, "bn_mode"))
+        object.__setattr__(self, "eps", parse_fraction(self.eps, "adversarial eps"))
+        for name in ("step_size", "rel_step_size"):
+            value = getattr(self, name)
+            if value is not None:
+                value = parse_fraction(value, f"adversarial {name}")
+                if value <= 0:
+                    raise UserError(f"adversarial {name} must be > 0 (got {value})")
+                object.__setattr__(self, name, value)
+        if self.step_size is not None and self.rel_step_size is not None:
+            raise UserError("give the adversarial step size absolute or relative, not both")
+        for name in ("trades_beta", "eps_warmup_epochs"):
+            object.__setattr__(self, name, parse_fraction(getattr(self, name), name))
+        for name in ("steps", "val_steps"):
+            value = getattr(self, name)
+            if value is None and name == "val_steps":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"adversarial {name} must be an integer >= 1 (got {value!r})")
+        if self.trades_beta < 0:
+            raise UserError(f"trades_beta must be >= 0 (got {self.trades_beta})")
+        if self.eps_warmup_epochs < 0:
+            raise UserError(f"eps_warmup_epochs must be >= 0 (got {self.eps_warmup_epochs})")
+        if self.enabled and not self.eps > 0:
+            raise UserError(
+                f"adversarial training ({self.method.value}) needs --adv-eps > 0 (got {self.eps})"
+            )
+        if not self.enabled and self.eps < 0:
+            raise UserError(f"adversarial eps must be >= 0 (got {self.eps})")
+
+    @property
+    def enabled(self) -> bool:
+        """True unless ``method == "none"``."""
+        return self.method is not AdversarialMethod.NONE
+
+    @property
+    def effective_steps(self) -> int:
+        """Ascent steps actually taken (``fast``: 1)."""
+        return 1 if self.method is AdversarialMethod.FAST else self.steps
+
+    @property
+    def effective_val_steps(self) -> int:
+        """PGD steps of the robust validation accuracy."""
+        if self.val_steps is not None:
+            return self.val_steps
+        return max(self.effective_steps, 10)
+
+    def stepsize(self, eps: float) -> float:
+        """Absolute step size at budget ``eps`` (pixel units)."""
+        if self.step_size is not None:
+            return self.step_size
+        if self.rel_step_size is not None:
+            return self.rel_step_size * eps
+        if self.method is AdversarialMethod.FAST:
+            return 1.25 * eps
+        return 2.5 / self.effective_steps * eps
+
+    def eps_at(self, step: int, steps_per_epoch: int) -> float:
+        """Budget at optimizer step ``step`` (0-based): linear warm-up, then ``eps``."""
+        if self.eps_warmup_epochs <= 0:
+            return self.eps
+        ramp = self.eps_warmup_epochs * steps_per_epoch
+        return self.eps * min(1.0, (step + 1) / ramp)
+
+    def record(self) -> dict[str, Any]:
+        """The threat model as stored in checkpoints (every value resolved)."""
+        return {
+            "method": self.method.value,
+            "norm": self.norm.value,
+            "eps": self.eps,
+            "steps": self.effective_steps if self.enabled else 0,
+            "step_size": self.stepsize(self.eps) if self.enabled else 0.0,
+            "rel_step_size": self.stepsize(self.eps) / self.eps if self.enabled else 0.0,
+            "trades_beta": self.trades_beta if self.method is AdversarialMethod.TRADES else None,
+            "eps_warmup_epochs": self.eps_warmup_epochs,
+            "bn_mode": self.bn_mode.value,
+            "val_steps": self.effective_val_steps if self.enabled else 0,
+            "label": threat_label(
+                self.method.value,
+                self.norm.value,
+                self.eps,
+                self.effective_steps,
+                self.trades_beta if self.method is AdversarialMethod.TRADES else None,
+            ),
+        }
+
+
+def _fmt_eps(eps: float) -> str:
+    k = eps * 255
+    if eps > 0 and abs(k - round(k)) < 1e-6 and round(k) < 255:
+        return f"{round(k)}/255"
+    return f"{eps:g}"
+
+
+def threat_label(method: str, norm: str, eps: float, steps: int, beta: float | None = None) -> str:
+    """Human label of a training method: ``"standard"``, ``"AT (linf 0.1, PGD-10)"``, ...
+
+    ``method`` is ``none`` / ``pgd`` / ``trades`` / ``fast`` (anything else is shown as is).
+    """
+    if method in ("none", "", None):
+        return "standard"
+    where = f"{norm} {_fmt_eps(eps)}"
+    if method == "pgd":
+        return f"AT ({where}, PGD-{steps})"
+    if method == "trades":
+        b = f", beta {beta:g}" if beta is not None else ""
+        return f"TRADES ({where}, PGD-{steps}{b})"
+    if method == "fast":
+        return f"fast AT ({where}, FGSM-RS)"
+    return f"{method} ({where})"
+
+
+@contextmanager
+def crafting_mode(model: nn.Module, bn_mode: BatchNormMode) -> Iterator[None]:
+    """Model state while crafting: eval mode, or train mode with BatchNorm buffers restored after.
+
+    Parameters keep their ``requires_grad`` (crafting differentiates wrt the input only).
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    saved: list[tuple[Tensor, Tensor]] = []
+    if bn_mode is BatchNormMode.EVAL:
+        model.eval()
+    else:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._NormBase):
+                for buf in m.buffers(recurse=False):
+                    saved.append((buf, buf.detach().clone()))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+        for m, training in modes:
+            m.training = training
+
+
+def _kl_gradient(model: nn.Module, x_adv: Tensor, p_clean: Tensor) -> Tensor:
+    """Gradient of ``sum_i KL(p_clean_i || softmax(model(x_adv_i)))`` wrt ``x_adv`` (M, ...)."""
+    with torch.enable_grad():
+        xg = x_adv.detach().requires_grad_(True)
+        log_q = F.log_softmax(model(xg).float(), dim=1)
+        loss = F.kl_div(log_q, p_clean, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xg)
+    return grad.detach()
+
+
+def craft(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    config: AdversarialConfig,
+    eps: float,
+    *,
+    clean_logits: Tensor | None = None,
+) -> Tensor:
+    """Training adversarials of ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,) at ``eps``.
+
+    Runs in the model's current mode (wrap in :func:`crafting_mode`); returns a detached tensor
+    shaped like ``x``, inside the ``eps`` ball of ``config.norm`` and ``[0, 1]`` (every iterate is
+    :func:`attacks.norms.clip_to_ball`-projected). ``trades`` needs ``clean_logits`` (N, classes):
+    its ascent maximises ``KL(softmax(clean_logits) || softmax(model(x')))``.
+
+    Raises:
+        ValueError: ``config.method`` is ``none``, or ``trades`` without ``clean_logits``.
+    """
+    if not config.enabled:
+        raise ValueError("craft() needs an adversarial method other than 'none'")
+    n = x.shape[0]
+    x = x.detach()
+    eps_t = torch.full((n,), eps, dtype=x.dtype, device=x.device)
+    step = config.stepsize(eps)
+    if config.method is AdversarialMethod.TRADES:
+        if clean_logits is None:
+            raise ValueError("TRADES crafting needs the clean logits")
+        p_clean = F.softmax(clean_logits.detach().float(), dim=1)  # (N, classes)
+        adv = clip_to_ball(x + 0.001 * torch.randn_like(x), x, eps_t, config.norm)
+        for _ in range(config.effective_steps):
+            grad = _kl_gradient(model, adv, p_clean)
+            adv = clip_to_ball(
+                adv + step * ascent_direction(grad, config.norm), x, eps_t, config.norm
+            )
+        return adv.detach()
+    adv = random_start(x, eps_t, config.norm)  # (N, ...) uniform in the ball, in [0, 1]
+    for _ in range(config.effective_steps):
+        _, grad = logits_and_gradient(model, adv, y)
+        adv = clip_to_ball(adv + step * ascent_direction(grad, config.norm), x, eps_t, config.norm)
+    return adv.detach()
+
+
+def trades_loss(
+    logits_clean: Tensor,
+    logits_adv: Tensor,
+    y: Tensor,
+    beta: float,
+    *,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """TRADES' loss ``CE(f(x), y) + beta * KL(p(x) || p(x'))``, both terms batch means.
+
+    ``logits_clean``, ``logits_adv``: (N, classes); ``y``: (N,). The KL term is the reference
+    code's ``KLDivLoss(reduction="sum")(log_softmax(f(x')), softmax(f(x))) / N``; both
+    distributions carry gradients (as in the reference implementation).
+    """
+    n = max(int(y.shape[0]), 1)
+    natural = F.cross_entropy(logits_clean, y, label_smoothing=label_smoothing)
+    robust = (
+        F.kl_div(
+            F.log_softmax(logits_adv.float(), dim=1),
+            F.softmax(logits_clean.float(), dim=1),
+            reduction="sum",
+        )
+        / n
+    )
+    return natural + beta * robust
+
+
+@dataclass
+class RobustLoss:
+    """What :func:`robust_loss` returns: the loss to minimise and the logits for the statistics."""
+
+    loss: Tensor  # scalar
+    logits_clean: Tensor  # (N, classes)
+    logits_adv: Tensor  # (N, classes)
+
+
+def robust_loss(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    config: AdversarialConfig,
+    eps: float,
+    *,
+    forward: nn.Module | None = None,
+    label_smoothing: float = 0.0,
+) -> RobustLoss:
+    """Craft adversarials of ``x`` (N, ...) with ``model`` and return the method's training loss.
+
+    ``forward`` is the module of the training forward pass (the DDP wrapper; default ``model``).
+    ``pgd`` / ``fast``: ``CE(forward(x'), y)``; ``trades``: :func:`trades_loss`. The clean logits
+    of ``pgd`` / ``fast`` come from a no-grad pass in the crafting BatchNorm mode (statistics).
+    Call under the caller's autocast context; parameters get gradients only from ``loss``.
+    """
+    fwd = forward if forward is not None else model
+    with crafting_mode(model, config.bn_mode):
+        with torch.no_grad():
+            clean = model(x)
+        x_adv = craft(model, x, y, config, eps, clean_logits=clean)
+    if config.method is AdversarialMethod.TRADES:
+        logits = fwd(x)
+        logits_adv = fwd(x_adv)
+        loss = trades_loss(
+            logits, logits_adv, y, config.trades_beta, label_smoothing=label_smoothing
+        )
+        return RobustLoss(loss, logits, logits_adv)
+    logits_adv = fwd(x_adv)
+    loss = F.cross_entropy(logits_adv, y, label_smoothing=label_smoothing)
+    return RobustLoss(loss, clean, logits_adv)
