@@ -1,6 +1,6 @@
 """Attacks by name and backend: ``get_attack("pgd", backend="foolbox", steps=40)``.
 
-Backend modules import their library (torchattacks, foolbox) only when first used.
+Backend modules import their library (torchattacks, foolbox, pyautoattack) only when first used.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class Backend(str, Enum):
     NATIVE = "native"
     TORCHATTACKS = "torchattacks"
     FOOLBOX = "foolbox"
+    AUTOATTACK = "autoattack"  # PyPI pyautoattack (the authors' AutoAttack code)
 
 
 # backend -> attack name -> "module:Class"
@@ -52,6 +53,14 @@ _REGISTRY: dict[Backend, dict[str, str]] = {
         "pgd": "attacks.backends.foolbox_backend:FoolboxPGD",
         "pgd-l2": "attacks.backends.foolbox_backend:FoolboxPGDL2",
         "cw": "attacks.backends.foolbox_backend:FoolboxCW",
+    },
+    Backend.AUTOATTACK: {
+        "autoattack": "attacks.backends.autoattack_backend:PyAutoAttack",
+        "autoattack-l2": "attacks.backends.autoattack_backend:PyAutoAttackL2",
+        "apgd-ce": "attacks.backends.autoattack_backend:PyAutoAttackAPGDCE",
+        "apgd-ce-l2": "attacks.backends.autoattack_backend:PyAutoAttackAPGDCEL2",
+        "apgd-t": "attacks.backends.autoattack_backend:PyAutoAttackAPGDT",
+        "apgd-t-l2": "attacks.backends.autoattack_backend:PyAutoAttackAPGDTL2",
     },
 }
 

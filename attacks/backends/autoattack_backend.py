@@ -1,0 +1,242 @@
+"""pyautoattack 0.2 adapters (the authors' AutoAttack code, packaged): the plain way a user runs it.
+
+* ``autoattack`` / ``autoattack-l2``: one ``pyautoattack.AutoAttack(model, norm=..., eps=e,
+  version="standard", seed=seed)`` per epsilon and ``run_standard_evaluation(x, y)`` (APGD-CE ->
+  APGD-T -> FAB-T -> Square, each on the still-robust, at that epsilon only). This is the reference
+  the native ``autoattack`` is measured against (``benchmarks/autoattack_grid.py``).
+* ``apgd-ce``, ``apgd-t`` (+ ``-l2``): ``APGDAttack`` / ``APGDAttack_targeted`` with ``n_iter =
+  steps`` and ``n_restarts = restarts``, one object per epsilon (the reference for the native APGD
+  cross-check in ``tests/test_attacks_backend_autoattack.py``).
+
+Quirks handled or documented here:
+
+* ``seed`` must be an int: with ``seed=None`` the library seeds from the clock. It calls
+  ``torch.manual_seed(seed)`` on the *global* RNG; the :class:`~attacks.base.Attack` template forks
+  the RNG around every call, so the caller's RNG state is unchanged afterwards.
+* ``run_standard_evaluation`` returns ``x`` for the examples it did not break and logs through the
+  ``auto-attack`` logger (nothing is printed). It runs its randomness / logit-range checks on every
+  call (a few forward passes, counted in ``forward_evals``).
+* Work is counted by wrapping the model in :class:`~attacks.backends.counting.GradCounter`:
+  ``grad_evals`` = examples forwarded with a gradient-tracked input (each is followed by one
+  backward; FAB's per-class Jacobian counts once per example, like its single backward call),
+  ``details["forward_evals"]`` = every example forwarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from pyautoattack import AutoAttack as _PyAutoAttack
+from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+from torch import Tensor, nn
+
+from attacks.backends.counting import GradCounter
+from attacks.base import Attack, AttackConfigError, AttackKind, FixedBudgetOutput
+from attacks.norms import Norm
+
+__all__ = [
+    "PyAutoAttack",
+    "PyAutoAttackAPGDCE",
+    "PyAutoAttackAPGDCEL2",
+    "PyAutoAttackAPGDT",
+    "PyAutoAttackAPGDTL2",
+    "PyAutoAttackL2",
+]
+
+_NORMS = {Norm.LINF: "Linf", Norm.L2: "L2"}
+#: examples per batch inside run_standard_evaluation (the library's default)
+BATCH_SIZE = 250
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise AttackConfigError(message)
+
+
+def _per_eps(
+    perturb: Callable[[nn.Module, float], Tensor], model: nn.Module, epsilons: list[float]
+) -> FixedBudgetOutput:
+    """Run ``perturb(counted_model, eps)`` -> (n, ...) once per epsilon and stack (K, n, ...)."""
+    counter = GradCounter(model)
+    advs = [perturb(counter, e).detach() for e in epsilons]
+    return FixedBudgetOutput(
+        adversarials=torch.stack(advs),
+        grad_evals=counter.count,
+        details={"forward_evals": counter.forwards},
+    )
+
+
+@dataclass(frozen=True)
+class _AutoAttackParams:
+    seed: int | None = 0  # must be an int (None: the library seeds from the clock)
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.seed), f"seed must be an int (got {self.seed!r})")
+
+
+class _AutoAttackBase(_AutoAttackParams, Attack):
+    kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
+    backend: ClassVar[str] = "autoattack"
+
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
+    ) -> FixedBudgetOutput:
+        def perturb(m: nn.Module, e: float) -> Tensor:
+            adversary = _PyAutoAttack(
+                m,
+                norm=_NORMS[self.norm],
+                eps=e,
+                version="standard",
+                seed=self.seed,
+                device=x.device,
+            )
+            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=BATCH_SIZE)
+            out: Tensor = x_adv
+            return out
+
+        return _per_eps(perturb, model, epsilons)
+
+
+@dataclass(frozen=True, repr=False)
+class PyAutoAttack(_AutoAttackBase):
+    """pyautoattack ``AutoAttack(version="standard")``, Linf, one adversary per epsilon."""
+
+    name: ClassVar[str] = "autoattack"
+    norm: ClassVar[Norm] = Norm.LINF
+
+
+@dataclass(frozen=True, repr=False)
+class PyAutoAttackL2(_AutoAttackBase):
+    """pyautoattack ``AutoAttack(version="standard")``, L2, one adversary per epsilon."""
+
+    name: ClassVar[str] = "autoattack-l2"
+    norm: ClassVar[Norm] = Norm.L2
+
+
+@dataclass(frozen=True)
+class _APGDParams:
+    steps: int = 100
+    restarts: int = 1
+    rho: float = 0.75
+    seed: int | None = 0  # must be an int (None: the library seeds from the clock)
+
+    def __post_init__(self) -> None:
+        _check(
+            _is_int(self.steps) and self.steps >= 1, f"steps must be an int >= 1 ({self.steps!r})"
+        )
+        _check(
+            _is_int(self.restarts) and self.restarts >= 1,
+            f"restarts must be an int >= 1 (got {self.restarts!r})",
+        )
+        _check(
+            isinstance(self.rho, (int, float))
+            and not isinstance(self.rho, bool)
+            and 0 < self.rho < 1,
+            f"rho must be a number in (0, 1) (got {self.rho!r})",
+        )
+        _check(_is_int(self.seed), f"seed must be an int (got {self.seed!r})")
+
+
+class _APGDCEBase(_APGDParams, Attack):
+    kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
+    backend: ClassVar[str] = "autoattack"
+
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
+    ) -> FixedBudgetOutput:
+        def perturb(m: nn.Module, e: float) -> Tensor:
+            attack = APGDAttack(
+                m,
+                n_iter=self.steps,
+                norm=_NORMS[self.norm],
+                n_restarts=self.restarts,
+                eps=e,
+                seed=self.seed,
+                loss="ce",
+                rho=self.rho,
+                device=x.device,
+            )
+            out: Tensor = attack.perturb(x, y)
+            return out
+
+        return _per_eps(perturb, model, epsilons)
+
+
+@dataclass(frozen=True)
+class _APGDTParams(_APGDParams):
+    n_target_classes: int = 9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            _is_int(self.n_target_classes) and self.n_target_classes >= 1,
+            f"n_target_classes must be an int >= 1 (got {self.n_target_classes!r})",
+        )
+
+
+class _APGDTBase(_APGDTParams, Attack):
+    kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
+    backend: ClassVar[str] = "autoattack"
+
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
+    ) -> FixedBudgetOutput:
+        with torch.no_grad():
+            n_classes = int(model(x[:1]).shape[1])
+        targets = min(self.n_target_classes, n_classes - 1)
+
+        def perturb(m: nn.Module, e: float) -> Tensor:
+            attack = APGDAttack_targeted(
+                m,
+                n_iter=self.steps,
+                norm=_NORMS[self.norm],
+                n_restarts=self.restarts,
+                eps=e,
+                seed=self.seed,
+                rho=self.rho,
+                n_target_classes=targets,
+                device=x.device,
+            )
+            out: Tensor = attack.perturb(x, y)
+            return out
+
+        return _per_eps(perturb, model, epsilons)
+
+
+@dataclass(frozen=True, repr=False)
+class PyAutoAttackAPGDCE(_APGDCEBase):
+    """pyautoattack ``APGDAttack(loss="ce")``, Linf, one object per epsilon."""
+
+    name: ClassVar[str] = "apgd-ce"
+    norm: ClassVar[Norm] = Norm.LINF
+
+
+@dataclass(frozen=True, repr=False)
+class PyAutoAttackAPGDCEL2(_APGDCEBase):
+    """pyautoattack ``APGDAttack(loss="ce")``, L2, one object per epsilon."""
+
+    name: ClassVar[str] = "apgd-ce-l2"
+    norm: ClassVar[Norm] = Norm.L2
+
+
+@dataclass(frozen=True, repr=False)
+class PyAutoAttackAPGDT(_APGDTBase):
+    """pyautoattack ``APGDAttack_targeted``, Linf, one object per epsilon."""
+
+    name: ClassVar[str] = "apgd-t"
+    norm: ClassVar[Norm] = Norm.LINF
+
+
+@dataclass(frozen=True, repr=False)
+class PyAutoAttackAPGDTL2(_APGDTBase):
+    """pyautoattack ``APGDAttack_targeted``, L2, one object per epsilon."""
+
+    name: ClassVar[str] = "apgd-t-l2"
+    norm: ClassVar[Norm] = Norm.L2
