@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from attacks import Attack, AttackKind, Norm, get_attack
 from evaluations.data_checks import accuracy_warning, check_input_shape
@@ -48,6 +47,7 @@ from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.datasets import default_eps_grid
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +226,17 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def _expected_forwards(params: Mapping[str, Any]) -> int:
+    """Nominal forward passes per batch of an iterative attack (0: unknown, e.g. FGSM)."""
+    try:
+        steps = int(params.get("steps") or 0)
+        searches = int(params.get("binary_search_steps") or 1)
+        restarts = int(params.get("restarts") or 1)
+    except (TypeError, ValueError):
+        return 0
+    return steps * searches * restarts if steps > 1 else 0
+
+
 def attack_cell(
     model: torch.nn.Module,
     attack: Attack,
@@ -248,8 +259,24 @@ def attack_cell(
     evals = 0
     n = int(x.shape[0])
     size, halved, s = batch_size, False, 0
-    bar = tqdm(total=n, desc=desc, leave=False, disable=not progress, unit="ex")
+    bar = progress_bar(total=n, desc=desc, leave=False, disable=not progress, unit="ex")
+    # Progress inside a batch: count the model's forward passes against the attack's nominal
+    # number (steps x binary-search steps x restarts), so a long C&W batch moves the bar instead
+    # of sitting at 0 for minutes. Capped at 95 % of the batch until the batch really finishes.
+    expected = _expected_forwards(attack.params())
+    forwards = [0]
+
+    def _tick(*_: Any) -> None:
+        forwards[0] += 1
+        if expected:
+            done = s + int(min(forwards[0] / expected, 0.95) * min(size, n - s))
+            if done > bar.n:
+                bar.update(done - bar.n)
+
+    # (on an exception the hook stays, harmlessly: a closed bar ignores updates)
+    hook = model.register_forward_hook(_tick) if progress and expected else None
     while s < n:
+        forwards[0] = 0
         xb = x[s : s + size].to(device)
         yb = y[s : s + size].to(device)
         try:
@@ -289,9 +316,11 @@ def attack_cell(
             mins.append(result.min_norm.double().cpu().numpy())
         evals += int(result.grad_evals)
         del result
-        bar.update(int(xb.shape[0]))
+        bar.update(max(0, min(s + int(xb.shape[0]), n) - bar.n))
         s += size
     bar.close()
+    if hook is not None:
+        hook.remove()
     return CellOutcome(
         epsilons=list(epsilons),
         clean_correct=np.concatenate(clean),
@@ -468,7 +497,7 @@ def run_grid(
             dataset = data[key] if isinstance(data, Mapping) else data
             cache[key] = _as_tensors(dataset, grid.limit)
         check_input_shape(ckpt.name, ckpt.meta, key, cache[key][0])
-    bar = tqdm(total=total_cells, desc="attack grid", disable=not progress, unit="cell")
+    bar = progress_bar(total=total_cells, desc="attack grid", disable=not progress, unit="cell")
     for ckpt in checkpoints:
         dataset = data[ckpt.info.name] if isinstance(data, Mapping) else data
         key = ckpt.info.name

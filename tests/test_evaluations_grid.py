@@ -546,3 +546,43 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(
     assert run.cells_computed == 4 and run.cells_reused == 2
     assert_frame_equal(without_timing(run.results), without_timing(ref.results))
     assert_frame_equal(without_timing(read_results(out)), without_timing(ref.results))
+
+
+def test_progress_moves_inside_one_long_batch(
+    ckpts: list[LoadedCheckpoint],
+    xy: tuple[torch.Tensor, torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A C&W cell in one batch reports progress per optimisation step, not only at the end."""
+    positions: list[int] = []
+
+    class Recorder:
+        n = 0
+
+        def __init__(self, **_: Any) -> None:
+            pass
+
+        def update(self, k: int) -> None:
+            self.n += k
+            positions.append(self.n)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(grid_mod, "progress_bar", Recorder)
+    x, y = xy
+    attack = get_attack("cw", steps=10, binary_search_steps=2)
+    model = ckpts[0].model
+    grid_mod.attack_cell(
+        model,
+        attack,
+        x,
+        y,
+        [0.0, 0.5],
+        batch_size=len(x),
+        device=torch.device("cpu"),
+        progress=True,
+    )
+    assert positions[-1] == len(x)
+    assert any(0 < p < len(x) for p in positions), positions  # moved before the batch ended
+    assert not model._forward_hooks  # the progress hook is removed afterwards
