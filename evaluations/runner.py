@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluations.data_checks import check_input_shape
 from evaluations.grid import (
     AttackSpec,
     GridConfig,
@@ -175,6 +176,11 @@ def run_attack_command(
         )
         for name in sorted(datasets)
     }
+    for ckpt in checkpoints:  # data of another shape: refused before the output is touched
+        test = data[ckpt.info.name]
+        if len(test):  # type: ignore[arg-type]
+            first = test[0][0]
+            check_input_shape(ckpt.name, ckpt.meta, ckpt.info.name, first.unsqueeze(0))
     out = Path(out_dir)
     rdist.on_main(
         lambda: prepare_results_dir(out, request.fingerprint(), overwrite=overwrite, resume=resume)

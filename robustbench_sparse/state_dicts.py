@@ -124,9 +124,10 @@ def resolve_normalization(
     except ValueError:
         values = []
     if len(values) not in (2, 2 * channels) or not all(math.isfinite(v) for v in values):
+        per_channel = f", or {channels} means then {channels} stds" if channels > 1 else ""
         raise UserError(
-            f"--normalize {spec!r}: expected dataset, none, MEAN,STD or {channels} means then "
-            f"{channels} stds, comma-separated"
+            f"--normalize {spec!r}: expected dataset, none, or MEAN,STD{per_channel} "
+            "(comma-separated numbers)"
         )
     half = len(values) // 2
     mean, std = values[:half] * (channels // half), values[half:] * (channels // half)

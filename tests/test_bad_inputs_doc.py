@@ -238,6 +238,38 @@ CASES: list[Case] = [
     # --------------------------------------------------------------------------- argparse
     Case("usage", "missing required flag", "rbs attack --checkpoint ck"),
     Case("usage", "non-integer --epochs", "rbs train --out new-train --epochs three"),
+    # --------------------------------------------------- third-party checkpoints (issue 14: 7, 8)
+    Case(
+        "checkpoint",
+        "`torch.nn.utils.prune` state dict with a `weight_orig` but no `weight_mask`",
+        "rbs inspect half-pruned.pt --arch small_cnn --dataset digits",
+    ),
+    Case(
+        "checkpoint",
+        "`torch.nn.utils.prune` mask with values other than 0 and 1",
+        "rbs inspect soft-mask.pt --arch small_cnn --dataset digits",
+    ),
+    Case(
+        "checkpoint",
+        "`--normalize` that is neither dataset, none nor MEAN,STD",
+        "rbs attack --checkpoint plain.pt --arch small_cnn --dataset digits --normalize imagenet "
+        "--out new-r",
+    ),
+    Case(
+        "checkpoint",
+        "`--normalize` for a checkpoint directory (it records its own)",
+        "rbs attack --checkpoint ck --normalize none --out new-r",
+    ),
+    Case(
+        "data",
+        "imagefolder with another class count than the checkpoint's",
+        "rbs attack --checkpoint if-ck --data-root folder3 --out new-r",
+    ),
+    Case(
+        "data",
+        "evaluation images of another size than the checkpoint was trained on",
+        "rbs attack --checkpoint if-ck --data-root folder16 --out new-r",
+    ),
 ]
 
 # ------------------------------------------------------------------------------- workspace
@@ -281,6 +313,44 @@ class _Payload:
         return (builtins.open, (str(self.target), "w"))
 
 
+def _prune_files(ws: Path) -> None:
+    """``torch.nn.utils.prune`` state dicts: one pair missing its mask, one with a soft mask."""
+    from torch.nn.utils import prune
+
+    net = _digits_model(width=1.0).net
+    prune.l1_unstructured(net.fc, "weight", amount=0.5)
+    pairs = net.state_dict()
+    torch.save({k: v for k, v in pairs.items() if k != "fc.weight_mask"}, ws / "half-pruned.pt")
+    pairs["fc.weight_mask"] = pairs["fc.weight_mask"] * 0.5
+    torch.save(pairs, ws / "soft-mask.pt")
+
+
+def _imagefolder_files(ws: Path) -> None:
+    """A 2-class 8x8 imagefolder checkpoint, a 3-class folder and a 2-class folder of 16x16 images."""
+    from PIL import Image
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=2, in_channels=3, width=WIDTH)
+    meta = {
+        "name": "if-ck",
+        "arch": "small_cnn",
+        "arch_kwargs": {"width": WIDTH},
+        "dataset": "imagefolder",
+        "num_classes": 2,
+        "in_channels": 3,
+        "input_shape": [3, 8, 8],
+        "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+    }
+    save_checkpoint(ws / "if-ck", model, meta)
+    for folder, classes, size in (("folder3", "abc", 8), ("folder16", "ab", 16)):
+        for split in ("train", "val"):
+            for c in classes:
+                (ws / folder / split / c).mkdir(parents=True)
+                Image.new("RGB", (size, size), (40, 80, 120)).save(
+                    ws / folder / split / c / "0.png"
+                )
+
+
 def build_workspace(ws: Path) -> None:
     """Every file the cases refer to (relative to ``ws``)."""
     ws.mkdir(parents=True, exist_ok=True)
@@ -308,6 +378,8 @@ def build_workspace(ws: Path) -> None:
     save_checkpoint(ws / "nan-weights", nan_model, _meta())
     torch.save(_digits_model(width=1.0).state_dict(), ws / "plain.pt")
     torch.save({"state_dict": {}, "x": _Payload(ws / "PWNED")}, ws / "evil.pt")
+    _prune_files(ws)
+    _imagefolder_files(ws)
 
     (ws / "nodata").mkdir(exist_ok=True)
     shutil.rmtree(ws / "nodata")
