@@ -27,7 +27,7 @@ def test_lists() -> None:
     assert set(every) == {n for b in list_backends() for n in list_attacks(b)}
 
 
-@pytest.mark.parametrize("backend", ["native", "torchattacks", "foolbox"])
+@pytest.mark.parametrize("backend", ["native", "torchattacks", "foolbox", "autoattack"])
 def test_every_registered_attack_builds_with_defaults(backend: str) -> None:
     for name in list_attacks(backend):
         attack = get_attack(name, backend=backend)
@@ -48,12 +48,18 @@ def test_kinds_and_norms() -> None:
 
 def test_same_parameters_and_defaults_across_backends() -> None:
     for name in ["fgsm", "pgd", "pgd-l2"]:
-        params = {b: get_attack(name, backend=b).params() for b in list_backends()}
+        backends = ["native", "torchattacks", "foolbox"]
+        params = {b: get_attack(name, backend=b).params() for b in backends}
         # The grid-engine switches exist only on the native backend.
         engine_only = {"nested", "early_stop", "warm_start"}
         native = {k: v for k, v in params["native"].items() if k not in engine_only}
         assert native == params["torchattacks"] == params["foolbox"]
     assert get_attack("cw").params() == get_attack("cw", backend="foolbox").params()
+    # APGD: the reference backend has the native parameters minus the grid-engine switch.
+    for name in ["apgd-ce", "apgd-t", "apgd-t-l2"]:
+        native = get_attack(name).params()
+        del native["nested"]
+        assert native == get_attack(name, backend="autoattack").params()
 
 
 def test_unknown_name_lists_valid_ones() -> None:
@@ -109,6 +115,7 @@ def test_attack_class_is_exposed() -> None:
 
 def test_attacks_package_depends_only_on_torch_and_attack_libraries() -> None:
     allowed = {"torch", "numpy", "torchattacks", "foolbox", "eagerpy", "attacks", "__future__"}
+    allowed |= {"pyautoattack", "adv_lib"}  # reference backends of issue 11
     root = Path(attacks.__file__).parent
     for path in root.rglob("*.py"):
         tree = ast.parse(path.read_text())
