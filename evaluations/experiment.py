@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from evaluations.compute_time import run_timing
 from evaluations.grid import (
     AttackSpec,
     GridConfig,
@@ -306,7 +307,15 @@ def run_experiment(
         # The seeds that matter: training (data subset, order, init) and each attack's own.
         "seeds": {"train": first.train.seed, "attack": evidence.pop("attack_seeds")},
         **evidence,
-        "total_seconds": time.perf_counter() - t0,
+        # accumulated over resumed runs (evaluations.compute_time), not this invocation only
+        **run_timing(
+            results_dir,
+            grid_run,
+            checkpoints,
+            time.perf_counter() - t0,
+            command,
+            evidence.get("device"),
+        ),
     }
     # Under torchrun only rank 0 writes; every rank returns the same outcome.
     md, html = results_dir / "report.md", results_dir / "report.html"

@@ -368,7 +368,7 @@ def _summary(df: pd.DataFrame, side: dict[str, Any], checks: dict[str, Any]) -> 
             "(an example counts as robust only if every attack failed)."
         )
     if "total_seconds" in side:
-        items.append(f"Total time: {_fmt_seconds(side['total_seconds'])}")
+        items.append(_time_text(side))
     items.append(
         "Invariant checks: all passed"
         if not failed
@@ -743,7 +743,7 @@ def _provenance(side: dict[str, Any]) -> list[Block]:
         if key not in side or side[key] is None:
             facts.append([label, "not recorded"])
         elif key == "total_seconds":
-            facts.append([label, _fmt_seconds(side[key])])
+            facts.append([label, _time_text(side).split(": ", 1)[1]])
         elif isinstance(side[key], dict | list):
             facts.append([label, json.dumps(side[key], sort_keys=True)])
         else:
@@ -784,6 +784,26 @@ def _flatten_config(config: Any, prefix: str = "") -> list[list[str]]:
             out += _flatten_config(v, f"{prefix}[{i}]")
         return out
     return [[prefix or "(value)", json.dumps(config, sort_keys=True, default=str)]]
+
+
+def _time_text(side: dict[str, Any]) -> str:
+    """``Compute time: 43.2 min (training 5.1 min + attacks 38.1 min; 3 invocations, ...)``."""
+    total = _fmt_seconds(side.get("total_seconds"))
+    parts = side.get("compute_seconds")
+    runs = side.get("invocations")
+    if not isinstance(parts, dict):  # an older sidecar: the wall time of one invocation
+        return f"Total time: {total}"
+    text = (
+        f"Compute time: {total} (training {_fmt_seconds(parts.get('training'))} + attacks "
+        f"{_fmt_seconds(parts.get('attacks'))}, summed over every finished epoch and attack cell"
+    )
+    if isinstance(runs, list) and runs:
+        last = runs[-1] if isinstance(runs[-1], dict) else {}
+        text += (
+            f"; {len(runs)} invocation(s), the last took {_fmt_seconds(last.get('wall_seconds'))} "
+            f"with {last.get('threads', '?')} thread(s)"
+        )
+    return text + ")"
 
 
 def _reproduce(command: str | None) -> list[Block]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluations.compute_time import run_timing
 from evaluations.data_checks import check_input_shape
 from evaluations.grid import (
     AttackSpec,
@@ -193,7 +194,10 @@ def run_attack_command(
         "config": to_jsonable(grid),
         "seeds": {"attack": evidence.pop("attack_seeds")},
         **evidence,
-        "total_seconds": time.perf_counter() - t0,
+        # accumulated over resumed runs (evaluations.compute_time), not this invocation only
+        **run_timing(
+            out, grid_run, checkpoints, time.perf_counter() - t0, command, evidence.get("device")
+        ),
     }
     html: Path | None = None
     if rdist.is_main():  # under torchrun rank 0 alone writes

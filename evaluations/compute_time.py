@@ -1,0 +1,129 @@
+"""Compute time that accumulates over resumed runs.
+
+A results directory is often produced by several invocations: an interrupted first run, a resumed
+one, a no-op re-run that only rewrites the report. Timing one invocation (``perf_counter`` around
+the command) then reports whatever the *last* invocation did ("43.2 min" became "5.8 s" after a
+no-op re-run). Instead the sidecar's ``total_seconds`` is the sum of the stored pieces of work:
+
+* training: the per-epoch ``seconds`` in each checkpoint's ``history`` (every finished epoch,
+  including epochs of interrupted runs that a resume kept), else its ``train_seconds``;
+* attacks: the stored ``seconds`` of every (checkpoint, attack) cell, computed or reused.
+
+A reused piece keeps the time it took when it was computed, so re-running never changes the total;
+work lost to an interruption (an unfinished epoch or cell) is not counted. Each invocation's wall
+time, device and thread count are kept in ``invocations`` (appended to the previous sidecar's list).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+
+from evaluations.metrics import WORST_CASE
+from robustbench_sparse.errors import UserError
+
+__all__ = ["accumulated_time", "attack_seconds", "run_timing", "training_seconds"]
+
+
+def training_seconds(meta: Mapping[str, Any]) -> float:
+    """Seconds of training stored in one checkpoint's metadata (sum over finished epochs)."""
+    history = meta.get("history")
+    if isinstance(history, list) and history:
+        total = 0.0
+        for h in history:
+            try:
+                total += float(h.get("seconds", 0.0)) if isinstance(h, Mapping) else 0.0
+            except (TypeError, ValueError):
+                continue
+        if total > 0:
+            return total
+    try:
+        value = float(meta.get("train_seconds", 0.0) or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+def attack_seconds(results: pd.DataFrame) -> float:
+    """Seconds of attack cells in a results table (worst-case rows carry no time of their own)."""
+    if results.empty or "seconds" not in results:
+        return 0.0
+    single = results[results["attack"] != WORST_CASE]
+    return float(pd.to_numeric(single["seconds"], errors="coerce").fillna(0.0).sum())
+
+
+def accumulated_time(
+    previous: Mapping[str, Any],
+    checkpoint_metas: Iterable[Mapping[str, Any]],
+    results: pd.DataFrame,
+    *,
+    wall_seconds: float,
+    device: str,
+    threads: int,
+    cells_computed: int,
+    cells_reused: int,
+    command: str | None,
+) -> dict[str, Any]:
+    """The sidecar's timing keys: ``total_seconds``, ``compute_seconds``, ``invocations``.
+
+    ``previous`` is the sidecar of the last invocation on this directory (``{}`` if none); an old
+    sidecar without ``invocations`` contributes one entry with its ``total_seconds`` as wall time.
+    """
+    train = sum(training_seconds(m) for m in checkpoint_metas)
+    attack = attack_seconds(results)
+    invocations = list(previous.get("invocations") or [])
+    if not invocations and "total_seconds" in previous:
+        invocations.append(
+            {"wall_seconds": previous.get("total_seconds"), "note": "recorded before invocations"}
+        )
+    invocations.append(
+        {
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "wall_seconds": wall_seconds,
+            "device": device,
+            "threads": threads,
+            "cells_computed": cells_computed,
+            "cells_reused": cells_reused,
+            "command": command,
+        }
+    )
+    return {
+        "total_seconds": train + attack,
+        "compute_seconds": {"training": train, "attacks": attack},
+        "invocations": invocations,
+    }
+
+
+def run_timing(
+    results_dir: Any,
+    grid_run: Any,
+    checkpoints: Iterable[Any],
+    wall_seconds: float,
+    command: str | None,
+    device: Any,
+) -> dict[str, Any]:
+    """:func:`accumulated_time` for a finished grid run (``evaluations.grid.GridRun``) whose
+    sidecar is about to be written into ``results_dir`` (the previous sidecar is read from there)."""
+    import torch
+
+    from evaluations.results import read_sidecar
+
+    try:
+        previous = read_sidecar(results_dir, missing_ok=True)
+    except UserError:  # an unreadable old sidecar is replaced, as before
+        previous = {}
+    return accumulated_time(
+        previous,
+        [c.meta for c in checkpoints],
+        grid_run.results,
+        wall_seconds=wall_seconds,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        cells_computed=int(grid_run.cells_computed),
+        cells_reused=int(grid_run.cells_reused),
+        command=command,
+    )
