@@ -28,7 +28,7 @@ import math
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from attacks import Attack, AttackKind, Norm, get_attack
+from attacks.contracts import epsilon_unit_warnings
 from evaluations.data_checks import accuracy_warning, check_input_shape
 from evaluations.metrics import WORST_CASE, summarize_cell
 from evaluations.results import RESULT_COLUMNS, make_min_norms, write_min_norms, write_results
@@ -131,6 +132,14 @@ class CellOutcome:
     seconds: float
     grad_evals: int
     params: dict[str, Any]
+    # int (K,): adversarials the attack returned that failed verification (None: not recorded)
+    verify_failed: np.ndarray | None = None
+
+
+#: a cell whose failed verifications exceed this fraction of its examples (at some epsilon) is
+#: marked ``unreliable``: its attack misbehaved (NaN iterates, points outside the ball), so its
+#: robust accuracy is an overestimate of unknown size
+UNRELIABLE_VERIFY_FRACTION = 0.01
 
 
 def _fingerprint(
@@ -169,6 +178,7 @@ def _load_cell(
                 robust=z["robust"].astype(bool),
                 norms=z["norms"],
                 min_norm=z["min_norm"] if "min_norm" in z.files else None,
+                verify_failed=z["verify_failed"] if "verify_failed" in z.files else None,
                 seconds=float(meta["seconds"]),
                 grad_evals=int(meta["grad_evals"]),
                 params=dict(meta["params"]),
@@ -190,6 +200,8 @@ def _save_cell(
     }
     if cell.min_norm is not None:
         arrays["min_norm"] = cell.min_norm
+    if cell.verify_failed is not None:
+        arrays["verify_failed"] = cell.verify_failed
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
     with atomic_path(npz_path) as tmp:
@@ -207,6 +219,8 @@ def _save_cell(
 def _as_tensors(data: Dataset[Any], limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     n_total = len(data)  # type: ignore[arg-type]
     n = n_total if limit is None else min(limit, n_total)
+    if n == 0:  # run_grid refuses an empty test set with a clear error
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
     xs, ys = [], []
     seen = 0
     for x, y in DataLoader(data, batch_size=512, shuffle=False):
@@ -256,6 +270,7 @@ def attack_cell(
     """
     t0 = time.perf_counter()
     clean, robust, norms, mins = [], [], [], []
+    failed = np.zeros(len(epsilons), dtype=np.int64)  # (K,) failed verifications
     evals = 0
     n = int(x.shape[0])
     size, halved, s = batch_size, False, 0
@@ -280,7 +295,8 @@ def attack_cell(
         xb = x[s : s + size].to(device)
         yb = y[s : s + size].to(device)
         try:
-            result = attack(model, xb, yb, epsilons=epsilons)
+            # Epsilon-unit warnings are logged once per grid by run_grid, not per batch.
+            result = attack(model, xb, yb, epsilons=epsilons, warn_units=False)
             # At eps index 0 with eps == 0 the adversarial is x itself; clean correctness comes
             # from the attack's own eps-0 prediction when present, else from a clean pass.
             with torch.no_grad():
@@ -314,6 +330,8 @@ def attack_cell(
         norms.append(result.norms.double().cpu().numpy())  # (K, B)
         if result.min_norm is not None:
             mins.append(result.min_norm.double().cpu().numpy())
+        if result.verify_failed is not None:
+            failed += result.verify_failed.sum(dim=1).cpu().numpy().astype(np.int64)  # (K,)
         evals += int(result.grad_evals)
         del result
         bar.update(max(0, min(s + int(xb.shape[0]), n) - bar.n))
@@ -330,6 +348,7 @@ def attack_cell(
         seconds=time.perf_counter() - t0,
         grad_evals=evals,
         params=attack.params(),
+        verify_failed=failed,
     )
 
 
@@ -393,7 +412,15 @@ def attack_cell_sharded(
         seconds=max(p.seconds for p in parts),
         grad_evals=sum(p.grad_evals for p in parts),
         params=parts[0].params,
+        verify_failed=_sum_failed([p.verify_failed for p in parts]),
     )
+
+
+def _sum_failed(counts: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    """Element-wise sum of (K,) failed-verification counts; None if any is unknown."""
+    if not counts or any(c is None for c in counts):
+        return None
+    return np.sum([c for c in counts if c is not None], axis=0).astype(np.int64)
 
 
 def worst_case(cells: Sequence[CellOutcome]) -> CellOutcome:
@@ -418,6 +445,7 @@ def worst_case(cells: Sequence[CellOutcome]) -> CellOutcome:
         seconds=sum(c.seconds for c in cells),
         grad_evals=sum(c.grad_evals for c in cells),
         params={"over": "all attacks of this norm"},
+        verify_failed=_sum_failed([c.verify_failed for c in cells]),
     )
 
 
@@ -438,9 +466,23 @@ def _rows(
     }
     per_row = cell.seconds / max(len(rows), 1)
     params = json.dumps(cell.params, sort_keys=True, default=str)
+    failed = cell.verify_failed
+    # Unreliable: too many returned points failed verification at some epsilon of the cell.
+    unreliable = bool(
+        failed is not None
+        and failed.max(initial=0) > UNRELIABLE_VERIFY_FRACTION * len(cell.clean_correct)
+    )
     return [
-        {**ident, **r, "seconds": per_row, "params": params, "grad_evals": cell.grad_evals}
-        for r in rows
+        {
+            **ident,
+            **r,
+            "seconds": per_row,
+            "params": params,
+            "grad_evals": cell.grad_evals,
+            "verify_failed": int(failed[k]) if failed is not None else math.nan,
+            "unreliable": unreliable,
+        }
+        for k, r in enumerate(rows)
     ]
 
 
@@ -455,6 +497,8 @@ class GridRun:
     cells_computed: int
     cells_reused: int
     clean_checks: list[dict[str, Any]]
+    # budgets that look like the 0..255 scale (attacks.contracts.epsilon_unit_warnings)
+    epsilon_warnings: list[str] = field(default_factory=list)
 
 
 def run_grid(
@@ -490,13 +534,22 @@ def run_grid(
     total_evals = naive_evals = computed = reused = 0
     clean_checks: list[dict[str, Any]] = []
     cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    eps_warnings: list[str] = []
     total_cells = len(checkpoints) * len(attacks)
     for ckpt in checkpoints:  # every checkpoint's data is checked before any attack runs
         key = ckpt.info.name
         if key not in cache:
             dataset = data[key] if isinstance(data, Mapping) else data
             cache[key] = _as_tensors(dataset, grid.limit)
+        if cache[key][0].shape[0] == 0:  # like --limit 0: nothing to attack is an error
+            raise UserError(f"dataset '{key}' has no test examples to attack")
         check_input_shape(ckpt.name, ckpt.meta, key, cache[key][0])
+        dim = math.prod(cache[key][0].shape[1:])
+        for norm in sorted({a.norm for _, a in attacks}, key=lambda nm: nm.value):
+            for message in epsilon_unit_warnings(grid.epsilons(norm, key), norm, dim):
+                if message not in eps_warnings:  # once per grid, recorded in the sidecar
+                    logger.warning("%s", message)
+                    eps_warnings.append(message)
     bar = progress_bar(total=total_cells, desc="attack grid", disable=not progress, unit="cell")
     for ckpt in checkpoints:
         dataset = data[ckpt.info.name] if isinstance(data, Mapping) else data
@@ -590,6 +643,7 @@ def run_grid(
         cells_computed=computed,
         cells_reused=reused,
         clean_checks=clean_checks,
+        epsilon_warnings=eps_warnings,
     )
 
 
@@ -617,6 +671,7 @@ def grid_evidence(
         "invariants": check_invariants(grid_run.results),
         "pgd_vs_fgsm": pgd_vs_fgsm(grid_run.results),
         "clean_checks": grid_run.clean_checks,
+        "epsilon_warnings": grid_run.epsilon_warnings,
         "work": {
             "grad_evals": grid_run.grad_evals,
             "naive_grad_evals": grid_run.naive_grad_evals,

@@ -378,6 +378,18 @@ def _summary(df: pd.DataFrame, side: dict[str, Any], checks: dict[str, Any]) -> 
     for check in side.get("clean_checks") or []:
         if isinstance(check, dict) and check.get("warning"):
             items.append(f"WARNING: {check['warning']}")
+    # Epsilons that look like the 0..255 scale, and cells whose attack returned many points that
+    # failed verification (their robust accuracy overestimates the truth): never hidden either.
+    for message in side.get("epsilon_warnings") or []:
+        items.append(f"WARNING: {message}")
+    if "unreliable" in df.columns:
+        bad = df[df["unreliable"].astype(bool) & (df["attack"] != WORST_CASE)]
+        cells = sorted({f"{r.checkpoint} / {r.attack} ({r.backend})" for r in bad.itertuples()})
+        if cells:
+            items.append(
+                f"WARNING: {len(cells)} cell(s) UNRELIABLE (more than 1 % of the attack's points "
+                f"failed verification; robust accuracy is overestimated): {', '.join(cells)}"
+            )
     return [Heading(2, "Summary"), Bullets(items)]
 
 

@@ -28,6 +28,8 @@ median_norm                 float  median norm of successful adversarials (NaN i
 seconds                     float  wall time of the cell attributed to this row
 params                      str    JSON of the attack parameters
 grad_evals                  int    optional: example-gradient evaluations
+verify_failed               int    optional: returned adversarials that failed verification
+unreliable                  bool   optional: verify_failed > 1 % of n at some eps of the cell
 ==========================  =====  ================================================================
 
 Minimum-norm attacks also store per-example minimal distances in ``min_norms.parquet`` (columns
@@ -130,7 +132,7 @@ RESULT_COLUMNS: list[str] = [
     "params",
 ]
 #: Optional columns with a known type; any other extra column is kept as is, after these.
-OPTIONAL_COLUMNS: list[str] = ["grad_evals"]
+OPTIONAL_COLUMNS: list[str] = ["grad_evals", "verify_failed", "unreliable"]
 
 #: Columns of the per-example minimum-norm store.
 MIN_NORM_COLUMNS: list[str] = [
@@ -233,10 +235,20 @@ def _normalize(df: pd.DataFrame) -> pd.DataFrame:
         out[col] = out[col].astype("int64")
     for col in _FLOAT_COLUMNS:
         out[col] = out[col].astype("float64")
-    if "grad_evals" in out.columns:
-        grad = pd.to_numeric(out["grad_evals"])
-        out["grad_evals"] = grad.astype("int64") if grad.notna().all() else grad.astype("float64")
+    for col in ("grad_evals", "verify_failed"):  # int, or float when some are unknown (NaN)
+        if col in out.columns:
+            num = pd.to_numeric(out[col])
+            out[col] = num.astype("int64") if num.notna().all() else num.astype("float64")
+    if "unreliable" in out.columns:
+        out["unreliable"] = out["unreliable"].map(_as_bool).astype("bool")
     return out
+
+
+def _as_bool(value: Any) -> bool:
+    """``unreliable`` as read back from CSV ("True"/"False") or parquet (bool)."""
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value) if value == value else False  # NaN (unknown) -> False
 
 
 def write_results(df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -258,7 +270,7 @@ def write_results(df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> tuple[Pa
 
 def _read_csv(path: Path) -> pd.DataFrame:
     # Empty strings stay strings; only numeric columns parse NaN.
-    float_cols = [*_FLOAT_COLUMNS, "grad_evals"]
+    float_cols = [*_FLOAT_COLUMNS, "grad_evals", "verify_failed"]
     return pd.read_csv(
         path,
         keep_default_na=False,
