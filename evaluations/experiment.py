@@ -20,7 +20,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,8 +51,20 @@ from robustbench_sparse.train_job import TrainJob, job_with, run_train_job, trai
 logger = logging.getLogger(__name__)
 
 EXPERIMENT_FILE = "experiment.json"
-_TOP_KEYS = ["name", "recipe", "data", "model", "train", "sparsity", "models", "attack", "epsilons"]
-_MODELS_KEYS = ["dense", "targets", "granularities", "methods"]
+_TOP_KEYS = [
+    "name",
+    "recipe",
+    "data",
+    "model",
+    "train",
+    "sparsity",
+    "adversarial",
+    "models",
+    "attack",
+    "epsilons",
+]
+_MODELS_KEYS = ["dense", "targets", "granularities", "methods", "extra", "trainings"]
+_EXTRA_KEYS = ["method", "target", "granularity"]
 _ATTACK_KEYS = ["attacks", "backend", "batch_size", "limit", "device", "params"]
 _EPS_KEYS = ["linf", "l2"]
 
@@ -118,7 +130,7 @@ def plan_experiment(
     check_keys("epsilons", eps_cfg, _EPS_KEYS)
 
     base = train_job_from_config(
-        {k: cfg[k] for k in ("data", "model", "train", "sparsity") if k in cfg}
+        {k: cfg[k] for k in ("data", "model", "train", "sparsity", "adversarial") if k in cfg}
     )
     targets = [float(t) for t in models_cfg.get("targets", [0.5, 0.7, 0.9])]
     granularities = [
@@ -142,6 +154,8 @@ def plan_experiment(
                 sp = _with_target(method_sp, target, granularity)
                 name = _model_name(sp.label, target)
                 plans.append(ModelPlan(name, job_with(base, sparsity=sp, name=name)))
+    plans.extend(_extra_models(base, models_cfg.get("extra", [])))
+    plans = _expand_trainings(base, plans, models_cfg.get("trainings"))
     if not plans:
         raise UserError("the experiment trains no model: set [models] dense or targets")
 
@@ -175,6 +189,53 @@ def plan_experiment(
         "grid": to_jsonable(grid),
     }
     return ExperimentPlan(str(cfg.get("name", "experiment")), tuple(plans), grid, resolved)
+
+
+def _extra_models(base: TrainJob, extra: Any) -> list[ModelPlan]:
+    """``[[models.extra]]`` tables: single models ``{method, target, granularity}`` (e.g. hydra-70)."""
+    if not isinstance(extra, list):
+        raise UserError("[models] extra must be a list of tables {method, target, granularity}")
+    plans: list[ModelPlan] = []
+    for item in extra:
+        if not isinstance(item, dict):
+            raise UserError("[models] extra must be a list of tables {method, target, granularity}")
+        check_keys("models.extra", item, _EXTRA_KEYS)
+        target = float(item.get("target", 0.7))
+        if not 0 < target < 1:
+            raise UserError(f"[models.extra] target must be in (0, 1); got {target}")
+        g = item.get("granularity")
+        granularity = (
+            None
+            if g is None
+            else Granularity(g)
+            if g in {m.value for m in Granularity}
+            else _bad_granularity(g)
+        )
+        sp = _with_method(base.sparsity, PruningMethod.parse(item.get("method", "campfire")))
+        sp = _with_target(sp, target, granularity)
+        name = _model_name(sp.label, target)
+        plans.append(ModelPlan(name, job_with(base, sparsity=sp, name=name)))
+    return plans
+
+
+def _expand_trainings(base: TrainJob, plans: list[ModelPlan], trainings: Any) -> list[ModelPlan]:
+    """``[models] trainings = ["none", "pgd", "trades"]``: every model once per training method.
+
+    The threat model comes from the ``[adversarial]`` section; standard (``none``) models keep
+    their names, adversarially trained ones are prefixed with the method (``pgd-window-70``).
+    Without ``trainings`` every model uses ``[adversarial] method`` as given (default none).
+    """
+    if trainings is None:
+        return plans
+    if not isinstance(trainings, list) or not trainings:
+        raise UserError('[models] trainings must be a non-empty list, e.g. ["none", "pgd"]')
+    out: list[ModelPlan] = []
+    for method in trainings:
+        for p in plans:
+            adv = replace(base.adversarial, method=method)
+            name = p.name if adv.method.value == "none" else f"{adv.method.value}-{p.name}"
+            out.append(ModelPlan(name, job_with(p.job, adversarial=adv, name=name)))
+    return out
 
 
 def _bad_granularity(g: str) -> Granularity:

@@ -42,6 +42,7 @@ from attacks.contracts import epsilon_unit_warnings
 from evaluations.data_checks import accuracy_warning, check_input_shape
 from evaluations.metrics import WORST_CASE, summarize_cell
 from evaluations.results import RESULT_COLUMNS, make_min_norms, write_min_norms, write_results
+from evaluations.training_methods import checkpoint_training
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_path, atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint
@@ -463,6 +464,8 @@ def _rows(
         "attack": attack,
         "backend": backend,
         "norm": norm,
+        # training, train_method, train_norm, train_eps (evaluations.training_methods)
+        **checkpoint_training(ckpt.meta),
     }
     per_row = cell.seconds / max(len(rows), 1)
     params = json.dumps(cell.params, sort_keys=True, default=str)

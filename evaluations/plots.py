@@ -853,6 +853,8 @@ def _place_labels(ax: Any, points: Sequence[tuple[float, float, str]]) -> None:
 
 def plot_all(results_dir: str | os.PathLike[str]) -> list[Path]:
     """Draw every figure of a results directory into ``<results_dir>/figures``; return the paths."""
+    from evaluations.training_methods import plot_training_curves
+
     root = Path(results_dir)
     df = read_results(root)
     min_norms = read_min_norms(root, missing_ok=True)
@@ -862,5 +864,6 @@ def plot_all(results_dir: str | os.PathLike[str]) -> list[Path]:
     paths += plot_accuracy_vs_sparsity(df, out)
     paths += plot_cw_ecdf(min_norms, out, results=df)
     paths += plot_clean_vs_robust(df, out)
+    paths += plot_training_curves(df, out)  # adversarially trained checkpoints only
     logger.info("wrote %d figure files to %s", len(paths), out)
     return paths

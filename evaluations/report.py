@@ -527,6 +527,56 @@ def _relative(budgets: dict[str, BudgetChoice], rel: pd.DataFrame) -> list[Block
     return blocks
 
 
+def _training_methods(df: pd.DataFrame) -> list[Block]:
+    """Training method x sparsity matrix at each training budget, and below-budget warnings."""
+    from evaluations.training_methods import (
+        below_budget_warnings,
+        has_training_methods,
+        training_budgets,
+        training_matrix,
+    )
+
+    if not has_training_methods(df):
+        return []
+    blocks: list[Block] = [
+        Heading(2, "Training method x sparsity"),
+        Paragraph(
+            "Clean / worst-case robust accuracy of every model at the budget it was adversarially "
+            "trained for (standard-trained models at the same budget). Rows: training method "
+            "(threat model as recorded in the checkpoint); columns: sparsity structure and target."
+        ),
+    ]
+    for norm, eps in training_budgets(df):
+        matrix = training_matrix(df, norm, eps)
+        if matrix is None:
+            continue
+        rows = []
+        for training, cells in matrix.iterrows():
+            row = [str(training)]
+            for cell in cells:
+                if not isinstance(cell, dict):
+                    row.append("–")
+                elif cell["robust"] is None:
+                    row.append(f"{_pct(cell['clean'])} / not evaluated")
+                else:
+                    row.append(f"{_pct(cell['clean'])} / {_pct(cell['robust'])}")
+            rows.append(row)
+        blocks.append(
+            Table(
+                ["training"] + [str(c) for c in matrix.columns],
+                rows,
+                ["l"] + ["r"] * len(matrix.columns),
+                caption=f"clean / robust accuracy at {_NORM_LABEL.get(norm, norm)} ε = "
+                f"{_fmt_eps(eps, norm)} (worst case over the attacks)",
+            )
+        )
+    warnings = below_budget_warnings(df)
+    if warnings:
+        blocks.append(Paragraph("Warning: evaluated only below the training budget:"))
+        blocks.append(Bullets(warnings))
+    return blocks
+
+
 def _clean_table(df: pd.DataFrame) -> list[Block]:
     rows = []
     for r in _rows(_checkpoints(df)):
@@ -887,6 +937,7 @@ def write_report(
     blocks += _summary(df, side, checks)
     blocks += _clean_table(df)
     blocks += _relative(budgets, rel)
+    blocks += _training_methods(df)
     blocks += _robust_tables(df)
     blocks += _auc_table(df)
     blocks += _figures(root)

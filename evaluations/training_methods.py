@@ -1,0 +1,220 @@
+"""Results by training method (standard vs adversarial training, issue 12): matrix, warnings, curves.
+
+The grid writes four optional columns per row from the checkpoint's recorded training threat model
+(``adversarial_training`` in its metadata; checkpoints without it are standard-trained):
+
+==============  =====  =====================================================================
+column          type   meaning
+==============  =====  =====================================================================
+training        str    label: ``standard``, ``AT (linf 0.1, PGD-10)``, ``TRADES (...)``, ...
+train_method    str    ``none`` / ``pgd`` / ``trades`` / ``fast``
+train_norm      str    training norm (empty for standard training)
+train_eps       float  training budget (0 for standard training)
+==============  =====  =====================================================================
+
+:func:`training_matrix` is the training-method x sparsity matrix of clean and worst-case robust
+accuracy at each training budget; :func:`below_budget_warnings` flags adversarially trained models
+whose grid never reaches their training budget (a robust accuracy measured only below it says
+little about the model); :func:`plot_training_curves` draws worst-case robust accuracy vs epsilon,
+one panel per training method.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from evaluations.metrics import WORST_CASE
+
+__all__ = [
+    "below_budget_warnings",
+    "checkpoint_training",
+    "has_training_methods",
+    "plot_training_curves",
+    "structure_label",
+    "training_budgets",
+    "training_matrix",
+]
+
+_COLUMNS = ("training", "train_method", "train_norm", "train_eps")
+
+
+def checkpoint_training(meta: dict[str, Any]) -> dict[str, Any]:
+    """The four training columns of a checkpoint from its metadata (standard when unrecorded)."""
+    from robustbench_sparse.adversarial import threat_label
+
+    rec = meta.get("adversarial_training") or {}
+    method = str(rec.get("method", "none"))
+    if method == "none":
+        return {"training": "standard", "train_method": "none", "train_norm": "", "train_eps": 0.0}
+    norm, eps = str(rec.get("norm", "")), float(rec.get("eps", 0.0))
+    label = rec.get("label") or threat_label(
+        method, norm, eps, int(rec.get("steps", 0)), rec.get("trades_beta")
+    )
+    return {"training": str(label), "train_method": method, "train_norm": norm, "train_eps": eps}
+
+
+def has_training_methods(df: pd.DataFrame) -> bool:
+    """True when the results hold at least one adversarially trained checkpoint."""
+    return "train_method" in df.columns and bool(
+        (df["train_method"].fillna("none") != "none").any()
+    )
+
+
+def structure_label(granularity: str, target: float) -> str:
+    """``dense`` or ``<granularity>-<percent>`` (the model without its training method)."""
+    if granularity == "dense" or float(target) == 0:
+        return "dense"
+    return f"{granularity}-{round(float(target) * 100):02d}"
+
+
+def _with_structure(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    defaults: tuple[Any, ...] = ("standard", "none", "", 0.0)
+    for col, default in zip(_COLUMNS, defaults, strict=True):
+        if col not in out.columns:
+            out[col] = default
+        out[col] = out[col].fillna(default)
+    out["structure"] = [
+        structure_label(str(g), float(t))
+        for g, t in zip(out["granularity"], out["sparsity_target"], strict=True)
+    ]
+    return out
+
+
+def training_budgets(df: pd.DataFrame) -> list[tuple[str, float]]:
+    """Sorted distinct ``(norm, eps)`` training budgets of the adversarially trained models."""
+    if not has_training_methods(df):
+        return []
+    at = df[df["train_method"] != "none"]
+    return sorted(
+        {(str(n), float(e)) for n, e in zip(at["train_norm"], at["train_eps"], strict=True)}
+    )
+
+
+def _structure_key(s: str) -> tuple[int, str, int]:
+    if s == "dense":
+        return (0, "", 0)
+    name, _, pct = s.rpartition("-")
+    order = ("window", "channel", "combined", "unstructured")
+    rank = order.index(name) + 1 if name in order else len(order) + 1
+    return (rank, name, int(pct) if pct.isdigit() else 0)
+
+
+def training_matrix(df: pd.DataFrame, norm: str, eps: float) -> pd.DataFrame | None:
+    """Clean and worst-case robust accuracy at ``(norm, eps)``: rows training, columns structure.
+
+    Each cell is a dict ``{"clean", "robust", "n"}`` (robust ``None`` where the checkpoint was not
+    evaluated at ``eps``). Rows: ``standard`` first, then the training labels. ``None`` when no
+    checkpoint was attacked under ``norm``.
+    """
+    data = _with_structure(df)
+    data = data[(data["attack"] == WORST_CASE) & (data["norm"] == norm)]
+    if data.empty:
+        return None
+    cells: dict[str, dict[str, Any]] = {}
+    for (training, structure), sub in data.groupby(["training", "structure"]):
+        hit = sub[
+            [math.isclose(float(e), eps, rel_tol=1e-9, abs_tol=1e-12) for e in sub["epsilon"]]
+        ]
+        first = sub.iloc[0]
+        cells.setdefault(str(training), {})[str(structure)] = {
+            "clean": float(first["clean_accuracy"]),
+            "robust": float(hit.iloc[0]["robust_accuracy"]) if not hit.empty else None,
+            "n": int(first["n"]),
+        }
+    rows = sorted(cells, key=lambda t: (t != "standard", t))
+    cols = sorted({s for r in cells.values() for s in r}, key=_structure_key)
+    return pd.DataFrame([[cells[r].get(c) for c in cols] for r in rows], index=rows, columns=cols)
+
+
+def below_budget_warnings(df: pd.DataFrame) -> list[str]:
+    """One line per adversarially trained checkpoint whose grid never reaches its training eps."""
+    if not has_training_methods(df):
+        return []
+    out: list[str] = []
+    at = df[(df["train_method"] != "none")]
+    for ckpt, sub in at.groupby("checkpoint"):
+        norm, eps = str(sub["train_norm"].iloc[0]), float(sub["train_eps"].iloc[0])
+        same = sub[sub["norm"] == norm]
+        top = float(same["epsilon"].max()) if not same.empty else None
+        if top is None or top < eps * (1 - 1e-9):
+            reached = "never attacked under " + norm if top is None else f"at most {top:g}"
+            out.append(
+                f"{ckpt} was trained at {norm} eps {eps:g} but evaluated only below it "
+                f"({reached}): its robust accuracy at the training budget is not measured"
+            )
+    return out
+
+
+def plot_training_curves(df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Worst-case robust accuracy vs eps, one panel per training method, one line per structure.
+
+    One figure per training norm, ``training_curves_<norm>.{png,svg}``; nothing when the results
+    hold no adversarially trained checkpoint.
+    """
+    if not has_training_methods(df):
+        return []
+    import matplotlib.pyplot as plt
+
+    # The figure conventions (Agg backend, theme, atomic PNG+SVG with layout checks) of plots.py.
+    from evaluations.plots import _save, _theme
+
+    data = _with_structure(df)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for norm in sorted({n for n, _ in training_budgets(df)}):
+        sub = data[(data["attack"] == WORST_CASE) & (data["norm"] == norm)]
+        if sub.empty:
+            continue
+        trainings = sorted(sub["training"].unique(), key=lambda t: (t != "standard", t))
+        structures = sorted(sub["structure"].unique(), key=_structure_key)
+        with _theme():
+            cmap = plt.get_cmap("tab10" if len(structures) <= 10 else "tab20")
+            fig, axes = plt.subplots(
+                1,
+                len(trainings),
+                figsize=(4.2 * len(trainings) + 1.5, 3.8),
+                sharey=True,
+                squeeze=False,
+            )
+            for ax, training in zip(axes[0], trainings, strict=True):
+                part = sub[sub["training"] == training]
+                for k, structure in enumerate(structures):
+                    line = part[part["structure"] == structure].sort_values("epsilon")
+                    if line.empty:
+                        continue
+                    ax.plot(
+                        line["epsilon"],
+                        100 * line["robust_accuracy"],
+                        marker="o",
+                        ms=3,
+                        lw=2.4 if structure == "dense" else 1.3,
+                        color="black" if structure == "dense" else cmap(k % cmap.N),
+                        label=structure,
+                    )
+                for n, e in training_budgets(df):
+                    if n == norm:
+                        ax.axvline(e, color="grey", ls=":", lw=1)
+                ax.set_title(str(training), fontsize=10)
+                ax.set_xlabel(
+                    f"epsilon ({'L∞' if norm == 'linf' else 'L2'}, pixel units in [0, 1])"
+                )
+                ax.set_ylim(0, 100)
+                ax.grid(alpha=0.3)
+            axes[0][0].set_ylabel("worst-case robust accuracy (%)")
+            legend: dict[str, Any] = {}
+            for ax in axes[0]:
+                for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                    legend.setdefault(lab, h)
+            fig.legend(
+                list(legend.values()), list(legend), loc="center right", fontsize=8, frameon=False
+            )
+            fig.tight_layout(rect=(0, 0, 1 - 1.3 / fig.get_figwidth(), 1))
+            paths += _save(fig, out, f"training_curves_{norm}")
+    return paths

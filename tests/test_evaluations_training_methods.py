@@ -1,0 +1,95 @@
+"""Tests for evaluations.training_methods: training columns, matrix, below-budget warning, curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from evaluations.metrics import WORST_CASE
+from evaluations.report import write_report
+from evaluations.results import read_results, write_results
+from evaluations.training_methods import (
+    below_budget_warnings,
+    checkpoint_training,
+    has_training_methods,
+    plot_training_curves,
+    structure_label,
+    training_budgets,
+    training_matrix,
+)
+from tests.test_evaluations_results import synthetic_results
+
+
+def _mixed(train_eps: float = 0.1) -> pd.DataFrame:
+    """Synthetic standard results plus the same models 'adversarially trained' at linf train_eps."""
+    std, _ = synthetic_results(with_l2=False)
+    std = std.assign(training="standard", train_method="none", train_norm="", train_eps=0.0)
+    at, _ = synthetic_results(with_l2=False, seed=1)
+    at = at.assign(
+        checkpoint="pgd-" + at["checkpoint"],
+        training="AT (linf 0.1, PGD-10)",
+        train_method="pgd",
+        train_norm="linf",
+        train_eps=train_eps,
+    )
+    return pd.concat([std, at], ignore_index=True)
+
+
+def test_checkpoint_training_columns_from_metadata() -> None:
+    assert checkpoint_training({}) == {
+        "training": "standard",
+        "train_method": "none",
+        "train_norm": "",
+        "train_eps": 0.0,
+    }
+    rec = {"method": "trades", "norm": "linf", "eps": 8 / 255, "steps": 10, "trades_beta": 6.0}
+    cols = checkpoint_training({"adversarial_training": rec})
+    assert cols["training"] == "TRADES (linf 8/255, PGD-10, beta 6)"
+    assert cols["train_method"] == "trades" and cols["train_eps"] == pytest.approx(8 / 255)
+    assert structure_label("dense", 0.0) == "dense" and structure_label("window", 0.7) == "window-70"
+
+
+def test_matrix_cells_are_the_worst_case_rows_at_the_training_budget() -> None:
+    df = _mixed()
+    assert has_training_methods(df) and not has_training_methods(df[df["train_method"] == "none"])
+    assert training_budgets(df) == [("linf", 0.1)]
+    matrix = training_matrix(df, "linf", 0.1)
+    assert matrix is not None
+    assert list(matrix.index) == ["standard", "AT (linf 0.1, PGD-10)"]
+    assert list(matrix.columns) == ["dense", "window-70"]
+    for ckpt, training, structure in (
+        ("window70", "standard", "window-70"),
+        ("pgd-dense", "AT (linf 0.1, PGD-10)", "dense"),
+    ):
+        row = df[(df["checkpoint"] == ckpt) & (df["attack"] == WORST_CASE) & (df["epsilon"] == 0.1)]
+        cell = matrix.loc[training, structure]
+        assert cell["robust"] == pytest.approx(float(row["robust_accuracy"].iloc[0]))
+        assert cell["clean"] == pytest.approx(float(row["clean_accuracy"].iloc[0]))
+    # a budget off the grid: clean known, robust not evaluated
+    off = training_matrix(df, "linf", 0.15)
+    assert off is not None and off.loc["standard", "dense"]["robust"] is None
+    assert training_matrix(df, "l2", 0.5) is None
+
+
+def test_below_budget_warning_only_when_the_grid_stops_short() -> None:
+    assert below_budget_warnings(_mixed(0.1)) == []
+    warnings = below_budget_warnings(_mixed(0.3))  # grid tops out at 0.2
+    assert len(warnings) == 2 and all("evaluated only below it" in w for w in warnings)
+    assert any(w.startswith("pgd-dense was trained at linf eps 0.3") for w in warnings)
+
+
+def test_report_and_figure_show_the_training_methods(tmp_path: Path) -> None:
+    df = _mixed(0.3)
+    write_results(df, tmp_path)
+    back = read_results(tmp_path)
+    assert set(back["training"]) == {"standard", "AT (linf 0.1, PGD-10)"}  # columns survive I/O
+    paths = plot_training_curves(back, tmp_path / "figures")
+    assert sorted(p.name for p in paths) == ["training_curves_linf.png", "training_curves_linf.svg"]
+    md_path, html_path = write_report(tmp_path)
+    md = md_path.read_text(encoding="utf-8")
+    assert "Training method x sparsity" in md and "AT (linf 0.1, PGD-10)" in md
+    assert "evaluated only below the training budget" in md
+    assert "not evaluated" in md  # eps 0.3 is not on the synthetic grid
+    assert plot_training_curves(df[df["train_method"] == "none"], tmp_path / "f2") == []
