@@ -24,6 +24,11 @@ INPUTS: dict[str, tuple[tuple[int, int, int], int]] = {
     "resnet56": ((3, 32, 32), 2),
     "resnet18": ((3, 32, 32), 2),
     "resnet50": ((3, 32, 32), 2),
+    "resnet18_cifar": ((3, 32, 32), 2),
+    "preact_resnet18": ((3, 32, 32), 2),
+    "vgg16_bn_cifar": ((3, 32, 32), 2),
+    "wrn28_10": ((3, 32, 32), 1),
+    "wrn34_10": ((3, 32, 32), 1),
 }
 
 

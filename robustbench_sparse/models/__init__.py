@@ -2,14 +2,21 @@
 
 Every model returned by :func:`create_model` is a :class:`NormalizedModel` taking ``[0, 1]`` images;
 parameter names look like ``net.conv1.weight``. Registered: ``small_cnn``, CIFAR ResNets
-``resnet20/32/56`` (option-B shortcuts), torchvision ``resnet18``/``resnet50`` (v1.5), and
-``tv:<name>`` for any torchvision classification model.
+``resnet20/32/56`` (option-B shortcuts), the literature's CIFAR models with their public key names
+(``resnet18_cifar``, ``preact_resnet18``, ``vgg16_bn_cifar``, ``wrn28_10``, ``wrn34_10``), torchvision
+``resnet18``/``resnet50`` (v1.5), and ``tv:<name>`` for any torchvision classification model.
 """
 
 from __future__ import annotations
 
 # Importing the builder modules registers their models.
-from robustbench_sparse.models import resnet_cifar, small_cnn, torchvision_models  # noqa: F401
+from robustbench_sparse.models import (  # noqa: F401
+    cifar_resnets,
+    resnet_cifar,
+    small_cnn,
+    torchvision_models,
+    vgg_wrn,
+)
 from robustbench_sparse.models.normalize import Normalize, NormalizedModel
 from robustbench_sparse.models.registry import (
     TV_PREFIX,
