@@ -34,7 +34,9 @@ from evaluations.grid import (
     run_grid,
     validate_epsilons,
 )
+from evaluations.masking import evaluation_evidence
 from evaluations.plots import plot_all
+from evaluations.protocols import Protocol, get_protocol, identify, resolve_attacks
 from evaluations.report import write_report
 from evaluations.results import write_sidecar
 from robustbench_sparse import distributed as rdist
@@ -65,7 +67,7 @@ _TOP_KEYS = [
 ]
 _MODELS_KEYS = ["dense", "targets", "granularities", "methods", "extra", "trainings"]
 _EXTRA_KEYS = ["method", "target", "granularity"]
-_ATTACK_KEYS = ["attacks", "backend", "batch_size", "limit", "device", "params"]
+_ATTACK_KEYS = ["protocol", "attacks", "backend", "batch_size", "limit", "device", "params"]
 _EPS_KEYS = ["linf", "l2"]
 
 
@@ -97,6 +99,7 @@ class ExperimentPlan:
     models: tuple[ModelPlan, ...]
     grid: GridConfig
     config: dict[str, Any]
+    protocol: Protocol | None = None  # None: hand-picked ``[attack] attacks``
 
     def fingerprint(self) -> str:
         """Hash of the resolved config: a re-run with the same fingerprint resumes."""
@@ -109,11 +112,16 @@ def _model_name(granularity: str, target: float) -> str:
 
 
 def plan_experiment(
-    config: dict[str, Any] | None = None, *, overrides: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    protocol: str | None = None,
 ) -> ExperimentPlan:
     """Resolve a config dict (default: the shipped one) into an :class:`ExperimentPlan`.
 
     ``overrides`` patches top-level sections key by key (e.g. ``{"attack": {"limit": 100}}``).
+    ``protocol`` (``rbs run --protocol``) replaces the config's ``[attack] protocol`` / ``attacks``
+    (and its ``[attack.params]``: a protocol brings its own parameters).
     """
     cfg = json.loads(json.dumps(config if config is not None else default_config()))
     for section, values in (overrides or {}).items():
@@ -126,6 +134,11 @@ def plan_experiment(
     check_keys("models", models_cfg, _MODELS_KEYS)
     attack_cfg = cfg.get("attack", {})
     check_keys("attack", attack_cfg, _ATTACK_KEYS)
+    if protocol is not None:
+        get_protocol(protocol)  # an unknown name fails before anything else
+        for key in ("attacks", "params"):
+            attack_cfg.pop(key, None)
+        attack_cfg["protocol"] = protocol
     eps_cfg = cfg.get("epsilons", {})
     check_keys("epsilons", eps_cfg, _EPS_KEYS)
 
@@ -162,7 +175,18 @@ def plan_experiment(
     params = attack_cfg.get("params", {})
     if not isinstance(params, dict):
         raise UserError("[attack.params] must be a table of per-attack tables")
-    names = list(attack_cfg.get("attacks", ["fgsm", "pgd", "cw"]))
+    if "protocol" in attack_cfg and "attacks" in attack_cfg:
+        raise UserError("[attack] give protocol or attacks, not both")
+    chosen: Protocol | None = None
+    if "attacks" in attack_cfg:
+        names = list(attack_cfg["attacks"])
+    else:
+        chosen, names, params = resolve_attacks(
+            str(attack_cfg.get("protocol", "quick")),
+            None,
+            params,
+            l2_grid_given="l2" in eps_cfg,
+        )
     for key in params:
         if key not in names:
             raise UserError(f"[attack.params.{key}] configures an attack that is not in attacks")
@@ -188,7 +212,13 @@ def plan_experiment(
         "models": [{"name": p.name, "job": to_jsonable(p.job)} for p in plans],
         "grid": to_jsonable(grid),
     }
-    return ExperimentPlan(str(cfg.get("name", "experiment")), tuple(plans), grid, resolved)
+    return ExperimentPlan(
+        str(cfg.get("name", "experiment")),
+        tuple(plans),
+        grid,
+        resolved,
+        chosen if chosen is not None else identify(specs),
+    )
 
 
 def _extra_models(base: TrainJob, extra: Any) -> list[ModelPlan]:
@@ -360,6 +390,16 @@ def run_experiment(
     results_dir = out / "results"
     grid_run = run_grid(checkpoints, data.test, plan.grid, out_dir=results_dir, progress=progress)
     evidence = grid_evidence(grid_run, checkpoints, plan.grid)
+    evidence.update(
+        evaluation_evidence(
+            grid_run,
+            checkpoints,
+            data.test,
+            plan.grid,
+            plan.protocol,
+            [s.name for s in plan.grid.attacks],
+        )
+    )
     invariants = evidence["invariants"]
     sidecar = {
         "command": command,

@@ -42,6 +42,7 @@ from attacks.contracts import epsilon_unit_warnings
 from evaluations.data_checks import accuracy_warning, check_input_shape
 from evaluations.metrics import WORST_CASE, summarize_cell
 from evaluations.results import RESULT_COLUMNS, make_min_norms, write_min_norms, write_results
+from evaluations.security import min_norm_table, write_min_norm_table
 from evaluations.training_methods import checkpoint_training
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_path, atomic_write_text
@@ -489,9 +490,26 @@ def _rows(
     ]
 
 
+@dataclass(frozen=True)
+class CellRecord:
+    """One finished (checkpoint, attack) cell with what the masking checks need to know about it."""
+
+    checkpoint: str
+    attack: str
+    backend: str
+    norm: str
+    kind: AttackKind
+    gradient_free: bool  # the attack never uses gradients (class attribute ``gradient_free``)
+    outcome: CellOutcome
+
+
 @dataclass
 class GridRun:
-    """What :func:`run_grid` produced besides the table."""
+    """What :func:`run_grid` produced besides the table.
+
+    ``cells`` keeps every cell's per-example outcome (for the masking checks); ``security`` is the
+    per-(checkpoint, norm, example) smallest-perturbation table (:mod:`evaluations.security`).
+    """
 
     results: pd.DataFrame
     min_norms: pd.DataFrame
@@ -502,6 +520,8 @@ class GridRun:
     clean_checks: list[dict[str, Any]]
     # budgets that look like the 0..255 scale (attacks.contracts.epsilon_unit_warnings)
     epsilon_warnings: list[str] = field(default_factory=list)
+    cells: list[CellRecord] = field(default_factory=list)
+    security: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def run_grid(
@@ -536,6 +556,7 @@ def run_grid(
     min_frames: list[pd.DataFrame] = []
     total_evals = naive_evals = computed = reused = 0
     clean_checks: list[dict[str, Any]] = []
+    records: list[CellRecord] = []
     cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     eps_warnings: list[str] = []
     total_cells = len(checkpoints) * len(attacks)
@@ -598,6 +619,17 @@ def run_grid(
             )
             naive_evals += int(x.shape[0]) * per_eps * steps
             by_norm.setdefault(attack.norm.value, []).append((spec, attack, cell))
+            records.append(
+                CellRecord(
+                    ckpt.name,
+                    spec.name,
+                    spec.backend,
+                    attack.norm.value,
+                    attack.kind,
+                    bool(getattr(type(attack), "gradient_free", False)),
+                    cell,
+                )
+            )
             rows.extend(_rows(ckpt, spec.name, spec.backend, attack.norm.value, cell))
             if cell.min_norm is not None:
                 min_frames.append(
@@ -634,10 +666,12 @@ def run_grid(
     ordered = [c for c in RESULT_COLUMNS if c in results.columns]
     results = results[ordered + [c for c in results.columns if c not in ordered]]
     min_norms = pd.concat(min_frames, ignore_index=True) if min_frames else pd.DataFrame()
+    security = min_norm_table(records)
     if out is not None and main:
         write_results(results, out)
         if not min_norms.empty:
             write_min_norms(out, min_norms)
+        write_min_norm_table(out, security)
     return GridRun(
         results=results,
         min_norms=min_norms,
@@ -647,6 +681,8 @@ def run_grid(
         cells_reused=reused,
         clean_checks=clean_checks,
         epsilon_warnings=eps_warnings,
+        cells=records,
+        security=security,
     )
 
 

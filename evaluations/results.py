@@ -1,4 +1,4 @@
-"""The results schema and its files: ``results.csv`` / ``results.parquet``, ``results.json``, ``min_norms.parquet``.
+"""The results schema and its files: ``results.csv`` / ``.parquet``, ``results.json``, ``attack_min_norms.parquet``.
 
 Results are a tidy long table, one row per (checkpoint, attack, backend, norm, epsilon):
 
@@ -32,8 +32,10 @@ verify_failed               int    optional: returned adversarials that failed v
 unreliable                  bool   optional: verify_failed > 1 % of n at some eps of the cell
 ==========================  =====  ================================================================
 
-Minimum-norm attacks also store per-example minimal distances in ``min_norms.parquet`` (columns
-:data:`MIN_NORM_COLUMNS`; ``min_norm`` is ``inf`` where no adversarial was found). The sidecar
+Minimum-norm attacks also store per-example minimal distances, one row per (checkpoint, attack,
+example), in ``attack_min_norms.parquet`` (columns :data:`MIN_NORM_COLUMNS`; ``min_norm`` is ``inf``
+where no adversarial was found). The best over all attacks per (checkpoint, norm, example) is
+``min_norms.parquet`` (:mod:`evaluations.security`). The sidecar
 ``results.json`` carries the evidence: versions, device, git revision, seeds, timings, config,
 invariant checks. All files are written atomically.
 """
@@ -81,7 +83,8 @@ logger = logging.getLogger(__name__)
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 SIDECAR_FILE = "results.json"
-MIN_NORMS_FILE = "min_norms.parquet"
+#: per-attack minimal distances (the best over attacks is evaluations.security.MIN_NORMS_FILE)
+MIN_NORMS_FILE = "attack_min_norms.parquet"
 
 _STR_COLUMNS = (
     "checkpoint",
@@ -367,7 +370,7 @@ def _normalize_min_norms(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_min_norms(out_dir: str | os.PathLike[str], df_min: pd.DataFrame) -> Path:
-    """Write per-example minimal distances to ``out_dir/min_norms.parquet`` atomically."""
+    """Write per-attack, per-example minimal distances to ``out_dir/attack_min_norms.parquet``."""
     path = Path(out_dir) / MIN_NORMS_FILE
     table = _normalize_min_norms(df_min)
     with atomic_path(path) as tmp:
@@ -377,7 +380,7 @@ def write_min_norms(out_dir: str | os.PathLike[str], df_min: pd.DataFrame) -> Pa
 
 
 def read_min_norms(path: str | os.PathLike[str], *, missing_ok: bool = False) -> pd.DataFrame:
-    """Read ``min_norms.parquet`` (an empty frame with the schema if absent and ``missing_ok``)."""
+    """Read ``attack_min_norms.parquet`` (empty frame with the schema if absent and ``missing_ok``)."""
     file = _resolve(path, MIN_NORMS_FILE) / MIN_NORMS_FILE
     if not file.is_file():
         if missing_ok:

@@ -31,7 +31,9 @@ from evaluations.grid import (
     run_grid,
     validate_epsilons,
 )
+from evaluations.masking import evaluation_evidence
 from evaluations.plots import plot_all
+from evaluations.protocols import Protocol, identify, resolve_attacks
 from evaluations.report import write_report
 from evaluations.results import write_sidecar
 from robustbench_sparse import distributed as rdist
@@ -67,19 +69,28 @@ class AttackRunRequest:
     normalize: str | None = None
     report: bool = True
     seed: int = 0
+    protocol: str | None = None  # quick | standard | thorough; replaces ``attacks`` when given
+
+    def attack_plan(self) -> tuple[Protocol | None, list[str], dict[str, dict[str, Any]]]:
+        """(protocol, attack names, per-attack params): ``protocol`` wins over ``attacks``."""
+        if self.protocol is None:
+            return None, list(dict.fromkeys(self.attacks)), dict(self.params)
+        return resolve_attacks(
+            self.protocol, None, self.params, l2_grid_given=self.l2_epsilons is not None
+        )
 
     def grid(self) -> GridConfig:
         """The :class:`GridConfig` this request describes (validated)."""
-        for key in self.params:
-            if key not in self.attacks:
+        _, names, params = self.attack_plan()
+        for key in params:
+            if key not in names:
                 raise UserError(f"--param {key}.*: attack {key!r} is not among --attack")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be >= 1 (got {self.limit})")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1 (got {self.batch_size})")
         specs = tuple(
-            AttackSpec(a, self.backend, tuple(sorted(self.params.get(a, {}).items())))
-            for a in dict.fromkeys(self.attacks)
+            AttackSpec(a, self.backend, tuple(sorted(params.get(a, {}).items()))) for a in names
         )
         for spec in specs:
             spec.build()
@@ -102,8 +113,9 @@ class AttackRunRequest:
         payload = to_jsonable(self)
         payload["checkpoints"] = [str(Path(p).resolve()) for p in self.checkpoints]
         payload.pop("report", None)
-        if payload.get("normalize") is None:  # keeps fingerprints of earlier runs
-            payload.pop("normalize", None)
+        for key in ("normalize", "protocol"):
+            if payload.get(key) is None:  # keeps fingerprints of earlier runs
+                payload.pop(key, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -188,6 +200,12 @@ def run_attack_command(
     )
     grid_run = run_grid(checkpoints, data, grid, out_dir=out, progress=progress)
     evidence = grid_evidence(grid_run, checkpoints, grid)
+    protocol = request.attack_plan()[0] or identify(grid.attacks)
+    evidence.update(
+        evaluation_evidence(
+            grid_run, checkpoints, data, grid, protocol, [s.name for s in grid.attacks]
+        )
+    )
     sidecar = {
         "command": command,
         "request": to_jsonable(request),

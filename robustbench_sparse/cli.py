@@ -327,6 +327,7 @@ def _add_attack(sub: Any) -> None:
     )
     p.add_argument("--checkpoint", action="append", type=Path, required=True, help="repeatable")
     p.add_argument("--attack", action="append", help="fgsm, pgd, pgd-l2, cw, ... (repeatable)")
+    _add_protocol(p, "default: quick, or the hand-picked --attack list (not both)")
     p.add_argument("--eps", help="Linf grid, comma-separated, fractions allowed: 0,2/255,8/255")
     p.add_argument("--eps-l2", help="L2 grid, comma-separated")
     p.add_argument("--backend", default="native", help="native (default), torchattacks, foolbox")
@@ -347,6 +348,25 @@ def _add_attack(sub: Any) -> None:
     p.add_argument("--no-report", action="store_true", help="skip figures and report")
     _add_nproc(p)
     p.set_defaults(handler=_cmd_attack)
+
+
+def _add_protocol(parser: Any, default: str) -> None:
+    parser.add_argument(
+        "--protocol",
+        help="evaluation protocol: quick (FGSM + PGD-20 + C&W), standard (+ AutoAttack, FMN), "
+        f"thorough (+ AutoAttack plus, PGD-100 x 5); {default}",
+    )
+
+
+def _checked_protocol(name: str | None, with_attacks: bool) -> str | None:
+    from evaluations.protocols import get_protocol
+
+    if name is None:
+        return None
+    get_protocol(name)  # one line listing the valid names
+    if with_attacks:
+        raise UserError("give --protocol or --attack, not both")
+    return name
 
 
 def _parse_param(text: str) -> tuple[str, str, Any]:
@@ -377,6 +397,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     request = AttackRunRequest(
         checkpoints=tuple(args.checkpoint),
         attacks=tuple(args.attack or ["fgsm", "pgd", "cw"]),
+        protocol=_checked_protocol(args.protocol, bool(args.attack)),
         backend=args.backend,
         params=params,
         linf_epsilons=_parse_eps(args.eps, "--eps") if args.eps else None,
@@ -462,6 +483,7 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--limit", type=int, help="attack only the first N test examples")
+    _add_protocol(p, "replaces the config's [attack] protocol / attacks (default: the config's)")
     p.add_argument("--epochs", type=int, help="override the training epochs of every model")
     p.add_argument("--device", help="training device: auto, cpu, cuda")
     p.add_argument("--print-default-config", action="store_true", help="print it and exit")
@@ -496,6 +518,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             config = load_toml(Path(args.config))
     plan = plan_experiment(
         config,
+        protocol=_checked_protocol(args.protocol, False),
         overrides={
             "attack": {"limit": args.limit},
             "train": {"epochs": args.epochs, "device": args.device},

@@ -231,7 +231,7 @@ def test_min_norms_round_trip(tmp_path: Path) -> None:
     _, min_norms = synthetic_results()
     assert np.isinf(min_norms["min_norm"]).any()
     path = write_min_norms(tmp_path, min_norms)
-    assert path.name == "min_norms.parquet"
+    assert path.name == "attack_min_norms.parquet"
     back = read_min_norms(tmp_path)
     pd.testing.assert_frame_equal(back, min_norms, check_dtype=False)
     assert back["example"].dtype == np.int64 and back["clean_correct"].dtype == bool
