@@ -136,6 +136,9 @@ class CellOutcome:
     params: dict[str, Any]
     # int (K,): adversarials the attack returned that failed verification (None: not recorded)
     verify_failed: np.ndarray | None = None
+    # bool (K, N): broken by a gradient-free stage of a cascade (e.g. AutoAttack's Square) that
+    # every earlier, white-box stage left robust; None for single attacks (masking check 2)
+    black_box_broken: np.ndarray | None = None
 
 
 #: a cell whose failed verifications exceed this fraction of its examples (at some epsilon) is
@@ -181,6 +184,7 @@ def _load_cell(
                 norms=z["norms"],
                 min_norm=z["min_norm"] if "min_norm" in z.files else None,
                 verify_failed=z["verify_failed"] if "verify_failed" in z.files else None,
+                black_box_broken=z["black_box_broken"] if "black_box_broken" in z.files else None,
                 seconds=float(meta["seconds"]),
                 grad_evals=int(meta["grad_evals"]),
                 params=dict(meta["params"]),
@@ -204,6 +208,8 @@ def _save_cell(
         arrays["min_norm"] = cell.min_norm
     if cell.verify_failed is not None:
         arrays["verify_failed"] = cell.verify_failed
+    if cell.black_box_broken is not None:
+        arrays["black_box_broken"] = cell.black_box_broken
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
     with atomic_path(npz_path) as tmp:
@@ -272,6 +278,7 @@ def attack_cell(
     """
     t0 = time.perf_counter()
     clean, robust, norms, mins = [], [], [], []
+    black: list[np.ndarray | None] = []
     failed = np.zeros(len(epsilons), dtype=np.int64)  # (K,) failed verifications
     evals = 0
     n = int(x.shape[0])
@@ -334,6 +341,7 @@ def attack_cell(
             mins.append(result.min_norm.double().cpu().numpy())
         if result.verify_failed is not None:
             failed += result.verify_failed.sum(dim=1).cpu().numpy().astype(np.int64)  # (K,)
+        black.append(_black_box_broken(result))  # (K, B) or None
         evals += int(result.grad_evals)
         del result
         bar.update(max(0, min(s + int(xb.shape[0]), n) - bar.n))
@@ -351,7 +359,31 @@ def attack_cell(
         grad_evals=evals,
         params=attack.params(),
         verify_failed=failed,
+        black_box_broken=_concat_or_none(black),
     )
+
+
+def _black_box_broken(result: Any) -> np.ndarray | None:
+    """Bool (K, B): examples a cascade counts as broken by one of its gradient-free stages."""
+    details = getattr(result, "details", None)
+    if not details or "broken_by" not in details or "stages" not in details:
+        return None
+    from attacks.registry import attack_class
+
+    free = [
+        i
+        for i, name in enumerate(details["stages"])
+        if getattr(attack_class(name), "gradient_free", False)
+    ]
+    by = details["broken_by"].cpu().numpy()  # (K, B) stage index, -1 = none
+    return np.isin(by, free)
+
+
+def _concat_or_none(parts: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    """Concatenate (K, B_i) parts along examples; None if any part is None."""
+    if not parts or any(p is None for p in parts):
+        return None
+    return np.concatenate([p for p in parts if p is not None], axis=1)
 
 
 def attack_cell_sharded(
@@ -415,6 +447,7 @@ def attack_cell_sharded(
         grad_evals=sum(p.grad_evals for p in parts),
         params=parts[0].params,
         verify_failed=_sum_failed([p.verify_failed for p in parts]),
+        black_box_broken=_concat_or_none([p.black_box_broken for p in parts]),
     )
 
 
