@@ -22,6 +22,7 @@ class Backend(str, Enum):
     TORCHATTACKS = "torchattacks"
     FOOLBOX = "foolbox"
     AUTOATTACK = "autoattack"  # PyPI pyautoattack (the authors' AutoAttack code)
+    ADV_LIB = "adv-lib"  # PyPI adv-lib (Rony's Adversarial Library)
 
 
 # backend -> attack name -> "module:Class"
@@ -69,6 +70,21 @@ _REGISTRY: dict[Backend, dict[str, str]] = {
         "apgd-ce-l2": "attacks.backends.autoattack_backend:PyAutoAttackAPGDCEL2",
         "apgd-t": "attacks.backends.autoattack_backend:PyAutoAttackAPGDT",
         "apgd-t-l2": "attacks.backends.autoattack_backend:PyAutoAttackAPGDTL2",
+    },
+    Backend.ADV_LIB: {
+        "apgd-ce": "attacks.backends.advlib_backend:AdvlibAPGDCE",
+        "apgd-ce-l2": "attacks.backends.advlib_backend:AdvlibAPGDCEL2",
+        "apgd-dlr": "attacks.backends.advlib_backend:AdvlibAPGDDLR",
+        "apgd-dlr-l2": "attacks.backends.advlib_backend:AdvlibAPGDDLRL2",
+        "apgd-t": "attacks.backends.advlib_backend:AdvlibAPGDT",
+        "apgd-t-l2": "attacks.backends.advlib_backend:AdvlibAPGDTL2",
+        "fmn": "attacks.backends.advlib_backend:AdvlibFMN",
+        "fmn-l2": "attacks.backends.advlib_backend:AdvlibFMNL2",
+        "fab": "attacks.backends.advlib_backend:AdvlibFAB",
+        "fab-l2": "attacks.backends.advlib_backend:AdvlibFABL2",
+        "fab-t": "attacks.backends.advlib_backend:AdvlibFABT",
+        "fab-t-l2": "attacks.backends.advlib_backend:AdvlibFABTL2",
+        "ddn": "attacks.backends.advlib_backend:AdvlibDDN",
     },
 }
 
