@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+import robustbench_sparse.training as training_module
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
 from robustbench_sparse.sparsity import Granularity, SparsityConfig, kept_per_group
@@ -26,6 +27,7 @@ from robustbench_sparse.training import (
     evaluate,
     fit,
     lr_factor,
+    validation_split,
     with_overrides,
 )
 from tests.core_helpers import WIDTH, single_thread, tiny_digits, tiny_train_config
@@ -290,3 +292,76 @@ def test_fit_cuda_device_without_cuda_is_user_error() -> None:
         pytest.skip("machine has CUDA")
     with pytest.raises(UserError, match="CUDA"):
         fit(_model(), tiny_digits(), tiny_train_config(epochs=1, device="cuda"), progress=False)
+
+
+# ------------------------------------------------------------------ validation split (best/)
+def test_validation_split_is_seeded_disjoint_and_covers_the_training_set() -> None:
+    a = validation_split(300, 0.1, seed=0)
+    assert len(a.val_indices) == 30 and len(a.train_indices) == 270
+    assert set(a.val_indices).isdisjoint(a.train_indices)
+    assert sorted(a.val_indices + a.train_indices) == list(range(300))
+    assert validation_split(300, 0.1, seed=0) == a  # same seed, same split
+    assert validation_split(300, 0.1, seed=1).val_indices != a.val_indices
+    before = torch.random.get_rng_state()
+    validation_split(300, 0.1, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), before)  # global RNG untouched
+    rec = a.record()
+    assert rec["n_val"] == 30 and rec["seed"] == 0 and rec["fraction"] == 0.1
+    assert (
+        rec["val_indices_sha256"]
+        != validation_split(300, 0.1, seed=1).record()["val_indices_sha256"]
+    )
+    none = validation_split(10, 0.0, seed=0)
+    assert none.val_indices == [] and none.train_indices == list(range(10))
+    with pytest.raises(UserError, match="leaves none to train on"):
+        validation_split(1, 0.5, seed=0)
+    with pytest.raises(UserError, match="validation fraction must be in"):
+        tiny_train_config(val_fraction=0.9)
+
+
+def test_fit_trains_on_the_split_and_selects_best_on_validation_only() -> None:
+    data = tiny_digits()
+    seen: list[int] = []
+    best_calls: list[tuple[int, float | None]] = []
+
+    def save_best(model: nn.Module, sparsifier: Any, history: list[EpochRecord]) -> None:
+        best_calls.append((history[-1].epoch, history[-1].val_accuracy))
+
+    real_loader = training_module._loader
+
+    def spy(dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(len(dataset))
+        return real_loader(dataset, *args, **kwargs)
+
+    cfg = tiny_train_config(epochs=3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training_module, "_loader", spy)
+        result = fit(_model(), data, cfg, None, checkpointer=Checkpointer(save_best=save_best))
+    split = validation_split(len(data.train), cfg.val_fraction, cfg.seed)  # type: ignore[arg-type]
+    assert set(seen) == {len(split.train_indices)}  # the held-out examples are never trained on
+    assert result.extra["validation"] == split.record()
+    vals = [h.val_accuracy for h in result.history]
+    assert all(v is not None for v in vals)
+    # best/ is saved exactly when validation accuracy improves (ties keep the earlier epoch);
+    # test accuracy plays no part.
+    running, expected = -1.0, []
+    for h in result.history:
+        if h.val_accuracy is not None and h.val_accuracy > running:
+            running = h.val_accuracy
+            expected.append((h.epoch, h.val_accuracy))
+    assert best_calls == expected and result.best_epoch == expected[-1][0]
+
+
+def test_fit_without_validation_saves_no_best() -> None:
+    calls: list[int] = []
+    cfg = tiny_train_config(epochs=1, val_fraction=0.0)
+    result = fit(
+        _model(),
+        tiny_digits(),
+        cfg,
+        None,
+        checkpointer=Checkpointer(save_best=lambda *a: calls.append(1)),
+        progress=False,
+    )
+    assert calls == [] and result.best_epoch == -1
+    assert result.history[0].val_accuracy is None
