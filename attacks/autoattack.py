@@ -24,6 +24,7 @@ decides every later epsilon.
 (K, N) index of the stage whose adversarial counts at ``eps_k`` (-1: robust, or clean-misclassified
 and not attacked), ``stage_broken`` (S × K newly broken counts), ``stage_grad_evals`` and
 ``stage_forwards`` (S,) work per stage (forwards include the stages' verification passes),
+``stage_seconds`` (S,) wall time per stage,
 ``stage_attacked`` (S × K examples each stage attacked), ``survivor_bound`` (the survivors'
 gradient work without early stop, see :func:`survivor_bound`) and ``work_ratio``.
 """
@@ -31,6 +32,7 @@ gradient work without early stop, see :func:`survivor_bound`) and ``work_ratio``
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -90,6 +92,7 @@ class _StageLog:
     grad_evals: int = 0
     forwards: int = 0
     bound: int = 0
+    seconds: float = 0.0
 
 
 class Cascade(Attack):
@@ -160,6 +163,7 @@ class Cascade(Attack):
             **per_eps,
             "stage_grad_evals": inner["stage_grad_evals"] if inner else [0] * len(stages),
             "stage_forwards": inner["stage_forwards"] if inner else [0] * len(stages),
+            "stage_seconds": inner["stage_seconds"] if inner else [0.0] * len(stages),
             "survivor_bound": inner["survivor_bound"] if inner else 0,
             "work_ratio": inner["work_ratio"] if inner else 1.0,
         }
@@ -202,7 +206,7 @@ def run_cascade(
             if idx.numel() == 0:
                 break
             log = logs[s]
-            before = counter.forwards
+            before, started = counter.forwards, time.perf_counter()
             if stage.kind is AttackKind.MINIMUM_NORM:
                 need = idx[torch.isnan(mn_norm[s][idx])]
                 log.attacked[k] += int(need.numel())
@@ -223,6 +227,7 @@ def run_cascade(
                 log.grad_evals += res.grad_evals
                 log.bound += survivor_bound(stage, int(idx.numel()), res.grad_evals, n_classes)
             log.forwards += counter.forwards - before
+            log.seconds += time.perf_counter() - started
             by[hit] = s
             log.broken[k] += int(hit.numel())
             logger.debug(
@@ -239,6 +244,7 @@ def run_cascade(
         "stage_broken": [log.broken for log in logs],
         "stage_grad_evals": [log.grad_evals for log in logs],
         "stage_forwards": [log.forwards for log in logs],
+        "stage_seconds": [log.seconds for log in logs],
         "survivor_bound": bound,
         "work_ratio": grad_evals / bound if bound else 1.0,
     }
