@@ -38,7 +38,7 @@ class SelectOutput(nn.Module):
             )
         self.model = model
         self.key = key
-        self.train(model.training)
+        self.training = model.training  # mirror it; train() would recurse into model
 
     def forward(self, x: Tensor) -> Any:
         out = self.model(x)
@@ -96,7 +96,7 @@ class CastInputs(nn.Module):
         super().__init__()
         self.model = model
         self.dtype = dtype
-        self.train(model.training)
+        self.training = model.training  # mirror it; train() would recurse into model
 
     def forward(self, x: Tensor) -> Any:
         out = self.model(x.to(self.dtype))
