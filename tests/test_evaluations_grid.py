@@ -586,3 +586,84 @@ def test_progress_moves_inside_one_long_batch(
     assert positions[-1] == len(x)
     assert any(0 < p < len(x) for p in positions), positions  # moved before the batch ended
     assert not model._forward_hooks  # the progress hook is removed afterwards
+
+
+# ----------------------------------------------------------------------------- issue 14 contracts
+
+
+def _outside_the_ball_attack() -> Any:
+    """A fixed-budget attack that returns half of its points outside the eps ball (a bug)."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from attacks import Attack, AttackKind, FixedBudgetOutput
+
+    @dataclass(frozen=True, repr=False)
+    class OutsideBall(Attack):
+        name: ClassVar[str] = "fgsm"
+        norm: ClassVar[Norm] = Norm.LINF
+        kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
+        backend: ClassVar[str] = "native"
+
+        def _run(
+            self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: list[float]
+        ) -> FixedBudgetOutput:
+            bad = (torch.arange(len(x)) % 2 == 0).reshape(-1, 1, 1, 1)
+            advs = torch.stack([torch.where(bad, 1.0 - x, x) for _ in epsilons])
+            return FixedBudgetOutput(adversarials=advs, grad_evals=0)
+
+    return OutsideBall()
+
+
+def test_failed_verifications_mark_the_cell_unreliable(
+    ckpts: list[LoadedCheckpoint],
+    data: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from evaluations.report import write_report
+    from evaluations.results import read_results, write_sidecar
+
+    good = run_grid(ckpts[:1], data, small_grid(("fgsm",), limit=20), progress=False).results
+    assert (good["verify_failed"] == 0).all() and not good["unreliable"].any()
+    monkeypatch.setattr(grid_mod, "get_attack", lambda name, **kw: _outside_the_ball_attack())
+    run = run_grid(
+        ckpts[:1], data, small_grid(("fgsm",), limit=20), out_dir=tmp_path, progress=False
+    )
+    df = run.results
+    cell = df[df.attack == "fgsm"].sort_values("epsilon")
+    clean = int(cell["clean_correct"].iloc[0])
+    # eps = 0 is never attacked; above it every other clean-correct example failed verification.
+    assert cell["verify_failed"].tolist()[0] == 0
+    assert all(v >= clean // 2 > 0 for v in cell["verify_failed"].tolist()[1:])
+    assert cell["unreliable"].all()
+    assert df[df.attack == WORST_CASE]["unreliable"].all()  # inherited by the worst case
+    stored = read_results(tmp_path)  # the columns survive the files
+    assert stored["unreliable"].dtype == bool and stored["unreliable"].all()
+    assert stored["verify_failed"].dtype == np.int64
+    write_sidecar(tmp_path, {"epsilon_warnings": []})
+    md, _ = write_report(tmp_path)
+    assert "UNRELIABLE" in md.read_text() and "dense / fgsm (native)" in md.read_text()
+
+
+def test_empty_test_set_is_a_user_error(ckpts: list[LoadedCheckpoint]) -> None:
+    empty = torch.utils.data.TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0).long())
+    with pytest.raises(UserError, match="dataset 'digits' has no test examples to attack"):
+        run_grid(ckpts[:1], empty, small_grid(("fgsm",), limit=None), progress=False)
+
+
+def test_epsilon_unit_warning_logged_once_per_grid_and_recorded(
+    ckpts: list[LoadedCheckpoint], data: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    grid = small_grid(("fgsm", "cw"), limit=6, batch_size=2, linf=[0, 8], l2=[0, 9.0])
+    with caplog.at_level(logging.WARNING):
+        run = run_grid(ckpts, data, grid, progress=False)
+    said = [r.getMessage() for r in caplog.records if "did you mean" in r.getMessage()]
+    assert len(said) == 2  # one per norm, not per batch, attack or checkpoint
+    assert run.epsilon_warnings == said
+    linf, l2 = sorted(said, key=lambda m: not m.startswith("linf"))
+    assert "linf epsilon 8 >= 1" in linf and "did you mean 8/255 = 0.03137" in linf
+    assert "l2 epsilon 9 exceeds the diameter sqrt(64) = 8" in l2
+    assert grid_mod.grid_evidence(run, ckpts, grid)["epsilon_warnings"] == said
+    quiet = small_grid(("fgsm",), limit=4, linf=[0, 8 / 255])
+    assert run_grid(ckpts[:1], data, quiet, progress=False).epsilon_warnings == []
