@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -73,7 +74,7 @@ def test_hyperplane_step_matches_pyautoattack(norm: Norm) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_invariants(data: Digits, name: str) -> None:
-    targets = {"n_target_classes": 3} if name.startswith("fab-t") else {}
+    targets: dict[str, Any] = {"n_target_classes": 3} if name.startswith("fab-t") else {}
     attack = get_attack(name, n_iter=10, **targets)
     eps = GRID[attack.norm]
     x, y = data.x[:60], data.y[:60]
