@@ -158,7 +158,10 @@ class AdversarialConfig:
                     raise UserError(f"adversarial {name} must be > 0 (got {value})")
                 object.__setattr__(self, name, value)
         if self.step_size is not None and self.rel_step_size is not None:
-            raise UserError("give the adversarial step size absolute or relative, not both")
+            raise UserError(
+                "give the adversarial step size absolute (--adv-step-size) or relative "
+                "(--adv-rel-step-size), not both"
+            )
         for name in ("trades_beta", "eps_warmup_epochs"):
             object.__setattr__(self, name, parse_fraction(getattr(self, name), name))
         for name in ("steps", "val_steps"):
