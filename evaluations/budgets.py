@@ -157,15 +157,20 @@ def choose_budgets(df: pd.DataFrame, target: float = TARGET_ACCURACY) -> dict[st
     return out
 
 
-def trimmed_max_epsilon(curves: pd.DataFrame) -> float:
-    """The smallest budget at which every curve in ``curves`` is at 0 (the grid maximum if none).
+def trimmed_max_epsilon(curves: pd.DataFrame, floor: float = 0.0) -> float:
+    """The smallest budget from which every curve in ``curves`` stays at or below ``floor``.
 
-    ``curves`` holds ``epsilon`` and ``robust_accuracy`` columns (any number of curves). Beyond this
-    budget robustness curves carry no information; plots cut the axis there.
+    ``curves`` holds ``epsilon`` and ``robust_accuracy`` columns (any number of curves); ``floor``
+    is a fraction (0.01 = 1 %). Returns the grid maximum when no such budget exists. Beyond it the
+    curves carry no information, so plots cut the axis there (keeping that one budget).
     """
     by_eps = curves.groupby("epsilon")["robust_accuracy"].max().sort_index()
-    zero = [float(str(e)) for e, a in by_eps.items() if float(str(e)) > 0 and float(a) <= 0.0]
-    return zero[0] if zero else float(by_eps.index.max())
+    eps = [float(str(e)) for e in by_eps.index]
+    acc = [float(a) for a in by_eps.to_numpy()]
+    for i, e in enumerate(eps):
+        if e > 0 and max(acc[i:]) <= floor:
+            return e
+    return eps[-1]
 
 
 # --------------------------------------------------------------------------- difference intervals

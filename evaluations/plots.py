@@ -33,6 +33,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
+from matplotlib.transforms import Bbox
 
 from evaluations.atomic import atomic_path
 from evaluations.budgets import (
@@ -98,6 +99,7 @@ _MARKERS = {
 }
 _ATTACK_ORDER = ("fgsm", "fgm", "pgd", "apgd", "cw", WORST_CASE)
 _DPI = 150
+_TRIM_FLOOR = 0.01  # curve axes stop once every model stays at or below 1 %
 
 
 def _rows(frame: pd.DataFrame) -> Iterator[Any]:
@@ -389,8 +391,8 @@ def plot_robustness_curves(df: pd.DataFrame, out_dir: str | os.PathLike[str]) ->
     One row of panels per attack (worst case last) and, when the results hold several granularities
     at several sparsity levels, one column per granularity: each panel shows the dense baseline
     (thick black) and that granularity's models, colour = sparsity target. Each row's epsilon axis
-    stops at the first budget where every curve of that attack is at 0 (the rest carries no
-    information); on a grid in 1/255 steps the ticks read ``k/255``. Writes
+    stops at the first budget from which every curve of that attack stays at or below 1 % (the
+    rest carries no information); on a grid in 1/255 steps the ticks read ``k/255``. Writes
     ``robustness_curves_<norm>.{png,svg}``.
     """
     out = Path(out_dir)
@@ -426,7 +428,7 @@ def plot_robustness_curves(df: pd.DataFrame, out_dir: str | os.PathLike[str]) ->
             )
             for i, attack in enumerate(attacks):
                 sub = data[data["attack"] == attack]
-                right = trimmed_max_epsilon(sub)
+                right = trimmed_max_epsilon(sub, floor=_TRIM_FLOOR)
                 multi_backend = int(backends_per_attack.get(attack, 1)) > 1
                 for j, facet in enumerate(facets):
                     ax = axes[i][j]
@@ -761,17 +763,14 @@ def plot_clean_vs_robust(
                     ax=ax,
                     zorder=3,
                 )
-                _place_labels(
-                    ax,
-                    [
-                        (
-                            float(row.clean_accuracy),
-                            float(row.robust_accuracy),
-                            f"{str(row.granularity)[:2]}{100 * float(row.sparsity_target):.0f}",
-                        )
-                        for row in _rows(sparse)
-                    ],
-                )
+                point_labels = [
+                    (
+                        float(row.clean_accuracy),
+                        float(row.robust_accuracy),
+                        f"{str(row.granularity)[:2]}{100 * float(row.sparsity_target):.0f}",
+                    )
+                    for row in _rows(sparse)
+                ]
             if not dense.empty:
                 ax.scatter(
                     dense["clean_accuracy"],
@@ -782,13 +781,17 @@ def plot_clean_vs_robust(
                     label="dense",
                     zorder=4,
                 )
-            margin = 0.05
-            ax.set_xlim(max(0.0, lo_clean - margin), 1.0)  # accuracy never exceeds 100 %
-            ax.set_ylim(-0.02, 1.02)
+            # Zoomed on the points (the question is how they differ), never past 100 %.
+            margin = max(0.01, 0.25 * (1.0 - lo_clean))
+            ax.set_xlim(max(0.0, lo_clean - margin), 1.0)
+            lo_r, hi_r = float(at["robust_accuracy"].min()), float(at["robust_accuracy"].max())
+            pad = max(0.05, 0.2 * (hi_r - lo_r))
+            ax.set_ylim(max(-0.02, lo_r - pad), min(1.02, hi_r + pad))
             for coll in ax.collections:
                 coll.set_clip_on(False)  # a point at 100 % clean accuracy stays whole
-            ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+                # ticks 0.5 % apart need a decimal, or two ticks both read "98%"
+                axis.set_major_formatter(PercentFormatter(1.0, decimals=1 if hi - lo < 0.08 else 0))
             ax.set_xlabel("clean accuracy")
             ax.set_ylabel("worst-case robust accuracy")
             handles, labels = ax.get_legend_handles_labels()
@@ -808,22 +811,30 @@ def plot_clean_vs_robust(
                 fontsize=11,
             )
             fig.tight_layout()
+            if not sparse.empty:  # placed last: layout changes move points on the canvas
+                _place_labels(ax, point_labels)
             paths += _save(fig, out, f"clean_vs_robust_{norm}")
     return paths
 
 
 def _place_labels(ax: Any, points: Sequence[tuple[float, float, str]]) -> None:
-    """Annotate ``(x, y, text)`` points, trying 8 offsets per label (up to 8 labels on one point) so no two labels overlap.
+    """Annotate ``(x, y, text)`` points so no two labels overlap (up to 8 labels on one point).
 
-    Greedy: labels are placed in order of x; each takes the first offset whose box overlaps no
-    label placed so far and no other point; when none is free it keeps the least-overlapping one.
+    Call after the layout is final. Greedy over 8 offsets: labels are placed in order of x; each
+    takes the first offset whose box overlaps no label placed so far and no other point; when
+    none is free it keeps the least-overlapping one.
     """
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    offsets = [(5, 4), (5, -11), (-5, 4), (-5, -11), (5, 15), (-5, 15), (5, -22), (-5, -22)]
+    # rows 13 pt apart: a 7 pt label's box (descent included) is about 11 pt tall
+    offsets = [(9, 2), (9, -13), (-9, 2), (-9, -13), (9, 15), (-9, 15), (9, -26), (-9, -26)]
     placed: list[Any] = []
-    pts = ax.transData.transform([(x, y) for x, y, _ in points]) if points else []
+    r = 9.0 * fig.dpi / 72.0  # a marker's reach in pixels (the largest markers are ~15 pt wide)
+    pts = [
+        Bbox.from_extents(px - r, py - r, px + r, py + r)
+        for px, py in (ax.transData.transform([(x, y) for x, y, _ in points]) if points else [])
+    ]
     for x, y, text in sorted(points, key=lambda p: (p[0], p[1])):
         best, best_score = None, math.inf
         for dx, dy in offsets:
@@ -836,9 +847,8 @@ def _place_labels(ax: Any, points: Sequence[tuple[float, float, str]]) -> None:
                 ha="left" if dx >= 0 else "right",
             )
             box = ann.get_window_extent(renderer)
-            score = sum(box.overlaps(b) for b in placed) + sum(
-                bool(box.contains(px, py)) for px, py in pts
-            )
+            # covering a marker is bad, covering another label is worse
+            score = 100 * sum(box.overlaps(b) for b in placed) + sum(box.overlaps(p) for p in pts)
             if score < best_score:
                 if best is not None:
                     best.remove()

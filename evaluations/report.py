@@ -711,7 +711,7 @@ def _figure_caption(stem: str) -> str:
             f"Robust accuracy vs ε ({label}): one row per attack and, with several granularities, "
             "one column per granularity (dense baseline in black in every panel); colour = "
             "sparsity target; bands are 95% Wilson intervals. Each row's ε axis stops at the first "
-            "budget where every model is at 0%."
+            "budget from which every model stays at or below 1% (the tables list every budget)."
         )
     if stem.startswith("accuracy_vs_sparsity"):
         return (

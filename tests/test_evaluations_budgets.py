@@ -108,6 +108,10 @@ def test_trimmed_max_epsilon_is_first_all_zero_budget() -> None:
     nonzero.loc[nonzero["epsilon"] == 0.3, "robust_accuracy"] = 0.01
     nonzero.loc[nonzero["epsilon"] == 0.2, "robust_accuracy"] = 0.01
     assert trimmed_max_epsilon(nonzero) == 0.3  # never all zero: the whole grid
+    # a floor of 1 %: "at or below 1 % from here on"
+    assert trimmed_max_epsilon(nonzero, floor=0.01) == 0.2
+    nonzero.loc[nonzero["epsilon"] == 0.3, "robust_accuracy"] = 0.02
+    assert trimmed_max_epsilon(nonzero, floor=0.01) == 0.3  # must stay below, not just dip
 
 
 def test_epsilon_labels() -> None:
