@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -335,6 +335,93 @@ def job_with(job: TrainJob, **changes: Any) -> TrainJob:
     return replace(job, **changes)
 
 
+#: epoch-valued settings: key -> (how the user sets it, does the value fit ``epochs``?)
+_FitRule = tuple[str, Any]
+_TRAIN_EPOCH_KEYS: dict[str, _FitRule] = {
+    "warmup_epochs": ("--warmup-epochs / [train] warmup_epochs", lambda v, e: v <= e),
+    "milestones": ("--milestones / [train] milestones", lambda v, e: all(m < e for m in v)),
+    "step_size": ("[train] step_size", lambda v, e: v < e),
+}
+_SPARSITY_EPOCH_KEYS: dict[str, _FitRule] = {
+    "start": ("--prune-start / [sparsity] start", lambda v, e: v <= e),
+    "end": ("--prune-end / [sparsity] end", lambda v, e: v <= e),
+}
+_LAYER_NAMES = ("the dataset defaults", "the config file / recipe", "the command line")
+
+
+def _top_layer(key: str, layers: list[dict[str, Any]]) -> int:
+    """Index of the highest-precedence layer that sets ``key`` (-1: none)."""
+    return max((i for i, layer in enumerate(layers) if key in layer), default=-1)
+
+
+def _is_number(v: Any) -> TypeGuard[float]:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def fit_derived_epochs(
+    layers: list[dict[str, Any]],
+    train_layers: list[dict[str, Any]],
+    rules: dict[str, _FitRule],
+    *,
+    joint: bool = False,
+) -> dict[str, Any]:
+    """Merge precedence ``layers`` (defaults, config file, flags); fit derived epoch settings.
+
+    An epoch-valued setting (warmup, LR milestones / step, pruning start / end) that comes from a
+    *lower* layer than ``epochs`` (e.g. a recipe's 5 warmup epochs when ``--epochs 1`` is given)
+    and does not fit the final epoch count is rescaled with it, ``value × epochs / E`` where ``E``
+    is the epoch count of the layer it came from; an INFO line says so and names the flag that
+    sets it explicitly. A value given at the same layer as ``epochs`` or above is the user's own
+    and is never changed (the config checks then name it if it does not fit).
+    ``train_layers`` are the ``[train]`` layers (where ``epochs`` lives); for ``[train]`` itself
+    they are ``layers``. Non-numeric values are left for the config checks to refuse. With
+    ``joint`` (the pruning window) all derived settings are rescaled together as soon as one of
+    them does not fit, so their order (``start <= end``) is kept.
+    """
+    merged = {k: v for layer in layers for k, v in layer.items()}
+    epochs = {k: v for layer in train_layers for k, v in layer.items()}.get("epochs")
+    if not _is_number(epochs) or epochs < 1:
+        return merged
+    epochs_layer = _top_layer("epochs", train_layers)
+    derived = {}  # key -> (layer, value, numbers, is_list, fits now)
+    for key, (_, fits) in rules.items():
+        layer = _top_layer(key, layers)
+        value: Any = merged.get(key)
+        is_list = isinstance(value, (list, tuple))
+        numbers: list[Any] = list(value) if is_list else [value]
+        if 0 <= layer < epochs_layer and all(_is_number(v) for v in numbers):
+            derived[key] = (layer, value, numbers, is_list, bool(fits(value, epochs)))
+    misfit = any(not ok for *_, ok in derived.values())
+    for key, (layer, value, numbers, is_list, ok) in derived.items():
+        how = rules[key][0]
+        if ok and not (joint and misfit):
+            continue
+        ref = next(
+            (
+                train_layers[i]["epochs"]
+                for i in range(layer, -1, -1)
+                if "epochs" in train_layers[i]
+            ),
+            None,
+        )
+        if not _is_number(ref) or ref <= 0:
+            continue
+        scaled = [round(float(v) * epochs / ref, 3) for v in numbers]
+        merged[key] = scaled if is_list else scaled[0]
+        logger.info(
+            "%s = %s from %s (written for %s epochs) does not fit %s epochs; rescaled to %s "
+            "(set %s to choose it yourself)",
+            key,
+            value,
+            _LAYER_NAMES[min(layer, 2)],
+            ref,
+            epochs,
+            merged[key],
+            how,
+        )
+    return merged
+
+
 def train_job_from_config(
     config: dict[str, Any],
     *,
@@ -347,7 +434,8 @@ def train_job_from_config(
 ) -> TrainJob:
     """Compose a :class:`TrainJob` from TOML sections and explicit overrides.
 
-    Precedence: explicit overrides (CLI flags) > config file > per-dataset defaults. Sections:
+    Precedence: explicit overrides (CLI flags) > config file > per-dataset defaults; epoch-valued
+    settings of a lower layer than ``epochs`` are fitted to it (:func:`fit_derived_epochs`). Sections:
     ``[data]``, ``[model]`` (``arch`` + any model kwargs), ``[train]``, ``[sparsity]``,
     ``[adversarial]`` (:class:`~robustbench_sparse.adversarial.AdversarialConfig`). The
     pruning window defaults to :func:`default_prune_window` of the final epoch count.
@@ -365,19 +453,22 @@ def train_job_from_config(
     arch_name = arch or model_section.pop("arch", "small_cnn")
     model_section.pop("arch", None)
     base_train = to_jsonable(default_train_config(data_cfg.dataset))
-    train_section = {
-        **base_train,
-        **config.get("train", {}),
-        **{k: v for k, v in (train_overrides or {}).items() if v is not None},
-    }
+    train_layers = [
+        base_train,
+        dict(config.get("train", {})),
+        {k: v for k, v in (train_overrides or {}).items() if v is not None},
+    ]
+    train_section = fit_derived_epochs(train_layers, train_layers, _TRAIN_EPOCH_KEYS)
     train_cfg = dataclass_from_dict(TrainConfig, train_section, "train")
     start, end = default_prune_window(train_cfg.epochs)
-    sparsity_section = {
-        "start": start,
-        "end": end,
-        **config.get("sparsity", {}),
-        **{k: v for k, v in (sparsity_overrides or {}).items() if v is not None},
-    }
+    sparsity_layers = [
+        {"start": start, "end": end},  # derived from the final epochs: always fits
+        dict(config.get("sparsity", {})),
+        {k: v for k, v in (sparsity_overrides or {}).items() if v is not None},
+    ]
+    sparsity_section = fit_derived_epochs(
+        sparsity_layers, train_layers, _SPARSITY_EPOCH_KEYS, joint=True
+    )
     sparsity_cfg = dataclass_from_dict(SparsityConfig, sparsity_section, "sparsity")
     adversarial_section = {
         **config.get("adversarial", {}),

@@ -119,7 +119,10 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label smoothing must be in [0, 1) (got {self.label_smoothing})")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            raise UserError(f"warmup epochs must be in [0, epochs] (got {self.warmup_epochs})")
+            raise UserError(
+                f"warmup epochs must be in [0, epochs = {self.epochs}] (got {self.warmup_epochs}); "
+                "lower --warmup-epochs ([train] warmup_epochs) or raise --epochs"
+            )
         if not self.step_size > 0:
             raise UserError(f"step size must be > 0 epochs (got {self.step_size})")
         if not 0 <= self.val_fraction <= 0.5:

@@ -363,3 +363,77 @@ def test_default_window_07_within_one_point_of_dense(tmp_path: Path) -> None:
         assert load_checkpoint(tmp_path / name).meta["clean_accuracy"] == pytest.approx(
             accuracies[name] / 100
         )
+
+
+# ------------------------------------------------- derived epoch settings vs the user's epochs
+
+
+def test_imagefolder_defaults_fit_one_epoch(caplog: pytest.LogCaptureFixture) -> None:
+    # Issue 14: `rbs train --dataset imagefolder --epochs 1` failed on the default 5 warmup epochs.
+    with caplog.at_level("INFO", logger="robustbench_sparse"):
+        job = train_job_from_config(
+            {}, data_overrides={"dataset": "imagefolder"}, train_overrides={"epochs": 1}
+        )
+    assert job.train.epochs == 1
+    assert job.train.warmup_epochs == pytest.approx(5 / 90, abs=1e-3)  # 5 of 90, rescaled
+    said = [r.getMessage() for r in caplog.records if "warmup_epochs" in r.getMessage()]
+    assert len(said) == 1 and "--warmup-epochs" in said[0] and "written for 90 epochs" in said[0]
+
+
+def test_recipe_schedule_rescaled_to_the_users_epochs() -> None:
+    from robustbench_sparse.recipes import load_recipe, training_sections
+
+    config = training_sections(load_recipe("imagenet-resnet50-campfire"))
+    job = train_job_from_config(config, train_overrides={"epochs": 9})
+    assert job.train.warmup_epochs == 5.0  # 5 <= 9 fits: untouched
+    assert job.train.milestones == (3.0, 6.0, 8.0)  # [30, 60, 80] of 90 -> of 9
+    assert (job.sparsity.start, job.sparsity.end) == (0.5, 3.0)  # 5..30 of 90, together
+    job = train_job_from_config(config, train_overrides={"epochs": 1})
+    assert job.train.warmup_epochs == pytest.approx(0.056)
+    assert job.train.milestones == pytest.approx((0.333, 0.667, 0.889))
+    assert (job.sparsity.start, job.sparsity.end) == pytest.approx((0.056, 0.333))
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist", "cifar10", "svhn", "imagefolder"])
+@pytest.mark.parametrize("recipe", [None, "cifar10-resnet20", "imagenet-resnet50-campfire"])
+@pytest.mark.parametrize("epochs", [1, 2, 3])
+def test_every_default_and_recipe_builds_for_few_epochs(
+    dataset: str, recipe: str | None, epochs: int
+) -> None:
+    from robustbench_sparse.recipes import load_recipe, training_sections
+
+    config = training_sections(load_recipe(recipe)) if recipe else {}
+    job = train_job_from_config(
+        config, data_overrides={"dataset": dataset}, train_overrides={"epochs": epochs}
+    )
+    assert 0 <= job.train.warmup_epochs <= epochs
+    assert all(m < epochs for m in job.train.milestones)
+    assert 0 <= job.sparsity.start <= job.sparsity.end <= epochs
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "fragment"),
+    [
+        # warmup and epochs both from the user (flags): the user's own value is kept and refused
+        ({}, {"epochs": 1, "warmup_epochs": 5.0}, r"epochs = 1\] \(got 5.0\); lower --warmup"),
+        # both from the same config file
+        ({"train": {"epochs": 2, "warmup_epochs": 3.0}}, {}, r"epochs = 2\] \(got 3.0\)"),
+        # a warmup flag above the file's epochs
+        ({"train": {"epochs": 2}}, {"warmup_epochs": 3.0}, "--warmup-epochs"),
+    ],
+)
+def test_users_own_epoch_settings_are_never_changed(
+    config: dict[str, Any], overrides: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(UserError, match=fragment):
+        train_job_from_config(config, train_overrides=overrides)
+
+
+def test_users_own_prune_window_is_never_changed(tmp_path: Path) -> None:
+    job = train_job_from_config(
+        {"sparsity": {"start": 1.0, "end": 6.0}, "train": {"epochs": 4}},
+    )
+    assert (job.sparsity.start, job.sparsity.end) == (1.0, 6.0)  # same layer as epochs
+    with pytest.raises(UserError, match="lower --prune-end or raise --epochs"):
+        run_train_job(job, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
