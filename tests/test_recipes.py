@@ -24,6 +24,7 @@ EXPECTED = {
     "digits-smallcnn",
     "digits-methods",
     "mnist-smallcnn",
+    "cifar10-resnet18-at",
     "cifar10-resnet20",
     "cifar10-resnet56",
     "imagenet-resnet50-campfire",
@@ -89,3 +90,15 @@ def test_cli_run_refuses_config_and_recipe_together(
 ) -> None:
     code = main(["run", "digits-smallcnn", "--recipe", "digits-smallcnn", "--out", str(tmp_path)])
     assert code == 2 and "not both" in capsys.readouterr().err
+
+
+def test_the_adversarial_recipe_trains_every_model_with_pgd_at_8_255() -> None:
+    plan = plan_experiment(load_recipe("cifar10-resnet18-at"))
+    names = [m.name for m in plan.models]
+    assert names[0] == "dense" and "hydra-90" in names and len(names) == 8
+    for m in plan.models:
+        adv = m.job.adversarial
+        assert adv.method.value == "pgd" and adv.eps == pytest.approx(8 / 255)
+        assert adv.steps == 10 and adv.stepsize(adv.eps) == pytest.approx(2 / 255)
+    job = train_job_from_config(training_sections(load_recipe("cifar10-resnet18-at")))
+    assert job.adversarial.method.value == "pgd"  # rbs train --recipe keeps the threat model

@@ -83,4 +83,5 @@ def list_recipes() -> list[Recipe]:
 
 def training_sections(config: dict[str, Any]) -> dict[str, Any]:
     """The parts of an experiment config that ``rbs train`` understands."""
-    return {k: config[k] for k in ("data", "model", "train", "sparsity") if k in config}
+    keys = ("data", "model", "train", "sparsity", "adversarial")
+    return {k: config[k] for k in keys if k in config}
