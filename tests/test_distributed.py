@@ -235,6 +235,8 @@ def ddp_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "2",
             "--update-every",
             "3",
+            "--val-fraction",
+            "0",  # all 300 examples train: the step arithmetic below
             "--device",
             "cpu",
             "--no-amp",
