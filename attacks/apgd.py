@@ -32,7 +32,13 @@ Differences from the reference, all of which can only keep or lower robust accur
 * the oscillation count at the first checkpoint compares the first iterate with the start point's
   loss, as in the paper (the reference compares it with an unset row of zeros);
 * on a grid, only the survivors of the previous epsilon are attacked (``nested=True``); an example
-  broken at ``eps_j`` counts as broken at every larger epsilon (nested balls).
+  broken at ``eps_j`` counts as broken at every larger epsilon (nested balls);
+* ``parallel=True`` (default): the ``restarts × targets`` runs of an example are rows of one batch
+  instead of running one after another on the still-robust; an example leaves (with all its rows)
+  at the first break. Every run of the reference is still made up to that point, so this is at
+  least as strong; it trades extra gradient evaluations on examples that break for far fewer,
+  larger batches (on small batches the per-call overhead dominates: APGD-T with 9 targets runs
+  ~2-4x faster on CPU). ``parallel=False`` keeps the reference's sequential order.
 
 Randomness comes from one ``torch.Generator`` seeded with ``seed`` per call: the global RNG is not
 touched (and the :class:`~attacks.base.Attack` template forks it anyway).
@@ -164,12 +170,15 @@ def apgd_run(
     gen: torch.Generator,
     target: Tensor | None = None,
     rho: float = 0.75,
+    group: Tensor | None = None,
 ) -> EpsRun:
     """One APGD run (one restart) on ``x`` (m, ...) with labels ``y`` (m,), budgets ``eps`` (m,).
 
-    Returns the first misclassified iterate of every example that was broken (``broken``) and
+    Returns the first misclassified iterate of every row that was broken (``broken``) and
     the highest-loss point of the others, all inside their ball and ``[0, 1]``; ``grad_evals``
-    counts every example that went through a forward+backward (``<= (steps + 1) · m``).
+    counts every row that went through a forward+backward (``<= (steps + 1) · m``).
+    ``group`` (m,) marks rows that are parallel runs (restarts, targets) for the same example:
+    when one of them is broken, the other rows of its group stop too (returned as ``x``).
     """
     m = x.shape[0]
     out = x.clone()  # (m, ...)
@@ -200,6 +209,8 @@ def apgd_run(
     }
     if target is not None:
         st["target"] = target
+    if group is not None:
+        st["group"] = group
     sched = _Schedule.for_steps(steps)
     since_check = 0
 
@@ -210,6 +221,8 @@ def apgd_run(
             out[active[hit]] = st["adv"][hit]
             broken[active[hit]] = True
             keep = ~hit
+            if group is not None:  # the example is broken: its parallel rows stop too
+                keep &= ~torch.isin(st["group"], st["group"][hit])
             active = active[keep]
             st = {k: v[keep] for k, v in st.items()}
         if active.numel() == 0 or i == steps:
@@ -266,6 +279,7 @@ class APGDParams:
     rho: float = 0.75
     seed: int | None = 0
     nested: bool = True
+    parallel: bool = True
 
     def __post_init__(self) -> None:
         _check(
@@ -287,6 +301,7 @@ class APGDParams:
             f"seed must be an int or None (got {self.seed!r})",
         )
         _check(isinstance(self.nested, bool), f"nested must be a bool (got {self.nested!r})")
+        _check(isinstance(self.parallel, bool), f"parallel must be a bool (got {self.parallel!r})")
 
 
 @dataclass(frozen=True)
@@ -314,6 +329,7 @@ class _APGDBase(Attack):
     steps: int
     rho: float
     nested: bool
+    parallel: bool
 
     def _targets(self, n_classes: int) -> int:
         return 1
@@ -374,33 +390,66 @@ class _APGDBase(Attack):
         n_classes: int,
         forwards: list[int],
     ) -> EpsRun:
-        """All restarts (and targets) at per-row budgets ``eps`` (m,), on the still-robust."""
+        """All restarts (and targets) at per-row budgets ``eps`` (m,), on the still-robust.
+
+        ``parallel``: all ``restarts × targets`` runs of an example are rows of one batch (an
+        example leaves at its first break, with all its rows); otherwise they run one after
+        another, each on the examples still robust (the reference's order).
+        """
         m = x.shape[0]
         out = x.clone()
         broken = torch.zeros(m, dtype=torch.bool, device=x.device)
-        alive = torch.arange(m, device=x.device)
+        ranks = list(range(2, 2 + self._targets(n_classes)))
+        runs = [(rank, r) for rank in ranks for r in range(self.restarts)]
         evals = 0
-        for target_rank in range(2, 2 + self._targets(n_classes)):
-            for _ in range(self.restarts):
-                if alive.numel() == 0:
-                    break
-                target = self._target(model, x[alive], target_rank, forwards)
-                run = apgd_run(
-                    model,
-                    x[alive],
-                    y[alive],
-                    eps[alive],
-                    norm=self.norm,
-                    steps=self.steps,
-                    loss=_LOSSES[self.loss_name],
-                    gen=gen,
-                    target=target,
-                    rho=self.rho,
-                )
-                evals += run.grad_evals
-                out[alive] = run.adversarials
-                broken[alive[run.broken]] = True
-                alive = alive[~run.broken]
+        if m == 0:
+            return EpsRun(adversarials=out, broken=broken, grad_evals=0)
+        if self.parallel:
+            ex = torch.arange(m, device=x.device).repeat(len(runs))  # (R*m,) example per row
+            targets = [self._target(model, x, rank, forwards) for rank in ranks]
+            target = (
+                None
+                if targets[0] is None
+                else torch.cat([t for t in targets for _ in range(self.restarts)])  # type: ignore[misc]
+            )
+            run = apgd_run(
+                model,
+                x[ex],
+                y[ex],
+                eps[ex],
+                norm=self.norm,
+                steps=self.steps,
+                loss=_LOSSES[self.loss_name],
+                gen=gen,
+                target=target,
+                rho=self.rho,
+                group=ex,
+            )
+            out = run.adversarials[:m].clone()  # first run's best point for the robust ones
+            out[ex[run.broken]] = run.adversarials[run.broken]
+            broken[ex[run.broken]] = True
+            return EpsRun(adversarials=out, broken=broken, grad_evals=run.grad_evals)
+        alive = torch.arange(m, device=x.device)
+        for rank, _ in runs:
+            if alive.numel() == 0:
+                break
+            target1 = self._target(model, x[alive], rank, forwards)
+            run = apgd_run(
+                model,
+                x[alive],
+                y[alive],
+                eps[alive],
+                norm=self.norm,
+                steps=self.steps,
+                loss=_LOSSES[self.loss_name],
+                gen=gen,
+                target=target1,
+                rho=self.rho,
+            )
+            evals += run.grad_evals
+            out[alive] = run.adversarials
+            broken[alive[run.broken]] = True
+            alive = alive[~run.broken]
         return EpsRun(adversarials=out, broken=broken, grad_evals=evals)
 
     def _target(self, model: nn.Module, x: Tensor, rank: int, forwards: list[int]) -> Tensor | None:

@@ -54,10 +54,15 @@ def test_work_bound_and_early_stop(data: Digits) -> None:
     assert 0 < result.grad_evals <= (steps + 1) * n_correct
     assert result.grad_evals < (steps + 1) * n_correct  # early stop saved work
     assert result.details is not None and result.details["forward_evals"] >= result.grad_evals
-    # Restarts run only on the examples still robust.
-    two = get_attack("apgd-ce", steps=steps, restarts=2)(data.model, x, y, epsilons=[0.1])
+    # Sequential restarts run only on the examples still robust.
+    seq = get_attack("apgd-ce", steps=steps, restarts=2, parallel=False)
+    two = seq(data.model, x, y, epsilons=[0.1])
     survivors = int((~result.success[0]).sum())
     assert two.grad_evals <= result.grad_evals + (steps + 1) * survivors
+    # Parallel restarts: both runs as rows of one batch, an example stops at its first break.
+    par = get_attack("apgd-ce", steps=steps, restarts=2)(data.model, x, y, epsilons=[0.1])
+    assert par.grad_evals <= 2 * (steps + 1) * n_correct
+    assert par.robust_accuracy()[0] <= result.robust_accuracy()[0]
 
 
 def test_nested_grid_attacks_only_survivors(data: Digits) -> None:
@@ -114,6 +119,7 @@ def test_dlr_needs_enough_classes() -> None:
         ({"rho": 1.5}, "rho"),
         ({"seed": 1.5}, "seed"),
         ({"nested": 1}, "nested"),
+        ({"parallel": "yes"}, "parallel"),
     ],
 )
 def test_bad_parameters(params: dict[str, object], message: str) -> None:
