@@ -495,6 +495,8 @@ def fit(
     split = validation_split(len(data.train), config.val_fraction, config.seed)  # type: ignore[arg-type]
     train_set: Dataset[Any] = data.train
     val_set: Dataset[Any] | None = None
+    if plain_train is not None and len(plain_train) != len(data.train):  # type: ignore[arg-type]
+        raise ValueError("plain_train must hold the same examples as data.train (same length)")
     if split.val_indices:
         train_set = Subset(data.train, split.train_indices)
         val_set = Subset(plain_train if plain_train is not None else data.train, split.val_indices)
