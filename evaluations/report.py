@@ -489,7 +489,7 @@ def _relative(budgets: dict[str, BudgetChoice], rel: pd.DataFrame) -> list[Block
     if not budgets:
         blocks.append(Paragraph("No worst-case results with a nonzero budget."))
         return blocks
-    for norm, choice in budgets.items():
+    for norm, choice in sorted(budgets.items(), key=lambda kv: (kv[0] != "linf", kv[0])):
         label = _norm_label(norm)
         blocks.append(Heading(3, f"{label}: discriminating budgets"))
         blocks.append(Paragraph(choice.reason))

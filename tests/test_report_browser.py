@@ -40,7 +40,11 @@ window.addEventListener("load", function () {{
     loaded: ok.length,
     failed: bad.map(function (i) {{ return i.alt; }}),
     widths: ok.map(function (i) {{ return i.naturalWidth; }}),
-    text: document.body.innerText.length
+    text: document.body.innerText.length,
+    headings: Array.prototype.map.call(document.querySelectorAll("h2"), function (h) {{
+      return [h.textContent, Math.round(h.getBoundingClientRect().top)];
+    }}),
+    collapsed: document.querySelectorAll("details:not([open])").length
   }});
 }});
 </script>
@@ -107,6 +111,11 @@ def test_every_figure_loads(report: Path, tmp_path: Path) -> None:
     assert state["loaded"] == state["total"] > 0, f"images that did not load: {state['failed']}"
     assert all(w > 100 for w in state["widths"]), state["widths"]
     assert state["text"] > 500, "the page has almost no text"
+    # The answer comes first: the headline table is the first section, within the first screen.
+    first, top = state["headings"][0]
+    assert first == "Sparsity cost in robustness" and top < 600, state["headings"]
+    assert "Relative to dense" in [h for h, _ in state["headings"]]
+    assert state["collapsed"] >= 1  # the configuration is a collapsed block
 
 
 def test_page_is_not_blank(report: Path, tmp_path: Path) -> None:
@@ -121,6 +130,10 @@ def test_page_is_not_blank(report: Path, tmp_path: Path) -> None:
         report.as_uri(),
     )
     assert shot.is_file() and shot.stat().st_size > 10_000
+    keep = os.environ.get("RBS_SCREENSHOT_DIR")  # to look at the page yourself
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / "report_browser.png")
     with Image.open(shot) as img:
         rgb = img.convert("RGB")
         assert rgb.size == (1280, 2000)
