@@ -68,14 +68,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
-    # mkstemp creates 0600 files; give the result the permissions a plain open() would have
-    # (or keep those of the file being replaced).
-    with contextlib.suppress(OSError):
-        os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_UMASK)
+    # mkstemp creates 0600 files, and some writers (safetensors) replace the file they are given
+    # with a 0600 one of their own: the result gets the permissions a plain open() would give
+    # (or keeps those of the file being replaced), set after the writer is done.
+    try:
+        mode = target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_UMASK
+    except OSError:
+        mode = 0o666 & ~_UMASK
     try:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"atomic write of {target}: the writer did not create {tmp}")
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, mode)
         _fsync_file(tmp)
         os.replace(tmp, target)
         _fsync_dir(target.parent)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,43 @@ def test_writer_that_deletes_nothing_leaves_empty_file(tmp_path: Path) -> None:
         pass
     assert target.read_bytes() == b""
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_new_files_respect_the_umask_even_when_the_writer_makes_them_0600(tmp_path: Path) -> None:
+    # safetensors' save_file replaces the path it is given with a 0600 file of its own
+    def private_writer(path: Path) -> None:
+        path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, b"weights")
+        os.close(fd)
+
+    target = tmp_path / "checkpoint.safetensors"
+    with atomic_path(target) as tmp:
+        private_writer(tmp)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~_umask()
+    text = atomic_write_text(tmp_path / "checkpoint.json", "{}")
+    assert stat.S_IMODE(text.stat().st_mode) == stat.S_IMODE(target.stat().st_mode)
+
+
+def test_safetensors_checkpoint_has_the_same_mode_as_its_json(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    target = tmp_path / "w.safetensors"
+    with atomic_path(target) as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~_umask()
+
+
+def test_replacing_keeps_the_existing_mode(tmp_path: Path) -> None:
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    target.chmod(0o640)
+    atomic_write_text(target, "new")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
