@@ -85,6 +85,34 @@ def _attack_out_of_range(ws: Path) -> str:
     return _raises(lambda: get_attack("fgsm")(model, x * 2, y, epsilons=[0.1]))
 
 
+class _Outputs(torch.nn.Module):
+    """The digits model with its logits passed through ``fn`` (a model breaking the contract)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], Any]) -> None:
+        super().__init__()
+        self.net = create_model("small_cnn", num_classes=10, in_channels=1, width=WIDTH)
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.fn(self.net(x))
+
+
+def _attack_contract(
+    fn: Callable[[torch.Tensor], Any] = lambda z: z,
+    labels: Any = (0, 1),
+    dtype: torch.dtype = torch.long,
+) -> Callable[[Path], str]:
+    """An issue-14 library case: pgd on two 8x8 inputs with a bad model output or bad labels."""
+
+    def run(ws: Path) -> str:
+        torch.manual_seed(0)
+        model = _Outputs(fn).eval()
+        x, y = torch.full((2, 1, 8, 8), 0.5), torch.tensor(labels, dtype=dtype)
+        return _raises(lambda: get_attack("pgd")(model, x, y, epsilons=[0.0, 0.1]))
+
+    return run
+
+
 def _unknown_norm(ws: Path) -> str:
     return _raises(lambda: default_eps_grid("digits", "l3"))
 
@@ -203,6 +231,48 @@ CASES: list[Case] = [
     Case("attack", "unknown attack parameter", f"{A} --attack pgd --param pgd.stepz=10"),
     Case("attack", "malformed --param", f"{A} --param steps=10"),
     Case("attack", "--limit 0", f"{A} --limit 0"),
+    Case(
+        "attack",
+        "model returning a tuple (library; wrap it with attacks.wrappers.select_output)",
+        "get_attack('pgd')(model_returning_logits_and_features, x, y, epsilons=[0, 0.1])",
+        run=_attack_contract(lambda z: (z, z[:, :4])),
+    ),
+    Case(
+        "attack",
+        "model returning a dict (library)",
+        "get_attack('pgd')(model_returning_a_dict, x, y, epsilons=[0, 0.1])",
+        run=_attack_contract(lambda z: {"logits": z, "features": z[:, :4]}),
+    ),
+    Case(
+        "attack",
+        "logits of shape (N, 1, 10) (library)",
+        "get_attack('pgd')(model_with_3d_logits, x, y, epsilons=[0, 0.1])",
+        run=_attack_contract(lambda z: z.unsqueeze(1)),
+    ),
+    Case(
+        "attack",
+        "labels 1..10 for a 10-class model (library)",
+        "get_attack('pgd')(model, x, torch.tensor([3, 10]), epsilons=[0, 0.1])",
+        run=_attack_contract(labels=(3, 10)),
+    ),
+    Case(
+        "attack",
+        "one-hot labels (library)",
+        "get_attack('pgd')(model, x, one_hot(y, 10), epsilons=[0, 0.1])",
+        run=_attack_contract(labels=((1,) + (0,) * 9, (0, 1) + (0,) * 8)),
+    ),
+    Case(
+        "attack",
+        "float labels (library)",
+        "get_attack('pgd')(model, x, torch.tensor([0.0, 1.0]), epsilons=[0, 0.1])",
+        run=_attack_contract(dtype=torch.float32),
+    ),
+    Case(
+        "attack",
+        "model with NaN logits on clean inputs (library)",
+        "get_attack('pgd')(model_with_log_of_its_logits, x, y, epsilons=[0, 0.1])",
+        run=_attack_contract(torch.log),
+    ),
     # --------------------------------------------------------------------------- outputs
     Case("output", "`rbs train` into an existing directory", "rbs train --out ck"),
     Case("output", "`rbs attack` into a directory holding another run", f"{A[:-11]}old-results"),
@@ -215,6 +285,11 @@ CASES: list[Case] = [
     Case("config", "wrong value type", "rbs train --config bad-type.toml --out new-t"),
     Case("config", "config file is not TOML", "rbs train --config not-toml.toml --out new-t"),
     Case("config", "config file missing", "rbs run missing.toml --out new-run"),
+    Case(
+        "config",
+        "warmup longer than training, both given by the user",
+        "rbs train --out new-train --epochs 1 --warmup-epochs 5",
+    ),
     # --------------------------------------------------------------------------- devices
     Case(
         "device",
@@ -494,11 +569,12 @@ def test_messages_name_what_to_do(messages: list[str]) -> None:
     by_what = {c.what: m for c, m in zip(CASES, messages, strict=True)}
     assert "valid: cifar10, cifar100, digits" in by_what["unknown dataset"]
     assert "Did you mean 'mnist'?" in by_what["unknown dataset"]
-    assert "valid: cw, fgsm, pgd, pgd-l2" in by_what["unknown attack"]
+    assert all(f" {a}," in by_what["unknown attack"] for a in ("cw", "fgsm", "pgd"))
     assert "native, torchattacks, foolbox" in by_what["unknown backend"]
     assert "'window'" in by_what["unknown granularity (flag)"]
     assert "valid: window" in by_what["unknown granularity (run config)"]
-    assert "linf" in by_what[CASES[17].what] and "l2" in by_what[CASES[17].what]
+    norm = next(m for w, m in by_what.items() if w.startswith("unknown norm"))
+    assert "linf" in norm and "l2" in norm
     for what in ("`--data-root` missing (train)", "`--data-root` without the dataset (attack)"):
         assert "--download" in by_what[what] and "--data-root" in by_what[what]
     assert "does not exist" in by_what["`--data-root` missing (attack)"]
@@ -509,7 +585,8 @@ def test_messages_name_what_to_do(messages: list[str]) -> None:
     assert "--overwrite" in by_what["`rbs train` into an existing directory"]
     assert "--resume" in by_what["`rbs train` into an existing directory"]
     assert "--resume" in by_what["`rbs attack` into a directory holding another run"]
-    assert "--batch-size" in by_what[CASES[-3].what]
+    oom = "out of memory on a batch, also after the retry with half the batch (simulated)"
+    assert "--batch-size" in by_what[oom]
 
 
 # ------------------------------------------------------------------- the error contract of every command
