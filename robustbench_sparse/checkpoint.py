@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 WEIGHTS_FILE = "checkpoint.safetensors"
 META_FILE = "checkpoint.json"
 FORMAT = "robustbench-sparse-checkpoint"
+PACKED_SUFFIX = ".rbsp"  # `rbs export --format packed` (robustbench_sparse.export)
 FORMAT_VERSION = 1
 MASK_PREFIX = "__mask__."
 # A safetensors header larger than this is not a model header: refuse before allocating it.
@@ -261,7 +262,7 @@ def resolve_checkpoint_files(path: str | Path) -> tuple[Path, Path]:
         raise UserError(f"checkpoint {str(p)!r} does not exist")
     raise UserError(
         f"cannot tell what {str(p)!r} is: pass a checkpoint directory, a .safetensors file, "
-        "or a .pt/.pth state dict with --arch and --dataset"
+        f"a packed {PACKED_SUFFIX} file, or a .pt/.pth state dict with --arch and --dataset"
     )
 
 
@@ -404,17 +405,23 @@ def load_checkpoint(
             "records its own normalization"
         )
 
-    weights_path, meta_path = resolve_checkpoint_files(p)
-    meta = _read_meta(meta_path)
-    if not weights_path.is_file():
-        raise UserError(f"checkpoint weights {weights_path} are missing")
-    expected = meta.get("weights_sha256")
-    if expected is not None and _sha256(weights_path) != expected:
-        raise UserError(
-            f"{weights_path} does not match {meta_path.name} (checksum differs): the pair is torn "
-            "or was edited; re-create or re-train this checkpoint"
-        )
-    tensors = load_safetensors(weights_path)
+    if p.suffix == PACKED_SUFFIX:  # `rbs export --format packed`: metadata in its header
+        from robustbench_sparse.export import load_packed  # export imports this module
+
+        meta, tensors = load_packed(p)
+        weights_path = p
+    else:
+        weights_path, meta_path = resolve_checkpoint_files(p)
+        meta = _read_meta(meta_path)
+        if not weights_path.is_file():
+            raise UserError(f"checkpoint weights {weights_path} are missing")
+        expected = meta.get("weights_sha256")
+        if expected is not None and _sha256(weights_path) != expected:
+            raise UserError(
+                f"{weights_path} does not match {meta_path.name} (checksum differs): the pair is "
+                "torn or was edited; re-create or re-train this checkpoint"
+            )
+        tensors = load_safetensors(weights_path)
     masks = {k[len(MASK_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
     state = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
     _check_finite(state, weights_path)

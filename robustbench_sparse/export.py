@@ -45,7 +45,10 @@ Binary layout (little endian)
     16 + H     ...       blob area: the blobs, concatenated, each at the offset the header gives
 
 Header: ``{"format": "robustbench-sparse-packed", "version": 1, "source_sha256": ...,
-"signed_zeros": bool, "tensors": [entry, ...]}``; every entry has ``name``, ``dtype`` (torch dtype
+"signed_zeros": bool, "tensors_sha256": ..., "meta": {...}, "tensors": [entry, ...]}``;
+``tensors_sha256`` fingerprints the decoded tensors (:func:`canonical_sha256`); ``meta`` is the source checkpoint's
+``checkpoint.json`` (so a packed file loads on its own wherever a checkpoint loads, see
+:func:`load_packed`; files exported before it was added lack it); every entry has ``name``, ``dtype`` (torch dtype
 name without ``torch.``), ``shape`` and ``enc``:
 
 * ``"raw"``: ``data`` = ``[offset, length]`` of the tensor's bytes (C order, little endian);
@@ -78,6 +81,7 @@ import torch
 from torch import Tensor
 
 from robustbench_sparse.atomic import atomic_path
+from robustbench_sparse.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from robustbench_sparse.checkpoint import MASK_PREFIX, load_safetensors, resolve_checkpoint_files
 from robustbench_sparse.errors import UserError
 
@@ -401,9 +405,16 @@ def _uint_of(dtype: torch.dtype) -> torch.dtype:
 
 
 def pack_tensors(
-    tensors: dict[str, Tensor], *, source_sha256: str | None = None, signed_zeros: bool = False
+    tensors: dict[str, Tensor],
+    *,
+    source_sha256: str | None = None,
+    signed_zeros: bool = False,
+    meta: dict[str, Any] | None = None,
 ) -> tuple[bytes, list[LayerStats]]:
-    """Encode a checkpoint's tensors (weights + ``__mask__.`` masks) -> (file bytes, layer stats)."""
+    """Encode a checkpoint's tensors (weights + ``__mask__.`` masks) -> (file bytes, layer stats).
+
+    ``meta`` (the checkpoint's metadata) is stored in the header when given.
+    """
     masks = {k[len(MASK_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
     writer = _Writer()
     entries: list[dict[str, Any]] = []
@@ -452,6 +463,8 @@ def pack_tensors(
         "version": VERSION,
         "source_sha256": source_sha256,
         "signed_zeros": signed_zeros,
+        "tensors_sha256": canonical_sha256(tensors),
+        **({"meta": meta} if meta is not None else {}),
         "tensors": entries,
     }
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -553,6 +566,50 @@ def unpack(file: str | Path) -> dict[str, Tensor]:
     return out
 
 
+def canonical_sha256(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 of the tensors serialized as ``checkpoint.safetensors`` is, with ``-0.0`` as ``+0.0``.
+
+    The fingerprint a packed file must reproduce whether or not it stores zero signs.
+    """
+    from safetensors.torch import save as safetensors_bytes
+
+    canon = {  # -0.0 + 0.0 == +0.0; copies, so no two entries share memory
+        k: (v + 0.0 if v.is_floating_point() else v.clone()).contiguous()
+        for k, v in tensors.items()
+    }
+    blob = safetensors_bytes(canon, metadata={"format": CHECKPOINT_FORMAT})
+    return hashlib.sha256(blob).hexdigest()
+
+
+def load_packed(file: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """A packed file's checkpoint metadata and tensors, as :func:`load_checkpoint` needs them.
+
+    The decoded tensors must hash (:func:`canonical_sha256`) to the header's ``tensors_sha256``:
+    the model is bit for bit the exported one, up to the sign of pruned zeros when the file was
+    packed without ``signed_zeros`` (numerically the same model).
+
+    Raises:
+        UserError: not a packed file, corrupt, exported without metadata, or not reproducing its
+            source.
+    """
+    path = Path(file)
+    header, _ = _read(path)
+    meta = header.get("meta")
+    if not isinstance(meta, dict):
+        raise UserError(
+            f"{path} was packed without the checkpoint's metadata (an older export); re-export "
+            "it with `rbs export CKPT_DIR --format packed`"
+        )
+    tensors = unpack(path)
+    expected = header.get("tensors_sha256")
+    if not isinstance(expected, str) or canonical_sha256(tensors) != expected:
+        raise UserError(
+            f"{path} does not reproduce the checkpoint it was exported from (checksum differs): "
+            "the file is corrupt or was edited; re-export it"
+        )
+    return dict(meta), tensors
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -569,14 +626,20 @@ def pack_checkpoint(
     signed_zeros: bool = False,
 ) -> PackStats:
     """Write the packed form of checkpoint ``ckpt_dir`` to ``out_file`` (atomically)."""
-    weights, _ = resolve_checkpoint_files(ckpt_dir)
+    weights, meta_path = resolve_checkpoint_files(ckpt_dir)
     out = Path(out_file)
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
     if out.exists() and out.is_dir():
         raise UserError(f"{out} is a directory; give a file name")
     tensors = load_safetensors(weights)
-    data, layers = pack_tensors(tensors, source_sha256=_sha256(weights), signed_zeros=signed_zeros)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{meta_path} is not readable JSON") from None
+    data, layers = pack_tensors(
+        tensors, source_sha256=_sha256(weights), signed_zeros=signed_zeros, meta=meta
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)

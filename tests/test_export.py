@@ -156,3 +156,56 @@ def test_corrupt_or_missing_files_are_user_errors(tmp_path: Path) -> None:
         unpack(tmp_path / "nope.rbsp")
     with pytest.raises(UserError):
         pack_checkpoint(tmp_path / "no-checkpoint", tmp_path / "x.rbsp")
+
+
+# ------------------------------------------------------------- packed files load like checkpoints
+def test_packed_file_loads_wherever_a_checkpoint_loads(tmp_path: Path) -> None:
+    from robustbench_sparse.checkpoint import load_checkpoint
+
+    ckpt = _checkpoint(tmp_path, Granularity.CHANNEL, 0.7)
+    packed = tmp_path / "model.rbsp"
+    pack_checkpoint(ckpt, packed)
+    a, b = load_checkpoint(ckpt), load_checkpoint(packed)
+    assert a.meta == b.meta  # the name falls back to the file stem when the meta has none
+    for (n1, t1), (n2, t2) in zip(
+        a.model.state_dict().items(), b.model.state_dict().items(), strict=True
+    ):
+        assert n1 == n2 and torch.equal(t1, t2), n1
+    assert set(a.masks) == set(b.masks) and all(
+        torch.equal(a.masks[k], b.masks[k]) for k in a.masks
+    )
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.equal(a.model(x), b.model(x))
+
+
+def test_packed_without_signed_zeros_loads_as_the_same_numbers(tmp_path: Path) -> None:
+    from robustbench_sparse.checkpoint import load_checkpoint
+
+    ckpt = _checkpoint(tmp_path, Granularity.WINDOW, mul=True)  # weights hold -0.0
+    packed = tmp_path / "model.rbsp"
+    pack_checkpoint(ckpt, packed)
+    a, b = load_checkpoint(ckpt), load_checkpoint(packed)
+    for t1, t2 in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(t1, t2)  # -0.0 == +0.0
+
+
+def test_packed_file_with_edited_values_or_no_metadata_is_refused(tmp_path: Path) -> None:
+    from robustbench_sparse.checkpoint import load_checkpoint
+    from robustbench_sparse.export import load_packed
+
+    ckpt = _checkpoint(tmp_path, Granularity.WINDOW)
+    packed = tmp_path / "model.rbsp"
+    pack_checkpoint(ckpt, packed)
+    raw = bytearray(packed.read_bytes())
+    raw[-3] ^= 0x40  # flip a bit in the last blob (a value of a raw tensor)
+    edited = tmp_path / "edited.rbsp"
+    edited.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="does not reproduce"):
+        load_checkpoint(edited)
+    from safetensors.torch import load_file
+
+    data, _ = pack_tensors(load_file(str(ckpt / "checkpoint.safetensors")))  # no meta
+    bare = tmp_path / "bare.rbsp"
+    bare.write_bytes(data)
+    with pytest.raises(UserError, match="without the checkpoint's metadata"):
+        load_packed(bare)

@@ -80,3 +80,19 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--overwrite"):
         _run(["export", str(ckpt), "--format", "packed", "--out", str(out)])
     assert out.read_bytes() == b"keep me"
+
+
+def test_rbs_inspect_and_attack_read_a_packed_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from robustbench_sparse.cli import main
+
+    ckpt = _checkpoint(tmp_path, Granularity.WINDOW, 0.7)
+    packed = tmp_path / "model.rbsp"
+    assert main(["export", str(ckpt), "--format", "packed", "--out", str(packed)]) == 0
+    assert main(["inspect", str(packed), "--json"]) == 0
+    assert '"granularity"' in capsys.readouterr().out
+    out = tmp_path / "res"
+    argv = ["attack", "--checkpoint", str(packed), "--attack", "fgsm", "--eps", "0,0.1"]
+    assert main([*argv, "--limit", "20", "--no-report", "--out", str(out)]) == 0
+    assert (out / "results.csv").is_file()
