@@ -313,3 +313,32 @@ def test_plot_and_report_need_results(tmp_path: Path, capsys: pytest.CaptureFixt
         assert main([cmd, str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"rbs {cmd}: error: ") and "results.csv" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--attack", "fgsm", "--eps", "0,8"], ["linf epsilon 8 >= 1", "8/255 = 0.03137"]),
+        (["--attack", "fgsm", "--eps", "0,1,2"], ["linf epsilon 1 >= 1", "linf epsilon 2 >= 1"]),
+        (["--attack", "pgd-l2", "--eps-l2", "0,9"], ["sqrt(64) = 8", "9/255 = 0.03529"]),
+    ],
+)
+def test_epsilon_in_the_wrong_unit_is_warned_once_and_recorded(
+    extra: list[str],
+    said: list[str],
+    ckpt_dirs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Issue 14: `--eps 0,8` on [0, 1] images was accepted silently (robust accuracy 0 at eps 8).
+    out = tmp_path / "out"
+    argv = _argv(ckpt_dirs, out, *extra, "--limit", "6", "--batch-size", "4", "--no-report")
+    assert main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    warnings = [line for line in err if line.startswith("W evaluations.grid: ")]
+    recorded = read_sidecar(out)["epsilon_warnings"]
+    # once per grid: not per checkpoint (two), attack or batch (two)
+    assert len(warnings) == len(recorded) == len([s for s in said if ">= 1" in s] or [1])
+    for fragment in said:
+        assert any(fragment in line for line in warnings), (fragment, warnings)
+        assert any(fragment in message for message in recorded)
