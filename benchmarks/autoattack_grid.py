@@ -108,6 +108,7 @@ def compare(
                 out[key]["stage_broken"] = d["stage_broken"]
                 out[key]["stage_grad_evals"] = d["stage_grad_evals"]
                 out[key]["stage_forwards"] = d["stage_forwards"]
+                out[key]["stage_seconds"] = d["stage_seconds"]
     for key in contenders:
         out[key]["median_s"] = statistics.median(times[key])
         out[key]["times_s"] = times[key]
@@ -138,7 +139,8 @@ def _print(label: str, eps: list[float], n: int, res: dict[str, Any]) -> None:
             print(
                 f"  {name:<8} broke {res['native']['stage_broken'][s]} "
                 f"grad evals {res['native']['stage_grad_evals'][s]:,} "
-                f"forwards {res['native']['stage_forwards'][s]:,}"
+                f"forwards {res['native']['stage_forwards'][s]:,} "
+                f"seconds {res['native']['stage_seconds'][s]:.1f}"
             )
 
 
