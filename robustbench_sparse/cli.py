@@ -472,7 +472,10 @@ def _add_run(sub: Any) -> None:
         "Without CONFIG the shipped default (digits, small_cnn) runs. Re-running resumes.",
     )
     p.add_argument(
-        "config", nargs="?", help="experiment TOML or recipe name (default: digits-smallcnn)"
+        "config",
+        nargs="?",
+        help="experiment TOML or recipe name (default: the shipped evaluations/configs/default.toml, "
+        "experiment 'digits-campfire', the same as recipe digits-smallcnn)",
     )
     p.add_argument(
         "--config", dest="config_flag", metavar="CONFIG", help="the same as the CONFIG argument"

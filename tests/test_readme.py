@@ -248,6 +248,9 @@ def test_every_readme_shell_command_is_known() -> None:
             assert any(words[: len(known)] == known for known in OTHER_COMMANDS), words
 
 
+PIP_FLAGS = {"--index-url"}  # the CPU-only torch install
+
+
 def test_every_flag_the_readme_mentions_exists() -> None:
     parser = build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -256,7 +259,7 @@ def test_every_flag_the_readme_mentions_exists() -> None:
     }
     text = readme()
     for flag in sorted(set(FLAG_RE.findall(text))):
-        assert flag in known or flag in TORCHRUN_FLAGS, (
+        assert flag in known or flag in TORCHRUN_FLAGS or flag in PIP_FLAGS, (
             f"README mentions {flag}, which no command has"
         )
     # The Campfire section documents `rbs train` flags.
@@ -511,7 +514,7 @@ def test_cifar10_commands_need_the_data(workdir: Path, capsys: pytest.CaptureFix
 
 def test_python_snippet(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The README's Python example, on a fresh resnet20's weights and 16 synthetic images."""
-    (snippet,) = fenced_blocks(readme(), "python")
+    (snippet,) = [b for b in fenced_blocks(readme(), "python") if '"cifar10"' in b]
     data_lines = [
         'test = load_split("cifar10", "test", root="data", limit=500)\n',
         "x = torch.stack([test[i][0] for i in range(len(test))])  # (N, 3, 32, 32) in [0, 1]\n",
@@ -548,4 +551,26 @@ def test_python_snippet(workdir: Path, capsys: pytest.CaptureFixture[str]) -> No
     model.eval()
     with torch.no_grad():
         clean = (model(x).argmax(1) == y).float().mean().item()
+    assert math.isclose(printed[0], clean, abs_tol=1e-6)
+
+
+def test_python_snippet_digits_offline(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's offline digits example, on the window-70 checkpoint the README's train made."""
+    (snippet,) = [b for b in fenced_blocks(readme(), "python") if '"digits"' in b]
+    path = '"runs/default/checkpoints/channel-70"'
+    assert snippet.count(path) == 1, "the README's digits snippet changed"
+    snippet = snippet.replace(path, repr(str(trained["window-70"])))
+    namespace: dict[str, object] = {}
+    with single_thread():
+        torch.manual_seed(0)
+        exec(compile(snippet, "README.md", "exec"), namespace)
+    printed = json.loads(capsys.readouterr().out.strip())
+    assert len(printed) == 4 and all(0.0 <= v <= 1.0 for v in printed)
+    assert printed == sorted(printed, reverse=True)  # nested balls: never more robust at larger eps
+    ckpt, x, y = namespace["ckpt"], namespace["x"], namespace["y"]
+    assert isinstance(x, torch.Tensor) and x.shape[1:] == (1, 8, 8) and len(x) == 200
+    with torch.no_grad():
+        clean = (ckpt.model(x).argmax(1) == y).float().mean().item()  # type: ignore[attr-defined]
     assert math.isclose(printed[0], clean, abs_tol=1e-6)
