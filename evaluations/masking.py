@@ -125,9 +125,16 @@ def unbounded_check(rows: Iterable[dict[str, Any]], tolerance: float = TOLERANCE
     return _entry(False, f"~0 robust accuracy at the unbounded budget: {listing}", rows=rows)
 
 
+def _white_box_only(cell: CellRecord) -> np.ndarray:
+    """Bool (K, N): robust to the white-box part of ``cell`` (a cascade's Square breaks undone)."""
+    robust = cell.outcome.robust.astype(bool)
+    bb = cell.outcome.black_box_broken
+    return robust if bb is None else robust | bb.astype(bool)
+
+
 def _white_box_robust(cells: Sequence[CellRecord]) -> np.ndarray | None:
-    """Bool (K, N): robust under every white-box cell, nested over epsilon (None if none)."""
-    white = [c.outcome.robust.astype(bool) for c in cells if not c.gradient_free]
+    """Bool (K, N): robust under every white-box attack, nested over epsilon (None if none)."""
+    white = [_white_box_only(c) for c in cells if not c.gradient_free]
     if not white:
         return None
     return np.logical_and.accumulate(np.logical_and.reduce(white), axis=0)
@@ -151,15 +158,25 @@ def black_box_check(
     for (ckpt, norm), group in groups.items():
         white = _white_box_robust(group)
         for c in group:
-            if not c.gradient_free or white is None:
+            # a gradient-free cell: what it broke; a cascade: what its gradient-free stage broke
+            bb = c.outcome.black_box_broken
+            if white is None:
                 continue
-            broken = white & ~c.outcome.robust.astype(bool)  # (K, N)
+            if c.gradient_free:
+                hit = ~c.outcome.robust.astype(bool)
+            elif bb is not None:
+                hit = bb.astype(bool)
+            else:
+                continue
+            broken = white & hit  # (K, N)
             for k, e in enumerate(c.outcome.epsilons):
+                if e <= 0:
+                    continue
                 rows.append(
                     {
                         "checkpoint": ckpt,
                         "norm": norm,
-                        "attack": c.attack,
+                        "attack": c.attack if c.gradient_free else f"{c.attack} (Square stage)",
                         "epsilon": float(e),
                         "n": int(white.shape[1]),
                         "survivors": int(white[k].sum()),
