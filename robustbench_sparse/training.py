@@ -38,13 +38,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
-from tqdm.auto import tqdm
 
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.adversarial import AdversarialConfig, robust_loss
 from robustbench_sparse.datasets import DatasetSplits
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.progress import progress_bar
 from robustbench_sparse.sparsity import (
     CampfireSparsifier,
     SparsityConfig,
@@ -594,7 +594,7 @@ def fit(
         loss_sum, correct, seen = 0.0, 0, 0
         adv_loss_sum, adv_correct = 0.0, 0
         eps_now = 0.0
-        bar = tqdm(
+        bar = progress_bar(
             loader,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             leave=False,
