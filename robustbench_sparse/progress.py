@@ -41,6 +41,25 @@ class LineWriter:
         self.stream.flush()
 
 
+class _LogTqdm(tqdm):  # type: ignore[misc,type-arg]
+    """tqdm whose postfix / description changes wait for the next timed refresh.
+
+    tqdm's ``set_postfix`` redraws immediately by default, which in a log file is one line per
+    training batch whatever ``mininterval`` says.
+    """
+
+    def set_postfix(
+        self, ordered_dict: Any = None, refresh: bool | None = True, **kwargs: Any
+    ) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        super().set_postfix_str(s, refresh=False)
+
+    def set_description(self, desc: str | None = None, refresh: bool | None = True) -> None:
+        super().set_description(desc, refresh=False)
+
+
 def _is_tty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
@@ -72,4 +91,4 @@ def progress_bar(*args: Any, **kwargs: Any) -> Any:
         ascii=True,
         position=None,
     )
-    return tqdm(*args, **kwargs)
+    return _LogTqdm(*args, **kwargs)

@@ -47,3 +47,13 @@ def test_terminal_bar_is_plain_tqdm() -> None:
         bar.update(1)
     bar.close()
     assert "\r" in out.getvalue()  # redrawn in place
+
+
+def test_redirected_postfix_updates_wait_for_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the training loop sets a postfix every batch; in a log that must not be a line per batch
+    monkeypatch.setenv("RBS_PROGRESS_INTERVAL", "3600")
+    out = io.StringIO()
+    bar = progress_bar(range(200), desc="epoch 1/1", file=out, leave=False)
+    for i in bar:
+        bar.set_postfix(loss=1.0 / (i + 1))
+    assert len(out.getvalue().splitlines()) <= 2
