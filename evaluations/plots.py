@@ -873,6 +873,10 @@ def plot_all(results_dir: str | os.PathLike[str]) -> list[Path]:
     paths += plot_robustness_curves(df, out)
     paths += plot_accuracy_vs_sparsity(df, out)
     paths += plot_cw_ecdf(min_norms, out, results=df)
+    from evaluations.plots_security import plot_security_curves  # (imports this module)
+    from evaluations.security import read_min_norm_table
+
+    paths += plot_security_curves(read_min_norm_table(root), df, out)
     paths += plot_clean_vs_robust(df, out)
     paths += plot_training_curves(df, out)  # adversarially trained checkpoints only
     logger.info("wrote %d figure files to %s", len(paths), out)

@@ -55,7 +55,13 @@ _FIGURES_DIR = "figures"  # same as evaluations.plots.FIGURES_DIR (not imported:
 _NORM_LABEL = {"linf": "L∞", "l2": "L2"}
 _ATTACK_ORDER = ("fgsm", "fgm", "pgd", "apgd", "cw", WORST_CASE)
 _GRANULARITY_ORDER = ("dense", "window", "channel", "combined", "unstructured")
-_FIGURE_ORDER = ("robustness_curves", "accuracy_vs_sparsity", "clean_vs_robust", "cw_ecdf")
+_FIGURE_ORDER = (
+    "robustness_curves",
+    "security_curves",
+    "accuracy_vs_sparsity",
+    "clean_vs_robust",
+    "cw_ecdf",
+)
 
 
 def _rows(frame: pd.DataFrame) -> Iterator[Any]:
@@ -724,6 +730,12 @@ def _figure_caption(stem: str) -> str:
             f"Clean vs worst-case robust accuracy at the anchor ε ({label}); labels give "
             "granularity and sparsity target (wi70 = window 70%)."
         )
+    if stem.startswith("security_curves"):
+        return (
+            f"Security curves ({label}): robust accuracy at every ε from the smallest perturbation "
+            "any attack found per example (minimum-norm attacks between grid points); markers are "
+            "the grid's worst case, which the curve meets at every grid ε."
+        )
     if stem.startswith("cw_ecdf"):
         return (
             "Fraction of clean-correct examples with a minimum-norm (C&W) adversarial within L2 "
@@ -934,12 +946,18 @@ def write_report(
     budgets = choose_budgets(df)
     rel = relative_to_dense(df, budgets, root)
     blocks += _headline(df, budgets, rel)
+    from evaluations import report_evaluation as ev  # imports this module's document model
+
+    blocks += ev.masking_blocks(side)
     blocks += _summary(df, side, checks)
     blocks += _clean_table(df)
     blocks += _relative(budgets, rel)
     blocks += _training_methods(df)
     blocks += _robust_tables(df)
     blocks += _auc_table(df)
+    eps_max = {str(n): float(g["epsilon"].max()) for n, g in df.groupby("norm", sort=False)}
+    blocks += ev.security_blocks(root, side, eps_max)
+    blocks += ev.deviation_blocks(side)
     blocks += _figures(root)
     blocks += _checks(checks, source, pvf, pvf_source)
     blocks += _provenance(side)

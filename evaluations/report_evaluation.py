@@ -1,0 +1,152 @@
+"""Report sections of the evaluation itself: protocol + gradient-masking checks (at the top),
+attack parameters that differ from the papers' defaults, and the minimum-norm security curves.
+
+Read from ``results.json`` (keys ``protocol``, ``masking``, ``paper_deviations``, ``security``)
+and ``min_norms.parquet``; a results directory of an older run without them gets a one-line note.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from evaluations.report import Block, Bullets, Heading, Paragraph, Table
+from evaluations.security import read_min_norm_table, security_summary
+
+__all__ = ["deviation_blocks", "masking_blocks", "security_blocks"]
+
+_CHECK_TITLES = {
+    "unbounded_budget": "1. unbounded budget leaves ~0 robust (white-box)",
+    "black_box_beats_white_box": "2. black-box never beats every white-box attack",
+    "zero_gradients": "3. input gradients finite and non-zero",
+    "randomness": "4. deterministic forward pass",
+    "not_converged": "5. stronger protocol within the interval",
+}
+
+
+def _result(flag: Any) -> str:
+    if flag is None:
+        return "not checked"
+    return "FLAG" if flag else "ok"
+
+
+def masking_blocks(side: dict[str, Any]) -> list[Block]:
+    """Protocol and the five gradient-masking checks: what every number below was produced by."""
+    blocks: list[Block] = [Heading(2, "Evaluation protocol and gradient-masking checks")]
+    protocol = side.get("protocol")
+    if isinstance(protocol, dict):
+        blocks.append(
+            Paragraph(
+                f"Protocol {protocol.get('label')}: {protocol.get('summary')}. Known to be "
+                f"equivalent to: {protocol.get('equivalent_to')}."
+            )
+        )
+    else:
+        blocks.append(Paragraph("No protocol recorded (results of an older version)."))
+    masking = side.get("masking")
+    if not isinstance(masking, dict) or not isinstance(masking.get("checks"), dict):
+        blocks.append(Paragraph("No gradient-masking checks recorded."))
+        return blocks
+    flags = masking.get("flags") or []
+    blocks.append(
+        Paragraph(
+            "No check raised a flag."
+            if not flags
+            else f"WARNING: {len(flags)} check(s) raised a flag ({', '.join(flags)}): the robust "
+            "accuracies below may overestimate the truth (gradient masking or a too-weak attack)."
+        )
+    )
+    rows = [
+        [_CHECK_TITLES.get(name, name), _result(c.get("flagged")), str(c.get("detail", ""))]
+        for name, c in masking["checks"].items()
+        if isinstance(c, dict)
+    ]
+    blocks.append(
+        Table(
+            ["check", "result", "detail"],
+            rows,
+            caption=f"Probes on the first {masking.get('probe_examples')} test examples per "
+            f"checkpoint; checks 1-3 flag above {100 * float(masking.get('tolerance', 0.01)):g} % "
+            "of the examples. Flags never change a number.",
+        )
+    )
+    return blocks
+
+
+def deviation_blocks(side: dict[str, Any]) -> list[Block]:
+    """The attack parameters that differ from the papers' defaults."""
+    rows = side.get("paper_deviations")
+    if not isinstance(rows, list):
+        return []
+    blocks: list[Block] = [Heading(2, "Attack parameters that differ from the papers' defaults")]
+    if not rows:
+        blocks.append(Paragraph("Every compared parameter equals its paper's default."))
+        return blocks
+    blocks.append(
+        Table(
+            ["attack", "parameter", "used", "paper", "paper source"],
+            [
+                [
+                    str(r["attack"]),
+                    str(r["parameter"]),
+                    str(r["used"]),
+                    str(r["paper"]),
+                    r["source"],
+                ]
+                for r in rows
+            ],
+        )
+    )
+    return blocks
+
+
+def _norm_text(value: float, digits: int = 4) -> str:
+    return "> found" if math.isinf(value) else f"{value:.{digits}g}"
+
+
+def security_blocks(root: Path, side: dict[str, Any], eps_max: dict[str, float]) -> list[Block]:
+    """Median minimal norm (bootstrap 95 % interval) and AUC per checkpoint and norm."""
+    table = read_min_norm_table(root)
+    if table.empty:
+        return []
+    recorded = side.get("security")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    summary = security_summary(table, recorded.get("eps_max") or eps_max)
+    records: list[dict[Any, Any]] = summary.to_dict("records")
+    rows = [
+        [
+            str(r["checkpoint"]),
+            "L∞" if r["norm"] == "linf" else "L2",
+            f"{_norm_text(float(r['median_norm']))} [{_norm_text(float(r['median_low']))}, "
+            f"{_norm_text(float(r['median_high']))}]",
+            f"{100 * float(r['auc']):.1f} %" if math.isfinite(float(r["auc"])) else "–",
+            f"{float(r['eps_max']):g}",
+            f"{int(r['found'])}/{int(r['clean_correct'])}",
+        ]
+        for r in records
+    ]
+    return [
+        Heading(2, "Minimum-norm security curves"),
+        Paragraph(
+            "Per example the smallest perturbation any attack found (minimum-norm attacks: exact "
+            "distance; fixed-budget attacks: the smallest grid ε they broke it at), in "
+            "min_norms.parquet / .csv. The step curve at every ε is drawn in the security_curves "
+            "figures; at each grid ε it equals the worst case."
+        ),
+        Table(
+            ["checkpoint", "norm", "median minimal norm [95 % CI]", "AUC", "AUC up to ε", "broken"],
+            rows,
+            align=["l", "l", "r", "r", "r", "r"],
+            caption="Median over all examples (0 for clean-misclassified; '> found' when fewer "
+            "than half were broken), 1,000-resample bootstrap (seed 0); AUC = mean robust "
+            "accuracy over [0, ε] of the step curve; broken = clean-correct examples broken by "
+            "any attack.",
+        ),
+        Bullets(
+            [
+                "A larger median minimal norm and AUC mean a more robust checkpoint; compare "
+                "checkpoints within one protocol only."
+            ]
+        ),
+    ]
