@@ -63,6 +63,7 @@ from attacks.base import (
     FixedBudgetOutput,
 )
 from attacks.engine import EpsRun, ascent_direction, nested_grid
+from attacks.gradients import finite_gradient
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
 
 __all__ = [
@@ -118,13 +119,17 @@ def dlr_targeted_loss(logits: Tensor, y: Tensor, target: Tensor | None = None) -
 def _loss_and_grad(
     model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, loss: Loss
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One forward+backward: logits (m, C), per-example loss (m,), its gradient wrt ``x``."""
+    """One forward+backward: logits (m, C), per-example loss (m,), its gradient wrt ``x``.
+
+    NaN / inf gradient entries are zeroed (:func:`attacks.gradients.finite_gradient`), as in the
+    grid engine, so one such pixel cannot turn an example's iterates into NaN.
+    """
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         logits = model(xg)
         values = loss(logits, y, target)
         (grad,) = torch.autograd.grad(values.sum(), xg)  # sum: rows stay independent
-    return logits.detach(), values.detach(), grad.detach()
+    return logits.detach(), values.detach(), finite_gradient(grad.detach())
 
 
 def _bcast(v: Tensor, like: Tensor) -> Tensor:
