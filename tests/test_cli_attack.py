@@ -342,3 +342,59 @@ def test_epsilon_in_the_wrong_unit_is_warned_once_and_recorded(
     for fragment in said:
         assert any(fragment in line for line in warnings), (fragment, warnings)
         assert any(fragment in message for message in recorded)
+
+
+# ----------------------------------------------------------------------------- protocols
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--protocol", "fast"], "unknown protocol 'fast'; valid: quick, standard, thorough"),
+        (["--protocol", "quick", "--attack", "pgd"], "give --protocol or --attack, not both"),
+        (["--protocol", "quick", "--param", "fmn.steps=3"], "not in protocol 'quick'"),
+    ],
+)
+def test_bad_protocol_exit_2(
+    extra: list[str],
+    match: str,
+    ckpt_dirs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    assert main(_argv(ckpt_dirs, out, *extra)) == 2
+    assert match in _one_line_error(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_hand_picked_attacks_record_custom_protocol_checks_and_min_norms(
+    attacked: tuple[Path, list[str], str],
+) -> None:
+    out = attacked[0]
+    side = read_sidecar(out)
+    assert side["protocol"]["name"] == "custom"  # pgd.steps=3 is not the quick protocol
+    assert set(side["masking"]["checks"]) == {
+        "unbounded_budget",
+        "black_box_beats_white_box",
+        "zero_gradients",
+        "randomness",
+        "not_converged",
+    }
+    assert {r["attack"] for r in side["paper_deviations"]} >= {"pgd", "cw"}
+    assert (out / "min_norms.parquet").is_file() and (out / "min_norms.csv").is_file()
+    assert (out / "figures" / "security_curves_linf.png").is_file()
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "gradient-masking checks" in report and "Minimum-norm security curves" in report
+
+
+def test_protocol_quick_is_recorded(
+    ckpt_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = {"dense": ckpt_dirs["dense"]}
+    out = tmp_path / "quick"
+    argv = _argv(first, out, "--protocol", "quick", "--eps", EPS, "--limit", "12", "--no-report")
+    assert main(argv) == 0
+    side = read_sidecar(out)
+    assert side["protocol"]["label"] == "quick/v1"
+    assert sorted(read_results(out)["attack"].unique()) == ["cw", "fgsm", "pgd", WORST_CASE]
