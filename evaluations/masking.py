@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -501,6 +502,7 @@ def run_checks(
     probes: MaskingProbes,
 ) -> dict[str, Any]:
     """Probe every checkpoint and evaluate the five checks; the sidecar's ``masking`` record."""
+    t0 = time.perf_counter()
     unbounded: list[dict[str, Any]] = []
     grads: list[dict[str, Any]] = []
     rand: list[dict[str, Any]] = []
@@ -534,6 +536,7 @@ def run_checks(
         "tolerance": TOLERANCE,
         "probe_examples": max((int(i.x.shape[0]) for i in inputs), default=0),
         "protocol": protocol.label if protocol is not None else None,
+        "seconds": time.perf_counter() - t0,
     }
 
 
