@@ -111,14 +111,37 @@ def test_bad_seed() -> None:
         get_attack("autoattack", seed="x")
 
 
+@pytest.mark.skipif(
+    not {"fab", "fab-t", "square"} <= set(list_attacks("native")),
+    reason="the native fab / fab-t / square stages are not registered yet",
+)
+@pytest.mark.parametrize("name", ["autoattack", "autoattack-l2", "autoattack-plus"])
+def test_stages_are_built_from_the_registry(name: str) -> None:
+    attack = get_attack(name, seed=7)
+    stages = attack.stages()
+    specs = PLUS_STAGES if "plus" in name else STANDARD_STAGES
+    suffix = "-l2" if name.endswith("-l2") else ""
+    assert [s.name for s in stages] == [base + suffix for base, _ in specs]
+    for stage, (_, params) in zip(stages, specs, strict=True):
+        assert stage.norm is attack.norm
+        assert stage.params()["seed"] == 7
+        for key, value in params.items():
+            assert stage.params()[key] == value
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not {"fab-t", "square"} <= set(list_attacks("native")),
     reason="the native fab-t / square stages are not registered yet",
 )
-def test_full_standard_cascade(data: Digits) -> None:
+@pytest.mark.parametrize(("name", "eps"), [("autoattack", 0.1), ("autoattack-l2", 1.0)])
+def test_full_standard_cascade(data: Digits, name: str, eps: float) -> None:
     x, y = data.x[:40], data.y[:40]
-    result = get_attack("autoattack")(data.model, x, y, epsilons=[0.0, 0.1])
+    result = get_attack(name)(data.model, x, y, epsilons=[0.0, eps])
     assert result.details is not None
-    assert result.details["stages"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    suffix = "-l2" if name.endswith("-l2") else ""
+    assert result.details["stages"] == [
+        s + suffix for s in ("apgd-ce", "apgd-t", "fab-t", "square")
+    ]
     assert result.robust_accuracy()[1] < result.robust_accuracy()[0]
+    assert bool(verify_adversarials(result.adversarials[1], x, eps, get_attack(name).norm).all())
