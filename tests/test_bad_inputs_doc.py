@@ -345,6 +345,10 @@ CASES: list[Case] = [
         "evaluation images of another size than the checkpoint was trained on",
         "rbs attack --checkpoint if-ck --data-root folder16 --out new-r",
     ),
+    # --------------------------------------------------------------------------- protocols
+    Case("protocol", "unknown protocol", f"{A} --protocol fast"),
+    Case("protocol", "unknown protocol (rbs run)", "rbs run --protocol fast --out new-run"),
+    Case("protocol", "--protocol together with --attack", f"{A} --protocol quick --attack pgd"),
 ]
 
 # ------------------------------------------------------------------------------- workspace
