@@ -178,6 +178,9 @@ CASES: list[Case] = [
         run=_unknown_norm,
     ),
     Case("names", "unknown device", f"{A} --device tpu"),
+    Case("names", "dataset name in the wrong case", "rbs train --out new-train --dataset MNIST"),
+    Case("names", "misspelled subcommand flag", "rbs train --out new-train --granularty window"),
+    Case("names", "`--threads 0`", "rbs models --threads 0"),
     # --------------------------------------------------------------------------- data
     Case(
         "data",
@@ -221,6 +224,8 @@ CASES: list[Case] = [
         "rbs attack --checkpoint evil.pt --arch small_cnn --dataset digits --out new-r",
     ),
     Case("checkpoint", "`.pt` without --arch", "rbs attack --checkpoint plain.pt --out new-r"),
+    Case("checkpoint", "packed `.rbsp` file edited after export", "rbs inspect edited.rbsp"),
+    Case("checkpoint", "packed `.rbsp` file without metadata", "rbs inspect bare.rbsp"),
     # --------------------------------------------------------------------------- attacks
     Case(
         "attack",
@@ -456,6 +461,15 @@ def build_workspace(ws: Path) -> None:
         dict(nan_model.named_parameters())["net.fc.weight"][0, 0] = float("nan")
     save_checkpoint(ws / "nan-weights", nan_model, _meta())
     torch.save(_digits_model(width=1.0).state_dict(), ws / "plain.pt")
+    from robustbench_sparse.export import pack_checkpoint, pack_tensors
+
+    pack_checkpoint(ck, ws / "packed.rbsp")
+    raw = bytearray((ws / "packed.rbsp").read_bytes())
+    raw[-3] ^= 0x40  # one bit of a stored value
+    (ws / "edited.rbsp").write_bytes(bytes(raw))
+    from safetensors.torch import load_file
+
+    (ws / "bare.rbsp").write_bytes(pack_tensors(load_file(str(ck / WEIGHTS_FILE)))[0])
     torch.save({"state_dict": {}, "x": _Payload(ws / "PWNED")}, ws / "evil.pt")
     _prune_files(ws)
     _imagefolder_files(ws)
