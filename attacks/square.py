@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from attacks.base import Attack, AttackKind, FixedBudgetOutput
+from attacks.base import Attack, AttackInputError, AttackKind, FixedBudgetOutput
 from attacks.config import _check, _is_int, _is_number
 from attacks.engine import EpsRun, nested_grid
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
@@ -224,7 +224,9 @@ def square_attack(
     soon as their margin is <= 0. Draws come from ``gen`` only.
     """
     if x.ndim != 4:
-        raise ValueError(f"square attack needs images (m, C, H, W), got shape {tuple(x.shape)}")
+        raise AttackInputError(
+            f"the Square attack needs images of shape (N, C, H, W) (got shape {tuple(x.shape)})"
+        )
     m, c, h, w = x.shape
     if norm is Norm.LINF:
         stripes = _signs((m, c, 1, w), x, gen)

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from attacks import AttackConfigError, Norm, get_attack, perturbation_norm
+from attacks import AttackConfigError, AttackInputError, Norm, get_attack, perturbation_norm
 from attacks import square as sq
 from attacks.norms import clip_to_ball
 from attacks.square import SquareParams, _eta, _rectangle
@@ -109,6 +109,13 @@ def test_restarts_attack_the_still_robust(data: Digits) -> None:
     assert three.details["forward_evals"] > one.details["forward_evals"]
     # The first restart is the same run (same generator), later ones only add broken examples.
     assert bool((three.success >= one.success).all())
+
+
+def test_non_image_inputs_are_refused(data: Digits) -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), data.model[-1])  # (N, 512) -> logits
+    x = torch.rand(4, 32 * 4 * 4)
+    with pytest.raises(AttackInputError, match=r"images of shape \(N, C, H, W\)"):
+        get_attack("square", n_queries=5)(model, x, model(x).argmax(1), epsilons=[0.1])
 
 
 def test_bad_parameters() -> None:
