@@ -172,7 +172,9 @@ PROTOCOLS: dict[str, Protocol] = {
                 "case over all attacks is never above AutoAttack's alone"
             ),
             attacks=_QUICK_ATTACKS + _STANDARD_EXTRA,
-            probes=MaskingProbes(examples=500, black_box_params=(("n_queries", 5000),)),
+            # The cascade already runs Square (5,000 queries) on its survivors: the probe's own
+            # Square is the cheap cross-check, as in quick.
+            probes=MaskingProbes(examples=200, black_box_params=(("n_queries", 1000),)),
         ),
         Protocol(
             name="thorough",
@@ -193,7 +195,9 @@ PROTOCOLS: dict[str, Protocol] = {
                 ProtocolAttack("autoattack-plus"),
                 ProtocolAttack("autoattack-plus-l2", only_with_l2_grid=True),
             ),
-            probes=MaskingProbes(examples=500, black_box_params=(("n_queries", 5000),)),
+            # The cascade already runs Square (5,000 queries) on its survivors: the probe's own
+            # Square is the cheap cross-check, as in quick.
+            probes=MaskingProbes(examples=200, black_box_params=(("n_queries", 1000),)),
         ),
     )
 }
