@@ -602,8 +602,8 @@ def run_grid(
             raise UserError(f"dataset '{key}' has no test examples to attack")
         check_input_shape(ckpt.name, ckpt.meta, key, cache[key][0])
         dim = math.prod(cache[key][0].shape[1:])
-        for norm in sorted({a.norm for _, a in attacks}, key=lambda nm: nm.value):
-            for message in epsilon_unit_warnings(grid.epsilons(norm, key), norm, dim):
+        for grid_norm in sorted({a.norm for _, a in attacks}, key=lambda nm: nm.value):
+            for message in epsilon_unit_warnings(grid.epsilons(grid_norm, key), grid_norm, dim):
                 if message not in eps_warnings:  # once per grid, recorded in the sidecar
                     logger.warning("%s", message)
                     eps_warnings.append(message)
