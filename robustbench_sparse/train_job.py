@@ -335,7 +335,8 @@ def job_with(job: TrainJob, **changes: Any) -> TrainJob:
     return replace(job, **changes)
 
 
-#: epoch-valued settings: key -> (how the user sets it, does the value fit ``epochs``?)
+#: epoch-valued settings: key -> (how the user sets it, does the value fit ``epochs``?); the LR
+#: step / milestones are fitted only under the schedule that uses them
 _FitRule = tuple[str, Any]
 _TRAIN_EPOCH_KEYS: dict[str, _FitRule] = {
     "warmup_epochs": ("--warmup-epochs / [train] warmup_epochs", lambda v, e: v <= e),
@@ -458,7 +459,11 @@ def train_job_from_config(
         dict(config.get("train", {})),
         {k: v for k, v in (train_overrides or {}).items() if v is not None},
     ]
-    train_section = fit_derived_epochs(train_layers, train_layers, _TRAIN_EPOCH_KEYS)
+    schedule = {k: v for layer in train_layers for k, v in layer.items()}.get("lr_schedule")
+    schedule = str(getattr(schedule, "value", schedule))
+    used = {"warmup_epochs", {"step": "step_size", "multistep": "milestones"}.get(schedule, "")}
+    train_rules = {k: rule for k, rule in _TRAIN_EPOCH_KEYS.items() if k in used}
+    train_section = fit_derived_epochs(train_layers, train_layers, train_rules)
     train_cfg = dataclass_from_dict(TrainConfig, train_section, "train")
     start, end = default_prune_window(train_cfg.epochs)
     sparsity_layers = [

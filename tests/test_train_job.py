@@ -378,6 +378,9 @@ def test_imagefolder_defaults_fit_one_epoch(caplog: pytest.LogCaptureFixture) ->
     assert job.train.warmup_epochs == pytest.approx(5 / 90, abs=1e-3)  # 5 of 90, rescaled
     said = [r.getMessage() for r in caplog.records if "warmup_epochs" in r.getMessage()]
     assert len(said) == 1 and "--warmup-epochs" in said[0] and "written for 90 epochs" in said[0]
+    # the cosine schedule has no step: its step_size is left alone (and not logged)
+    assert job.train.step_size == 30.0
+    assert sum("rescaled" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_recipe_schedule_rescaled_to_the_users_epochs() -> None:
