@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from attacks.base import Attack, AttackKind, MinimumNormOutput
 from attacks.config import _check, _is_int, _is_number
+from attacks.gradients import finite_gradient
 from attacks.norms import Norm, perturbation_norm
 
 __all__ = [
@@ -205,7 +206,7 @@ def _targeted_boundary(model: nn.Module, y: Tensor, target: Tensor) -> Boundary:
             logits = model(xg)
             diff = logits[rows, target] - logits[rows, y]  # (m,)
             (grad,) = torch.autograd.grad(diff.sum(), xg)
-        return diff.detach(), grad.detach(), x1.shape[0]
+        return diff.detach(), finite_gradient(grad.detach()), x1.shape[0]
 
     return boundary
 
@@ -232,6 +233,7 @@ def _closest_boundary(model: nn.Module, y: Tensor, norm: Norm) -> Boundary:
                 ],
                 dim=1,
             )  # (m, classes, ...)
+        grads = finite_gradient(grads)
         logits = logits.detach()
         diff = logits - logits[rows, y][:, None]  # (m, classes)
         dgrad = (grads - grads[rows, y][:, None]).reshape(m, k, -1)  # (m, classes, D)

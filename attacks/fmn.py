@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from attacks.base import Attack, AttackKind, MinimumNormOutput
 from attacks.config import _check, _is_int, _is_number
+from attacks.gradients import finite_gradient
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
 
 __all__ = ["FMNParams", "FMNRun", "NativeFMN", "NativeFMNL2", "fmn"]
@@ -128,7 +129,7 @@ def fmn(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, params: FMNParams
             other = logits.detach().scatter(1, y[:, None], -math.inf).argmax(dim=1)
             loss = logits[rows, other] - true  # (n,) −margin: > 0 means adversarial
             (grad,) = torch.autograd.grad(loss.sum(), dg)
-        loss = loss.detach()
+        loss, grad = loss.detach(), finite_gradient(grad)
         is_adv = logits.detach().argmax(dim=1) != y  # (n,)
         d_norm = perturbation_norm(delta, norm)
         better = is_adv & (d_norm < best_norm)

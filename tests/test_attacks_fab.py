@@ -156,3 +156,27 @@ def test_fab_t_agrees_with_pyautoattack(
             within = (adv - x).flatten(1).norm(p=p, dim=1) <= e + 1e-6
             broken = within & (data.model(adv).argmax(1) != y)
         assert abs(native[k] - (1 - broken.float().mean().item())) <= 0.01, (e, native)
+
+
+class _SqrtInput(torch.nn.Module):
+    """``model(sqrt(x))``: infinite input gradients at every pixel that is exactly 0."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(x.sqrt())
+        return out
+
+
+@pytest.mark.parametrize("name", ["fab-t", "fab-l2"])
+def test_non_finite_gradients_never_poison_iterates(data: Digits, name: str) -> None:
+    model = _SqrtInput(data.model)
+    x, y = data.x[:40], data.y[:40]
+    targets: dict[str, Any] = {"n_target_classes": 2} if name == "fab-t" else {}
+    attack = get_attack(name, n_iter=10, **targets)
+    result = attack(model, x, y, epsilons=GRID[attack.norm])
+    assert result.verify_failed is not None and not bool(result.verify_failed.any())
+    assert bool(torch.isfinite(result.adversarials).all())
+    assert result.success[-1].float().mean() > 0.5  # still breaks most digits

@@ -97,3 +97,24 @@ def test_median_minimal_norm_within_5_percent_of_adv_lib(data: Digits, norm: Nor
     ours_med, ref_med = float(ours.norms[both].median()), float(ref[both].median())
     assert abs(ours_med - ref_med) <= 0.05 * ref_med, (ours_med, ref_med)
     assert float(ours.norms.median()) == pytest.approx(float(ref.median()), rel=0.05)
+
+
+class _SqrtInput(torch.nn.Module):
+    """``model(sqrt(x))``: infinite input gradients at every pixel that is exactly 0."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(x.sqrt())
+        return out
+
+
+def test_non_finite_gradients_never_poison_iterates(data: Digits) -> None:
+    model = _SqrtInput(data.model)
+    x, y = data.x[:40], data.y[:40]
+    result = get_attack("fmn", steps=30)(model, x, y, epsilons=GRID[Norm.LINF])
+    assert result.verify_failed is not None and not bool(result.verify_failed.any())
+    assert result.min_norm is not None
+    assert result.success[-1].float().mean() > 0.5  # still breaks most digits
