@@ -465,3 +465,26 @@ def test_wrappers_leave_the_wrapped_models_mode_alone(training: bool) -> None:
     for wrapper in (select_output(inner, 0), CastInputs(inner, torch.float16)):
         assert wrapper.training == training
         assert [m.training for m in inner] == [training, not training, training]
+
+
+def _l2_attacks() -> list[tuple[str, str]]:
+    from attacks.registry import attack_class
+
+    return [(b, n) for b, n in ALL if attack_class(n, backend=b).norm is Norm.L2]
+
+
+@pytest.mark.parametrize(("backend", "name"), _l2_attacks())
+def test_every_l2_attack_on_the_sqrt_model_has_no_failed_verification(
+    data: Digits, backend: str, name: str
+) -> None:
+    from dataclasses import fields
+
+    from attacks.registry import attack_class
+
+    names = {f.name for f in fields(attack_class(name, backend=backend))}  # type: ignore[arg-type]
+    params = {k: v for k, v in {"steps": 10, "n_queries": 200}.items() if k in names}
+    model = nn.Sequential(Sqrt(), data.model)
+    x, y = data.x[:30], data.y[:30]
+    result = get_attack(name, backend=backend, **params)(model, x, y, epsilons=[0.0, 2.0])
+    assert result.verify_failed is not None and not bool(result.verify_failed.any())
+    assert result.robust_accuracy()[0] > 0.9
