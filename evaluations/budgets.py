@@ -145,8 +145,13 @@ def choose_budgets(df: pd.DataFrame, target: float = TARGET_ACCURACY) -> dict[st
         chosen = nonzero[max(i - 1, 0) : i + 2]
         ref_acc = acc.get(anchor, math.nan)
         lab = epsilon_label(anchor, grid)
+        who = (
+            f"the dense model's ({ref_name!r}) worst-case robust accuracy"
+            if ref_name == dense
+            else "the mean worst-case robust accuracy over the checkpoints (no dense model)"
+        )
         reason = (
-            f"ε = {lab} is the budget where the {ref_name} worst-case robust accuracy "
+            f"ε = {lab} is the budget where {who} "
             f"({100 * ref_acc:.1f} %) is nearest {100 * target:.0f} %, where differences between "
             f"models can show in both directions; its grid neighbours "
             f"({', '.join(epsilon_label(e, grid) for e in chosen if e != anchor) or 'none'}) "
