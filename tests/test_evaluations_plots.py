@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -130,3 +131,27 @@ def test_curves_facet_by_granularity_and_trim_all_zero_budgets(tmp_path: Path) -
         "robustness_curves_linf.png",
         "robustness_curves_linf.svg",
     }
+
+
+def test_cw_ecdf_legend_counts_never_found_only_when_there_are_some(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import evaluations.plots as plots_mod
+
+    legends: list[list[str]] = []
+    titles: list[str] = []
+    real = plots_mod._save
+
+    def capture(fig: Any, out_dir: Path, stem: str) -> list[Path]:
+        legends.append([t.get_text() for lg in fig.legends for t in lg.get_texts()])
+        titles.append(fig._suptitle.get_text() if fig._suptitle else "")
+        return real(fig, out_dir, stem)
+
+    monkeypatch.setattr(plots_mod, "_save", capture)
+    df, min_norms = synthetic_results(with_l2=True)
+    plot_cw_ecdf(min_norms, tmp_path, results=df)
+    assert any("never found" in t for t in legends[-1])  # the synthetic data has misses
+    found = min_norms.assign(min_norm=min_norms["min_norm"].replace(float("inf"), 0.5))
+    plot_cw_ecdf(found, tmp_path, results=df)
+    assert not any("never found" in t for t in legends[-1])
+    assert "found for every clean-correct example" in titles[-1]
