@@ -24,15 +24,20 @@ Defaults: ``steps=100`` (foolbox's default; the paper's experiments use up to 1,
 final numbers: raise ``steps`` for those), ``alpha_init=1.0`` for both norms (adv-lib's and
 foolbox's default), ``gamma_init=0.05``, ``gamma_final=0.001``. Measured on the tests' digits CNN
 (200 digits): Linf median minimal norm 0.1087 at 100 and at 1,000 steps (0.1094 with
-``alpha_init=10``), identical to adv-lib's at equal parameters.
+``alpha_init=10``), identical to adv-lib's at equal parameters with ``box_aware=False``.
 
-Known limitation (of the published algorithm, shared by adv-lib and foolbox): before the first
-adversarial is found, ``ε`` only grows through the linear boundary estimate; when clamping to
-``[0, 1]`` removes more norm than that estimate adds (images with many saturated pixels, such as
-digits), an example can stall just short of the boundary. On the digits CNN L2 FMN finds
-adversarials for only 43 % of the examples (adv-lib: the same), while L2 FAB-T and C&W break all of
-them: minimum-norm security curves take the per-example minimum over every minimum-norm attack.
-adv-lib's optional warm start from given adversarial points is not implemented.
+One deviation, on by default (``box_aware=True``): gradient components that point out of
+``[0, 1]`` at pixels already at a bound are zeroed before the step and the boundary estimate (the
+projected gradient onto the box's feasible directions). Those components are clamped away anyway;
+keeping them shrinks the useful part of the L2-normalized step and inflates ``‖∇‖_*``. With the
+published rule, before the first adversarial is found ``ε`` only grows through the linear
+boundary estimate, and when clamping to ``[0, 1]`` removes more norm than that estimate adds
+(images with many saturated pixels, such as digits) an example stalls just short of the boundary.
+Measured on the tests' digits CNN (199 clean-correct digits, 100 steps): L2 FMN as published
+(``box_aware=False``, identical to adv-lib's) finds adversarials for 43 % of them (median minimal
+norm: none); with ``box_aware=True`` for 100 %, median 0.534 (FAB-T L2: 0.52-0.55). Linf is
+unchanged (median 0.10874 vs 0.10873). ``box_aware=False`` reproduces the paper and adv-lib
+exactly. adv-lib's optional warm start from given adversarial points is not implemented.
 """
 
 from __future__ import annotations
@@ -54,13 +59,14 @@ __all__ = ["FMNParams", "FMNRun", "NativeFMN", "NativeFMNL2", "fmn"]
 
 @dataclass(frozen=True)
 class FMNParams:
-    """FMN parameters (``alpha_final=None``: ``alpha_init / 100``)."""
+    """FMN parameters (``alpha_final=None``: ``alpha_init / 100``; ``box_aware``: see the module)."""
 
     steps: int = 100
     alpha_init: float = 1.0
     alpha_final: float | None = None
     gamma_init: float = 0.05
     gamma_final: float = 0.001
+    box_aware: bool = True
 
     def __post_init__(self) -> None:
         _check(
@@ -78,6 +84,9 @@ class FMNParams:
         for name in ("gamma_init", "gamma_final"):
             v = getattr(self, name)
             _check(_is_number(v) and 0 <= v < 1, f"{name} must be in [0, 1) (got {v!r})")
+        _check(
+            isinstance(self.box_aware, bool), f"box_aware must be a bool (got {self.box_aware!r})"
+        )
 
     def alphas(self) -> tuple[float, float]:
         """(initial, final) step size of the cosine schedule."""
@@ -130,6 +139,10 @@ def fmn(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, params: FMNParams
             loss = logits[rows, other] - true  # (n,) −margin: > 0 means adversarial
             (grad,) = torch.autograd.grad(loss.sum(), dg)
         loss, grad = loss.detach(), finite_gradient(grad)
+        if params.box_aware:  # drop components that would push a saturated pixel out of [0, 1]
+            x_cur = x + delta
+            outward = ((x_cur <= 0) & (grad < 0)) | ((x_cur >= 1) & (grad > 0))
+            grad = torch.where(outward, torch.zeros_like(grad), grad)
         is_adv = logits.detach().argmax(dim=1) != y  # (n,)
         d_norm = perturbation_norm(delta, norm)
         better = is_adv & (d_norm < best_norm)

@@ -54,6 +54,12 @@ def test_seed_must_be_an_int() -> None:
         get_attack("fab-t", backend="adv-lib", seed=None)
 
 
+def test_fmn_is_the_published_algorithm_only() -> None:
+    assert get_attack("fmn", backend="adv-lib").params()["box_aware"] is False
+    with pytest.raises(AttackConfigError, match="box_aware=True is native-only"):
+        get_attack("fmn-l2", backend="adv-lib", box_aware=True)
+
+
 def test_leaves_global_rng_alone(data: Digits) -> None:
     before = torch.random.get_rng_state()
     get_attack("apgd-ce", backend="adv-lib", steps=5)(
@@ -72,8 +78,8 @@ def test_leaves_global_rng_alone(data: Digits) -> None:
         ("fab-t", {"n_iter": 20}, [0.05, 0.1, 0.15]),
         ("fab-t-l2", {"n_iter": 20}, [0.5, 1.0]),
         ("fab", {"n_iter": 20}, [0.1, 0.15]),
-        ("fmn", {"steps": 100}, [0.05, 0.1, 0.15]),
-        ("fmn-l2", {"steps": 100}, [0.5, 1.0]),
+        ("fmn", {"steps": 100, "box_aware": False}, [0.05, 0.1, 0.15]),
+        ("fmn-l2", {"steps": 100, "box_aware": False}, [0.5, 1.0]),
     ],
 )
 def test_native_agrees_with_adv_lib(

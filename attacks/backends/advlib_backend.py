@@ -7,7 +7,7 @@
   most likely ``n_target_classes`` other classes).
 * ``fmn`` (+ ``-l2``): ``adv_lib.attacks.fmn`` (Pintor et al. 2021), minimum norm, the native
   :class:`~attacks.fmn.FMNParams` mapped one to one (``steps``, ``α_init``, ``α_final``,
-  ``γ_init``, ``γ_final``).
+  ``γ_init``, ``γ_final``); ``box_aware`` must stay False here (the native default is True).
 * ``fab-t`` (+ ``-l2``) and ``fab`` (+ ``-l2``): ``adv_lib.attacks.fab`` (Croce & Hein 2020),
   minimum norm; FAB-T is adv-lib's ``targeted_restarts=True`` mode with
   ``restarts = n_target_classes · restarts`` (the most likely classes first; beyond the number of
@@ -268,7 +268,21 @@ class AdvlibAPGDTL2(_APGDTBase):
 # -- FMN ---------------------------------------------------------------------------------------
 
 
-class _FMNBase(FMNParams, Attack):
+@dataclass(frozen=True)
+class AdvlibFMNParams(FMNParams):
+    """:class:`~attacks.fmn.FMNParams`; adv-lib implements the published rule only (``box_aware=False``)."""
+
+    box_aware: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            self.box_aware is False,
+            "box_aware=True is native-only; adv-lib's fmn is the published algorithm (box_aware=False)",
+        )
+
+
+class _FMNBase(AdvlibFMNParams, Attack):
     kind: ClassVar[AttackKind] = AttackKind.MINIMUM_NORM
     backend: ClassVar[str] = "adv-lib"
 
