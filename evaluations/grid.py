@@ -41,7 +41,13 @@ from attacks import Attack, AttackKind, Norm, get_attack
 from attacks.contracts import epsilon_unit_warnings
 from evaluations.data_checks import accuracy_warning, check_input_shape
 from evaluations.metrics import WORST_CASE, summarize_cell
-from evaluations.results import RESULT_COLUMNS, make_min_norms, write_min_norms, write_results
+from evaluations.results import (
+    OPTIONAL_COLUMNS,
+    RESULT_COLUMNS,
+    make_min_norms,
+    write_min_norms,
+    write_results,
+)
 from evaluations.security import min_norm_table, write_min_norm_table
 from evaluations.training_methods import checkpoint_training
 from robustbench_sparse import distributed as rdist
@@ -696,7 +702,8 @@ def run_grid(
         model.to("cpu")
     bar.close()
     results = pd.DataFrame(rows)
-    ordered = [c for c in RESULT_COLUMNS if c in results.columns]
+    # The order the results files use (schema, then the optional columns, then any others).
+    ordered = [c for c in RESULT_COLUMNS + OPTIONAL_COLUMNS if c in results.columns]
     results = results[ordered + [c for c in results.columns if c not in ordered]]
     min_norms = pd.concat(min_frames, ignore_index=True) if min_frames else pd.DataFrame()
     security = min_norm_table(records)
