@@ -53,8 +53,8 @@ P_SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 class SquareParams:
     """Square Attack parameters; defaults are AutoAttack "standard"'s (``p_init=0.8``, 5,000 queries).
 
-    The paper's own defaults differ (``p_init`` 0.05 Linf / 0.1 L2 for ImageNet-size models,
-    10,000 queries); AutoAttack uses 0.8 for every norm and dataset, and so do we.
+    The paper tunes ``p_init`` per dataset and norm and uses 10,000 queries; AutoAttack fixes
+    0.8 for every norm and dataset with 5,000 queries, and so do we.
     """
 
     n_queries: int = 5000
