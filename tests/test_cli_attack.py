@@ -398,3 +398,33 @@ def test_protocol_quick_is_recorded(
     side = read_sidecar(out)
     assert side["protocol"]["label"] == "quick/v1"
     assert sorted(read_results(out)["attack"].unique()) == ["cw", "fgsm", "pgd", WORST_CASE]
+
+
+@pytest.mark.parametrize("command", ["attack", "run"])
+def test_ctrl_c_says_rerunning_resumes(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import evaluations.experiment
+    import evaluations.runner
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluations.runner, "run_attack_command", interrupted)
+    monkeypatch.setattr(evaluations.experiment, "run_experiment", interrupted)
+    argv = (
+        ["attack", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "r")]
+        if command == "attack"
+        else ["run", "--out", str(tmp_path / "r")]
+    )
+    from robustbench_sparse.cli import main
+
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        err
+        == f"rbs {command}: interrupted; re-run the same command to resume (finished work is kept)"
+    )
