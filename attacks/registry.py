@@ -5,6 +5,7 @@ Backend modules import their library (torchattacks, foolbox, pyautoattack) only 
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from dataclasses import fields
 from enum import Enum
@@ -115,8 +116,12 @@ def attack_class(name: str, *, backend: str = "native") -> type[Attack]:
     b = _parse_backend(backend)
     table = _REGISTRY[b]
     if name not in table:
+        lowered = {k.lower(): k for k in table}
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=1)
+        hint = f"; did you mean {lowered[close[0]]!r}?" if close else ""
         raise AttackConfigError(
-            f"unknown attack {name!r} for backend {b.value!r}; valid: {', '.join(sorted(table))}"
+            f"unknown attack {name!r} for backend {b.value!r}; valid: "
+            f"{', '.join(sorted(table))}{hint}"
         )
     module_name, class_name = table[name].split(":")
     cls: type[Attack] = getattr(importlib.import_module(module_name), class_name)

@@ -131,3 +131,10 @@ def test_attacks_package_depends_only_on_torch_and_attack_libraries() -> None:
                 assert top in allowed or top in sys.stdlib_module_names, (
                     f"{path.name} imports {mod}"
                 )
+
+
+def test_unknown_attack_suggests_the_nearest_name_across_case() -> None:
+    with pytest.raises(AttackConfigError, match=r"did you mean 'pgd'\?"):
+        get_attack("PGD")
+    with pytest.raises(AttackConfigError, match=r"did you mean 'pgd-l2'\?"):
+        get_attack("pgd_l2")
