@@ -43,7 +43,7 @@ from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.config import check_keys, load_toml, to_jsonable
-from robustbench_sparse.datasets import load_dataset
+from robustbench_sparse.datasets import evaluation_subset_record, load_dataset
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
@@ -360,6 +360,9 @@ def run_experiment(
         test_limit=first.data.test_limit,
         augment=first.data.augment,
         seed=first.train.seed,
+        image_size=first.data.image_size,
+        mean=first.data.mean,
+        std=first.data.std,
     )
     archs: list[tuple[str, dict[str, Any]]] = []
     for m in plan.models:
@@ -407,6 +410,7 @@ def run_experiment(
         "config": plan.config,
         # The seeds that matter: training (data subset, order, init) and each attack's own.
         "seeds": {"train": first.train.seed, "attack": evidence.pop("attack_seeds")},
+        "evaluation_subset": {data.info.name: evaluation_subset_record(data.test, plan.grid.limit)},
         **evidence,
         # accumulated over resumed runs (evaluations.compute_time), not this invocation only
         **run_timing(

@@ -53,7 +53,7 @@ from evaluations.training_methods import checkpoint_training
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_path, atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint
-from robustbench_sparse.datasets import default_eps_grid
+from robustbench_sparse.datasets import balanced_subset, default_eps_grid
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.progress import progress_bar
@@ -231,6 +231,9 @@ def _save_cell(
 
 
 def _as_tensors(data: Dataset[Any], limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    # The same class-balanced, seeded subset for every checkpoint (a class-sorted split would
+    # otherwise give the first classes only); recorded in the sidecar (evaluation_subset).
+    data = balanced_subset(data, limit)
     n_total = len(data)  # type: ignore[arg-type]
     n = n_total if limit is None else min(limit, n_total)
     if n == 0:  # run_grid refuses an empty test set with a clear error

@@ -40,7 +40,7 @@ from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
 from robustbench_sparse.config import to_jsonable
-from robustbench_sparse.datasets import load_split
+from robustbench_sparse.datasets import evaluation_subset_record, load_split
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 
@@ -168,6 +168,17 @@ def load_request_checkpoints(request: AttackRunRequest) -> list[LoadedCheckpoint
     ]
 
 
+def _recorded_image_size(checkpoints: list[LoadedCheckpoint], dataset: str) -> int | None:
+    """The ``--image-size`` an imagefolder checkpoint was trained with (``None``: native size)."""
+    if dataset != "imagefolder":
+        return None
+    for ckpt in checkpoints:
+        size = (ckpt.meta.get("data") or {}).get("image_size")
+        if ckpt.info.name == dataset and size is not None:
+            return int(size)
+    return None
+
+
 def run_attack_command(
     request: AttackRunRequest,
     out_dir: str | Path,
@@ -185,7 +196,13 @@ def run_attack_command(
     resolve_device(grid.device)  # a missing CUDA fails here, before the output is touched
     data = {
         name: load_split(
-            name, "test", request.data_root, request.download, request.limit, augment=False
+            name,
+            "test",
+            request.data_root,
+            request.download,
+            request.limit,
+            augment=False,
+            image_size=_recorded_image_size(checkpoints, name),
         )
         for name in sorted(datasets)
     }
@@ -211,6 +228,9 @@ def run_attack_command(
         "request": to_jsonable(request),
         "config": to_jsonable(grid),
         "seeds": {"attack": evidence.pop("attack_seeds")},
+        "evaluation_subset": {
+            name: evaluation_subset_record(test, request.limit) for name, test in data.items()
+        },
         **evidence,
         # accumulated over resumed runs (evaluations.compute_time), not this invocation only
         **run_timing(

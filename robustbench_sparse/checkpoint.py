@@ -33,6 +33,7 @@ from robustbench_sparse.datasets import (
     imagefolder_classes,
 )
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.imagefolder import resolve_layout
 from robustbench_sparse.models import create_model, load_state_dict_into
 from robustbench_sparse.sparsity.detect import MEASURED_METHOD, measured_sparsity_report
 from robustbench_sparse.sparsity.report import SparsityReport
@@ -289,8 +290,16 @@ def _info_for(
         if name != "imagefolder" or data_root is None:
             return info
     if name == "imagefolder":
-        classes = imagefolder_classes(data_root if data_root is not None else default_data_root())
-        info = DatasetInfo(name, len(classes), info.input_shape, info.mean, info.std)
+        root = data_root if data_root is not None else default_data_root()
+        classes = imagefolder_classes(root)
+        shape = info.input_shape
+        if recorded is None:  # a plain state dict: the evaluation images' own size, if uniform
+            try:
+                h, w = resolve_layout(root, ["test"]).size
+                shape = (3, h, w)
+            except UserError:
+                pass  # mixed sizes: the images are resized to the recorded/placeholder shape
+        info = DatasetInfo(name, len(classes), shape, info.mean, info.std)
     return info
 
 

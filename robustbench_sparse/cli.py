@@ -61,7 +61,20 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--data-root", help="where torchvision datasets live")
     g.add_argument("--download", action="store_true", default=None, help="allow downloading")
     g.add_argument("--train-limit", type=int, help="use at most N training examples")
-    g.add_argument("--test-limit", type=int, help="use the first N test examples")
+    g.add_argument(
+        "--test-limit", type=int, help="use N test examples (class-balanced, fixed seed)"
+    )
+    g.add_argument(
+        "--image-size",
+        type=int,
+        help="imagefolder: resize to S x S (default: the images' own size, if uniform)",
+    )
+    g.add_argument(
+        "--mean",
+        help="imagefolder: per-channel mean, e.g. 0.49,0.48,0.45 (default: "
+        "computed on the training split)",
+    )
+    g.add_argument("--std", help="imagefolder: per-channel std (with --mean)")
     g = p.add_argument_group("model")
     g.add_argument("--arch", help="model name (see `rbs models`); default small_cnn")
     g = p.add_argument_group("optimisation")
@@ -165,6 +178,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "download": args.download,
             "train_limit": args.train_limit,
             "test_limit": args.test_limit,
+            "image_size": args.image_size,
+            "mean": _parse_floats(args.mean, "--mean"),
+            "std": _parse_floats(args.std, "--std"),
         },
         train_overrides={
             "epochs": args.epochs,
@@ -334,7 +350,9 @@ def _add_attack(sub: Any) -> None:
     p.add_argument(
         "--param", action="append", default=[], help="ATTACK.KEY=VALUE, e.g. pgd.steps=40"
     )
-    p.add_argument("--limit", type=int, help="evaluate the first N test examples")
+    p.add_argument(
+        "--limit", type=int, help="evaluate N test examples (class-balanced, fixed seed)"
+    )
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     p.add_argument("--dataset", help="override the checkpoint's dataset")
@@ -485,7 +503,9 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/default"), help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--limit", type=int, help="attack only the first N test examples")
+    p.add_argument(
+        "--limit", type=int, help="attack only N test examples (class-balanced, fixed seed)"
+    )
     _add_protocol(p, "replaces the config's [attack] protocol / attacks (default: the config's)")
     p.add_argument("--epochs", type=int, help="override the training epochs of every model")
     p.add_argument("--device", help="training device: auto, cpu, cuda")
@@ -638,6 +658,13 @@ def _parse_eps(text: str, flag: str) -> list[float]:
     if not values:
         raise UserError(f"{flag}: empty epsilon list")
     return values
+
+
+def _parse_floats(text: str | None, flag: str) -> list[float] | None:
+    """``"0.49,0.48,0.45"`` -> ``[0.49, 0.48, 0.45]``; ``None`` passes through."""
+    if text is None:
+        return None
+    return [_parse_float(v, flag) for v in text.split(",")]
 
 
 def _parse_float(text: str, flag: str) -> float:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from robustbench_sparse import imagefolder
 from robustbench_sparse.errors import UserError, unknown_name
 
 logger = logging.getLogger(__name__)
@@ -36,12 +37,14 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DatasetInfo",
     "DatasetSplits",
+    "balanced_subset",
     "dataset_info",
     "default_data_root",
     "default_eps_grid",
     "list_datasets",
     "load_dataset",
     "load_split",
+    "subset_indices",
 ]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,6 +67,8 @@ class DatasetInfo:
         input_shape: ``(C, H, W)`` of one example as the model receives it.
         mean: per-channel mean in ``[0, 1]`` pixel units (for the model's ``Normalize`` layer).
         std: per-channel standard deviation (same units).
+        stats_source: where ``mean``/``std`` come from: ``"published"`` (the dataset's usual values),
+            ``"given"`` (``--mean``/``--std``) or ``"computed on N training images"``.
     """
 
     name: str
@@ -71,6 +76,7 @@ class DatasetInfo:
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    stats_source: str = "published"
 
 
 @dataclass
@@ -120,6 +126,10 @@ _EPS_GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
 
 _SPLITS = ("train", "test")
 
+EVAL_SUBSET_SEED = 0
+"""Seed of the class-balanced evaluation subset (``--limit``): fixed, so every checkpoint, run and
+backend evaluates the same examples."""
+
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`, sorted."""
@@ -167,6 +177,9 @@ def _labels_of(dataset: Dataset[Any]) -> torch.Tensor | None:
     """Labels of a dataset without loading images, where the type allows it."""
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1]
+    if isinstance(dataset, Subset):
+        inner = _labels_of(dataset.dataset)
+        return None if inner is None else inner[torch.as_tensor(list(dataset.indices))]
     for attr in ("targets", "labels"):
         labels = getattr(dataset, attr, None)
         if labels is not None:
@@ -174,25 +187,24 @@ def _labels_of(dataset: Dataset[Any]) -> torch.Tensor | None:
     return None
 
 
-def _take_first(dataset: Dataset[Any], limit: int | None) -> Dataset[Any]:
-    if limit is None:
-        return dataset
-    if limit < 0:
-        raise UserError(f"test limit must be >= 0, got {limit}")
-    n = len(dataset)  # type: ignore[arg-type]
-    return Subset(dataset, list(range(min(limit, n))))
-
-
-def _take_stratified(dataset: Dataset[Any], limit: int | None, seed: int) -> Dataset[Any]:
+def balanced_subset(
+    dataset: Dataset[Any], limit: int | None, seed: int = 0, what: str = "limit"
+) -> Dataset[Any]:
     """A deterministic, seeded subset of ``limit`` examples, balanced over classes where labels are known.
 
     Each class's indices are shuffled with ``seed``; classes are then visited round-robin, so every class
-    contributes ``limit // num_classes`` or one more example (while it has any left).
+    contributes ``limit // num_classes`` or one more example (while it has any left). The indices are
+    kept in ascending order. ``limit`` ``None`` or ``>= len(dataset)`` returns ``dataset`` itself.
+    Used for the training subset (``--train-limit``) and the evaluation subset (``--limit``: the same
+    examples for every checkpoint, whatever order the split is stored in, e.g. class-sorted folders).
+
+    Raises:
+        UserError: ``limit < 0`` (``what`` names the option in the message).
     """
     if limit is None:
         return dataset
     if limit < 0:
-        raise UserError(f"train limit must be >= 0, got {limit}")
+        raise UserError(f"{what} must be >= 0, got {limit}")
     n = len(dataset)  # type: ignore[arg-type]
     if limit >= n:
         return dataset
@@ -214,6 +226,31 @@ def _take_stratified(dataset: Dataset[Any], limit: int | None, seed: int) -> Dat
                 chosen.append(class_members[depth])
         depth += 1
     return Subset(dataset, sorted(chosen))
+
+
+def subset_indices(dataset: Dataset[Any]) -> list[int] | None:
+    """Indices into the underlying split of a (nested) ``Subset``; ``None`` for a whole split."""
+    if not isinstance(dataset, Subset):
+        return None
+    inner = subset_indices(dataset.dataset)
+    own = [int(i) for i in dataset.indices]
+    return own if inner is None else [inner[i] for i in own]
+
+
+def evaluation_subset_record(dataset: Dataset[Any], limit: int | None) -> dict[str, Any]:
+    """What the sidecar records of an evaluation subset: seed, limit, size and indices into the split.
+
+    ``dataset`` is the test split as loaded (possibly already a subset); ``limit`` the ``--limit``
+    applied on top (see :func:`balanced_subset`). ``indices`` is ``None`` for the whole split.
+    """
+    chosen = balanced_subset(dataset, limit, EVAL_SUBSET_SEED, "limit")
+    return {
+        "seed": EVAL_SUBSET_SEED,
+        "limit": limit,
+        "n": len(chosen),  # type: ignore[arg-type]
+        "class_balanced": True,
+        "indices": subset_indices(chosen),
+    }
 
 
 # --------------------------------------------------------------------------------------------- digits
@@ -330,67 +367,64 @@ def _svhn_split(root: Path, train: bool, download: bool, transform: Any) -> Data
         raise _missing("svhn", split, f"{root / f'{split}_32x32.mat'} (md5-checked)", root) from exc
 
 
-IMAGEFOLDER_EVAL_SPLITS = ("val", "test")
-"""Names the evaluation split of an ``imagefolder`` root may have (the first present is used)."""
+IMAGEFOLDER_EVAL_SPLITS = imagefolder.EVAL_SPLITS
+imagefolder_split_dir = imagefolder.split_dir
+imagefolder_classes = imagefolder.class_names
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+"""torchvision's CIFAR10 class order (alphabetical, so an ImageFolder copy gets the same labels)."""
 
 
-def imagefolder_split_dir(root: str | Path, split: str) -> Path:
-    """``root/train`` for ``"train"``; ``root/val`` or else ``root/test`` for ``"test"``.
-
-    Raises:
-        UserError: naming the folders looked for when none exists.
-    """
-    base = Path(root)
-    names = ("train",) if split == "train" else IMAGEFOLDER_EVAL_SPLITS
-    for name in names:
-        if (base / name).is_dir():
-            return base / name
-    expected = " or ".join(f"{base / n}/<class>/<image>" for n in names)
-    raise UserError(
-        f"imagefolder dataset not found: expected {expected} "
-        "(ImageFolder layout: root/train and root/val or root/test; nothing is downloaded)"
-    )
-
-
-def imagefolder_classes(root: str | Path) -> list[str]:
-    """Class names of an ``imagefolder`` root: its evaluation split's sub-folders, else train's.
-
-    Sorted like ``torchvision.datasets.ImageFolder`` (the index of a name is its label). Reads
-    directory names only, no image.
-
-    Raises:
-        UserError: when neither split folder exists or it has no class sub-folder.
-    """
-    try:
-        folder = imagefolder_split_dir(root, "test")
-    except UserError:
-        folder = imagefolder_split_dir(root, "train")
-    classes = sorted(e.name for e in folder.iterdir() if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise UserError(f"imagefolder dataset at {folder} has no class folders")
-    return classes
-
-
-def _imagefolder_split(root: Path, train: bool, transform: Any) -> Dataset[Any]:
+def _imagefolder_split(
+    root: Path, split: str, transform: Any, classes: Sequence[str] | None = None
+) -> Dataset[Any]:
     from torchvision import datasets as tvd
 
-    folder = imagefolder_split_dir(root, "train" if train else "test")
+    folder = imagefolder.split_dir(root, split)
     try:
-        return tvd.ImageFolder(str(folder), transform=transform)
+        dataset = tvd.ImageFolder(str(folder), transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:
         raise UserError(f"imagefolder dataset at {folder} is unusable: {exc}") from exc
+    if classes is not None and list(dataset.classes) != list(classes):
+        raise UserError(
+            f"{folder} has class folders {dataset.classes} but {list(classes)} were expected"
+        )
+    return dataset
+
+
+def cifar10_folder(root: Path) -> Path | None:
+    """The ImageFolder copy of CIFAR-10 at ``root`` or ``root/cifar10-jpeg``, else ``None``.
+
+    Recognised by ``train/`` or ``test/`` holding exactly the ten CIFAR-10 class folders (e.g. the
+    JPEG copy in ``../shared/data/cifar10-jpeg``, extracted). torchvision's pickled batches
+    (``root/cifar-10-batches-py``) take precedence.
+    """
+    if (root / "cifar-10-batches-py").is_dir():
+        return None
+    for base in (root, root / "cifar10-jpeg"):
+        for split in ("train", "test"):
+            folder = base / split
+            if folder.is_dir() and tuple(imagefolder._classes_in(folder)) == CIFAR10_CLASSES:
+                return base
+    return None
 
 
 def _transform(name: str, train: bool, augment: bool) -> Callable[[Any], torch.Tensor]:
     from torchvision import transforms as T
 
     steps: list[Any] = []
-    if name == "imagefolder":
-        if train and augment:
-            steps += [T.RandomResizedCrop(224), T.RandomHorizontalFlip()]
-        else:
-            steps += [T.Resize(256), T.CenterCrop(224)]
-    elif train and augment and name in ("cifar10", "cifar100"):
+    if train and augment and name in ("cifar10", "cifar100"):
         steps += [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
     elif train and augment and name == "svhn":
         # No horizontal flip: house-number digits are not mirror-symmetric (a flipped 2 is not a 2).
@@ -402,20 +436,31 @@ def _transform(name: str, train: bool, augment: bool) -> Callable[[Any], torch.T
 
 
 def _load_raw_split(
-    name: str, split: str, root: Path, download: bool, augment: bool
+    name: str,
+    split: str,
+    root: Path,
+    download: bool,
+    augment: bool,
+    layout: imagefolder.ImageFolderLayout | None = None,
 ) -> Dataset[Any]:
     train = split == "train"
     if name == "digits":
         return _digits_tensors(split)
+    if name == "imagefolder":
+        layout = layout or imagefolder.resolve_layout(root, [split])
+        return _imagefolder_split(root, split, imagefolder.transform(layout, train, augment))
     transform = _transform(name, train, augment)
     if name in ("mnist", "fashion-mnist"):
         return _mnist_split(name, root, train, download, transform)
+    if name == "cifar10" and (folder := cifar10_folder(root)) is not None:
+        found = imagefolder.resolve_layout(folder, [split])
+        if found.size != (32, 32) or not found.native:
+            raise UserError(f"cifar10 images under {folder} must all be 32x32 (found {found.size})")
+        return _imagefolder_split(folder, split, transform, CIFAR10_CLASSES)
     if name in ("cifar10", "cifar100"):
         return _cifar_split(name, root, train, download, transform)
     if name == "svhn":
         return _svhn_split(root, train, download, transform)
-    if name == "imagefolder":
-        return _imagefolder_split(root, train, transform)
     raise AssertionError(f"dataset {name!r} registered without a loader")  # pragma: no cover
 
 
@@ -427,36 +472,74 @@ def load_split(
     limit: int | None = None,
     *,
     augment: bool = False,
-    seed: int = 0,
+    seed: int = EVAL_SUBSET_SEED,
+    image_size: int | None = None,
 ) -> Dataset[Any]:
     """Load one split (``"train"`` or ``"test"``) of ``name``; only that split's files must exist.
 
     Args:
         name: dataset name (see :func:`list_datasets`).
-        split: ``"train"`` or ``"test"`` (``imagefolder``: ``root/train`` or ``root/val``).
+        split: ``"train"`` or ``"test"`` (``imagefolder``: ``root/train``; ``root/val`` or
+            ``root/test``).
         root: data root (default :func:`default_data_root`); ignored by ``digits``.
         download: fetch missing files with torchvision (not for ``digits``/``imagefolder``).
-        limit: test: the first ``limit`` examples; train: a seeded class-balanced subset.
+        limit: keep a seeded, class-balanced subset of ``limit`` examples (:func:`balanced_subset`).
         augment: apply training augmentation (train split only; the test split never is).
-        seed: seed of the train subset.
+        seed: seed of the subset (the test split's default :data:`EVAL_SUBSET_SEED`).
+        image_size: ``imagefolder`` only: square input size (default: the images' own, uniform size;
+            see :mod:`robustbench_sparse.imagefolder`).
+
+    Raises:
+        UserError: missing files, an unknown name, a negative limit, mixed image sizes.
     """
     _check_name(name)
     if split not in _SPLITS:
         raise unknown_name("split", split, _SPLITS)
+    if image_size is not None and name != "imagefolder":
+        raise UserError(
+            f"--image-size applies to imagefolder only (dataset {name!r} has a fixed size)"
+        )
     root_path = Path(root) if root is not None else default_data_root()
-    dataset = _load_raw_split(name, split, root_path, download, augment and split == "train")
-    if split == "test":
-        return _take_first(dataset, limit)
-    return _take_stratified(dataset, limit, seed)
+    layout = (
+        imagefolder.resolve_layout(root_path, [split], image_size)
+        if name == "imagefolder"
+        else None
+    )
+    dataset = _load_raw_split(
+        name, split, root_path, download, augment and split == "train", layout
+    )
+    return balanced_subset(dataset, limit, seed, f"{split} limit")
 
 
-def _num_classes(dataset: Dataset[Any]) -> int:
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    classes: Sequence[Any] | None = getattr(dataset, "classes", None)
-    if classes is None:
-        raise AssertionError("dataset without classes")  # pragma: no cover
-    return len(classes)
+def _imagefolder_info(
+    root: Path,
+    layout: imagefolder.ImageFolderLayout,
+    train: Dataset[Any],
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> DatasetInfo:
+    """Class count and input shape from the folders; mean/std given or computed on ``train``."""
+    h, w = layout.size
+    if (mean is None) != (std is None):
+        raise UserError("give both --mean and --std, or neither (they are then computed)")
+    if mean is not None and std is not None:
+        if len(mean) not in (1, 3) or len(std) not in (1, 3) or any(v <= 0 for v in std):
+            raise UserError(
+                "--mean/--std: 1 or 3 values each (RGB), std > 0; e.g. --mean 0.49,0.48,0.45"
+            )
+        m = tuple(float(v) for v in mean) * (3 // len(mean))
+        sd = tuple(float(v) for v in std) * (3 // len(std))
+        return DatasetInfo("imagefolder", len(layout.classes), (3, h, w), m, sd, "given")
+    # Without augmentation and over the same (limited) training examples the model sees.
+    plain = _load_raw_split("imagefolder", "train", root, False, False, layout)
+    indices = subset_indices(train)
+    stats_data = Subset(plain, indices) if indices is not None else plain
+    m, sd = imagefolder.channel_mean_std(stats_data)
+    n = len(stats_data)  # type: ignore[arg-type]
+    logger.info("imagefolder mean %s std %s (computed on %d training images)", m, sd, n)
+    return DatasetInfo(
+        "imagefolder", len(layout.classes), (3, h, w), m, sd, f"computed on {n} training images"
+    )
 
 
 def load_dataset(
@@ -468,30 +551,49 @@ def load_dataset(
     test_limit: int | None = None,
     augment: bool = True,
     seed: int = 0,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> DatasetSplits:
     """Load the train and test splits of ``name``.
 
     Args:
         name: one of :func:`list_datasets`; ``digits`` is bundled with scikit-learn (offline).
-        root: data root in torchvision's layout (default :func:`default_data_root`).
+        root: data root in torchvision's layout (default :func:`default_data_root`); ``cifar10``
+            also accepts an ImageFolder copy (see :func:`cifar10_folder`).
         download: let torchvision download missing files; otherwise missing data raises ``UserError``.
         train_limit: keep a deterministic seeded, class-balanced subset of this many train examples.
-        test_limit: keep the first ``test_limit`` test examples.
-        augment: training augmentation (CIFAR: crop+flip, SVHN: crop, ImageNet: RandomResizedCrop+flip;
+        test_limit: keep a class-balanced subset of this many test examples (seed
+            :data:`EVAL_SUBSET_SEED`).
+        augment: training augmentation (CIFAR: crop+flip, SVHN: crop, imagefolder: by image size;
             digits/MNIST: none). The test split is never augmented.
         seed: seed of the train subset.
+        image_size: ``imagefolder``: square input size (default: the images' own uniform size).
+        mean: ``imagefolder``: per-channel mean (default: computed on the training split).
+        std: ``imagefolder``: per-channel std (with ``mean``).
+
+    Raises:
+        UserError: missing files, bad limits, mixed image sizes without ``image_size``, class
+            folders that differ between the splits, ``mean``/``std`` for another dataset.
     """
     _check_name(name)
-    train = load_split(name, "train", root, download, train_limit, augment=augment, seed=seed)
-    test = load_split(name, "test", root, download, test_limit, augment=False, seed=seed)
+    if name != "imagefolder" and (image_size is not None or mean is not None or std is not None):
+        raise UserError(
+            f"--image-size/--mean/--std apply to imagefolder only (dataset {name!r} has fixed ones)"
+        )
+    root_path = Path(root) if root is not None else default_data_root()
+    layout = (
+        imagefolder.resolve_layout(root_path, ["train", "test"], image_size)
+        if name == "imagefolder"
+        else None
+    )
+    raw_train = _load_raw_split(name, "train", root_path, download, augment, layout)
+    train = balanced_subset(raw_train, train_limit, seed, "train limit")
+    raw_test = _load_raw_split(name, "test", root_path, download, False, layout)
+    test = balanced_subset(raw_test, test_limit, EVAL_SUBSET_SEED, "test limit")
     info = _INFOS[name]
-    if name == "imagefolder":
-        n_train, n_test = _num_classes(train), _num_classes(test)
-        if n_train != n_test:
-            raise UserError(
-                f"imagefolder: train has {n_train} class folders but val has {n_test}; they must match"
-            )
-        info = DatasetInfo(name, n_train, info.input_shape, info.mean, info.std)
+    if layout is not None:
+        info = _imagefolder_info(root_path, layout, train, mean, std)
     logger.info(
         "loaded %s: %d train / %d test examples",
         name,

@@ -61,6 +61,10 @@ class DataConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     augment: bool = True
+    # imagefolder only: square input size (None: the images' own) and mean/std (None: computed)
+    image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,11 @@ def _meta(
         "num_classes": data.info.num_classes,
         "in_channels": data.info.input_shape[0],
         "input_shape": list(data.info.input_shape),
-        "normalization": {"mean": list(data.info.mean), "std": list(data.info.std)},
+        "normalization": {
+            "mean": list(data.info.mean),
+            "std": list(data.info.std),
+            "source": data.info.stats_source,
+        },
         # Campfire: its granularity; other methods: gmp / random-erk / grasp / filter ...
         "granularity": "dense" if dense else job.sparsity.label,
         "method": job.sparsity.method.value,
@@ -203,6 +211,9 @@ def run_train_job(
             test_limit=job.data.test_limit,
             augment=job.data.augment,
             seed=job.train.seed,
+            image_size=job.data.image_size,
+            mean=job.data.mean,
+            std=job.data.std,
         )
     if download_first and rdist.is_main():
         rdist.barrier()

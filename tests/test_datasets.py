@@ -92,9 +92,12 @@ def test_digits_mean_std_constants_match_train_split(digits: ds.DatasetSplits) -
 def test_limits_are_deterministic(digits: ds.DatasetSplits) -> None:
     lim = ds.load_dataset("digits", train_limit=100, test_limit=30, seed=1)
     assert len(lim.train) == 100 and len(lim.test) == 30
-    x_first, y_first = _stack(Subset(digits.test, range(30)))
-    x_lim, y_lim = _stack(lim.test)
-    assert torch.equal(x_first, x_lim) and torch.equal(y_first, y_lim)
+    # The test subset is class-balanced with a fixed seed, whatever the training seed.
+    _, y_lim = _stack(lim.test)
+    assert np.bincount(y_lim.numpy(), minlength=10).tolist() == [3] * 10
+    again = ds.load_dataset("digits", test_limit=30, seed=7).test
+    assert isinstance(lim.test, Subset) and isinstance(again, Subset)
+    assert list(lim.test.indices) == list(again.indices)
     _, y_tr = _stack(lim.train)
     assert np.bincount(y_tr.numpy(), minlength=10).tolist() == [10] * 10  # class-balanced
     same = ds.load_dataset("digits", train_limit=100, seed=1)
@@ -142,11 +145,16 @@ def test_imagefolder_reads_class_folders(tmp_path: Path) -> None:
             (tmp_path / split / cls).mkdir(parents=True)
             img = rng.integers(0, 256, size=(40, 30, 3), dtype=np.uint8)
             Image.fromarray(img).save(tmp_path / split / cls / "0.png")
-    data = ds.load_dataset("imagefolder", root=tmp_path)
-    assert data.info.num_classes == 3 and data.info.input_shape == (3, 224, 224)
+    data = ds.load_dataset("imagefolder", root=tmp_path)  # native size: never resized
+    assert data.info.num_classes == 3 and data.info.input_shape == (3, 40, 30)
+    assert data.info.stats_source == "computed on 3 training images"
     for split in (data.train, data.test):
         x, y = split[2]
-        assert x.shape == (3, 224, 224) and x.min() >= 0.0 and x.max() <= 1.0 and y == 2
+        assert x.shape == (3, 40, 30) and x.min() >= 0.0 and x.max() <= 1.0 and y == 2
+    big = ds.load_dataset("imagefolder", root=tmp_path, image_size=224, mean=[0.5], std=[0.25])
+    assert big.info.input_shape == (3, 224, 224) and big.info.stats_source == "given"
+    assert big.info.mean == (0.5,) * 3
+    assert big.test[0][0].shape == (3, 224, 224)
 
 
 def test_transforms_augment_train_only() -> None:
@@ -162,8 +170,6 @@ def test_transforms_augment_train_only() -> None:
     assert kinds("cifar10", False, True) == {T.ToTensor}
     assert kinds("cifar10", True, False) == {T.ToTensor}
     assert kinds("mnist", True, True) == {T.ToTensor}
-    assert T.RandomResizedCrop in kinds("imagefolder", True, True)
-    assert kinds("imagefolder", False, True) == {T.Resize, T.CenterCrop, T.ToTensor}
 
 
 def test_default_eps_grids() -> None:
@@ -207,9 +213,13 @@ def test_mnist_real_test_split(mnist_test_only_root: Path) -> None:
     assert lo == 0.0 and hi == 1.0
     assert counts.sum() == 10_000 and counts[1] == 1135
     assert counts.tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    limited = ds.load_split("mnist", "test", root=mnist_test_only_root, limit=7)
-    assert len(limited) == 7  # type: ignore[arg-type]
-    assert torch.equal(limited[6][0], test[6][0])
+    limited = ds.load_split("mnist", "test", root=mnist_test_only_root, limit=25)
+    assert len(limited) == 25  # type: ignore[arg-type]
+    assert isinstance(limited, Subset)
+    labels = [int(limited[i][1]) for i in range(25)]
+    assert sorted(np.bincount(labels, minlength=10).tolist()) == [2] * 5 + [3] * 5  # balanced
+    first = int(limited.indices[0])
+    assert torch.equal(limited[0][0], test[first][0])
 
 
 def test_mnist_full_load_needs_train_split(mnist_test_only_root: Path) -> None:

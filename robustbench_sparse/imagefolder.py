@@ -1,0 +1,233 @@
+"""ImageFolder datasets at any resolution: image size, transforms, class names and mean/std from the files.
+
+Layout: ``root/train/<class>/<image>`` and ``root/val/<class>/<image>`` (or ``root/test/...``), as
+``torchvision.datasets.ImageFolder`` reads it; the label of a class is its index among the sorted
+folder names.
+
+- **Size**: by default the images' own size when every image of the split has the same one (read from
+  the file headers, no decoding); a split of mixed sizes needs ``image_size`` and is refused without
+  it. Images at their native size are never resized.
+- **Resize/crop** only when asked (``image_size`` differing from the native size, or mixed sizes):
+  ImageNet style for large outputs (``>= 128``: ``RandomResizedCrop`` to train, ``Resize(S*256/224)``
+  + ``CenterCrop(S)`` to evaluate), a plain ``Resize((S, S))`` for small ones.
+- **Augmentation** fits the size: at native size up to 64 px, ``RandomCrop`` with ``S/8`` padding +
+  horizontal flip (the CIFAR recipe at 32x32); larger, ``RandomResizedCrop`` + flip.
+- **Mean/std**: given, or computed once on the training split (at the model's input size, without
+  augmentation) and recorded in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from robustbench_sparse.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EVAL_SPLITS",
+    "IMAGENET_STYLE_MIN",
+    "ImageFolderLayout",
+    "channel_mean_std",
+    "class_names",
+    "resolve_layout",
+    "split_dir",
+    "transform",
+]
+
+EVAL_SPLITS = ("val", "test")
+"""Names the evaluation split may have (the first present is used)."""
+
+IMAGENET_STYLE_MIN = 128
+"""Output sizes from this many pixels up are resized/cropped ImageNet style."""
+
+# torchvision.datasets.folder.IMG_EXTENSIONS
+_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def split_dir(root: str | Path, split: str) -> Path:
+    """``root/train`` for ``"train"``; ``root/val`` or else ``root/test`` for ``"test"``.
+
+    Raises:
+        UserError: naming the folders looked for when none exists.
+    """
+    base = Path(root)
+    names = ("train",) if split == "train" else EVAL_SPLITS
+    for name in names:
+        if (base / name).is_dir():
+            return base / name
+    expected = " or ".join(f"{base / n}/<class>/<image>" for n in names)
+    raise UserError(
+        f"imagefolder dataset not found: expected {expected} "
+        "(ImageFolder layout: root/train and root/val or root/test; nothing is downloaded)"
+    )
+
+
+def _classes_in(folder: Path) -> list[str]:
+    return sorted(e.name for e in folder.iterdir() if e.is_dir() and not e.name.startswith("."))
+
+
+def class_names(root: str | Path) -> list[str]:
+    """Class names: the evaluation split's sub-folders, else train's (sorted, as ImageFolder labels them).
+
+    Reads directory names only.
+
+    Raises:
+        UserError: when neither split folder exists or it has no class sub-folder.
+    """
+    try:
+        folder = split_dir(root, "test")
+    except UserError:
+        folder = split_dir(root, "train")
+    classes = _classes_in(folder)
+    if not classes:
+        raise UserError(f"imagefolder dataset at {folder} has no class folders")
+    return classes
+
+
+@lru_cache(maxsize=16)
+def _sizes(folder: str) -> tuple[tuple[tuple[int, int], int], ...]:
+    """``((height, width), count)`` over every image file under ``folder`` (headers only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    counts: Counter[tuple[int, int]] = Counter()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.suffix.lower() not in _EXTENSIONS or not path.is_file():
+            continue
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+        except (UnidentifiedImageError, OSError) as exc:
+            raise UserError(f"imagefolder: {path} is not a readable image ({exc})") from None
+        counts[(height, width)] += 1
+    return tuple(sorted(counts.items()))
+
+
+@dataclass(frozen=True)
+class ImageFolderLayout:
+    """What the model sees of an ImageFolder root.
+
+    Attributes:
+        classes: class names (label = index).
+        size: ``(H, W)`` of the model's input.
+        native: the images already have ``size`` (no resizing).
+    """
+
+    classes: tuple[str, ...]
+    size: tuple[int, int]
+    native: bool
+
+
+def resolve_layout(
+    root: str | Path, splits: Sequence[str], image_size: int | None = None
+) -> ImageFolderLayout:
+    """Classes and input size of the ``splits`` (``"train"`` / ``"test"``) of an ImageFolder root.
+
+    Args:
+        root: the dataset folder.
+        splits: the splits that will be read; their class folders must agree.
+        image_size: square output size ``S`` (``S x S``); ``None``: the images' own size, which
+            must then be the same for every image of every split.
+
+    Raises:
+        UserError: missing folders, no class folder, class folders that differ between splits,
+            mixed image sizes without ``image_size``, an ``image_size`` < 1, or no image at all.
+    """
+    if image_size is not None and image_size < 1:
+        raise UserError(f"--image-size must be >= 1 (got {image_size})")
+    classes: list[str] | None = None
+    sizes: Counter[tuple[int, int]] = Counter()
+    for split in splits:
+        folder = split_dir(root, split)
+        found = _classes_in(folder)
+        if not found:
+            raise UserError(f"imagefolder dataset at {folder} has no class folders")
+        if classes is not None and found != classes:
+            raise UserError(
+                f"imagefolder: {folder} has class folders {found[:5]}... ({len(found)}) but the "
+                f"other split has {classes[:5]}... ({len(classes)}); they must match"
+            )
+        classes = found
+        sizes.update(dict(_sizes(str(folder))))
+    if not sizes:
+        raise UserError(f"imagefolder dataset at {Path(root)} holds no image files")
+    assert classes is not None
+    if len(sizes) == 1:
+        (native,) = sizes
+        if image_size is None or (image_size, image_size) == native:
+            return ImageFolderLayout(tuple(classes), native, True)
+    elif image_size is None:
+        common = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sizes.most_common(3))
+        raise UserError(
+            f"imagefolder images under {Path(root)} have {len(sizes)} different sizes ({common}, "
+            "...); pass --image-size S to resize them to S x S"
+        )
+    assert image_size is not None
+    return ImageFolderLayout(tuple(classes), (image_size, image_size), False)
+
+
+def transform(
+    layout: ImageFolderLayout, train: bool, augment: bool
+) -> Callable[[Any], torch.Tensor]:
+    """PIL image -> float32 tensor ``(3, H, W)`` in ``[0, 1]`` (see the module docstring for the rules)."""
+    from torchvision import transforms as T
+
+    h, w = layout.size
+    large = min(h, w) >= IMAGENET_STYLE_MIN
+    steps: list[Any] = [T.Lambda(_to_rgb)]
+    if not layout.native:
+        if large and train and augment:
+            steps.append(T.RandomResizedCrop((h, w)))
+        elif large:
+            steps += [T.Resize(round(min(h, w) * 256 / 224)), T.CenterCrop((h, w))]
+        else:
+            steps.append(T.Resize((h, w)))
+    if train and augment:
+        if large and layout.native:
+            steps.append(T.RandomResizedCrop((h, w)))
+        elif not large:
+            steps.append(T.RandomCrop((h, w), padding=max(1, round(min(h, w) / 8))))
+        steps.append(T.RandomHorizontalFlip())
+    steps.append(T.ToTensor())  # uint8 HWC -> float32 CHW in [0, 1]; Normalize is in the model
+    return T.Compose(steps)  # type: ignore[no-any-return]
+
+
+def _to_rgb(img: Any) -> Any:
+    return img.convert("RGB")
+
+
+def channel_mean_std(
+    dataset: Dataset[Any], batch_size: int = 256
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of ``dataset``'s images (``[0, 1]`` pixel units).
+
+    ``dataset`` yields ``(x, y)`` with ``x`` ``(C, H, W)``; computed in float64 over every pixel.
+
+    Raises:
+        UserError: for an empty dataset.
+    """
+    total = torch.zeros(0, dtype=torch.float64)
+    squares = torch.zeros(0, dtype=torch.float64)
+    count = 0
+    for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        xd = x.to(torch.float64)  # (B, C, H, W)
+        if count == 0:
+            total = torch.zeros(xd.shape[1], dtype=torch.float64)
+            squares = torch.zeros(xd.shape[1], dtype=torch.float64)
+        total += xd.sum(dim=(0, 2, 3))
+        squares += (xd * xd).sum(dim=(0, 2, 3))
+        count += xd.shape[0] * xd.shape[2] * xd.shape[3]
+    if count == 0:
+        raise UserError("cannot compute mean/std of an empty training split")
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_min(1e-12).sqrt()
+    return tuple(float(m) for m in mean), tuple(max(float(s), 1e-6) for s in std)
