@@ -9,21 +9,42 @@ from torch import Tensor, nn
 __all__ = ["finite_gradient", "finite_input_gradient", "loss_gradient"]
 
 
+#: an infinite gradient entry becomes this many times its example's largest finite |entry|.
+#: 1 (not more): on a sqrt-input digits model, letting them dominate an L2 step (1e3) wasted the
+#: step on pixels at 0 pushed further down (L2 PGD robust 0.89 at eps 2), zeroing them lost their
+#: sign in L∞ steps (PGD 0.83 vs 0.48 at eps 0.05); 1 keeps L∞ / FGSM exactly as sign(raw) and
+#: gives the strongest L2 PGD of the three (0.23 at eps 0.5, 0.00 at 1 and 2).
+INF_DOMINANCE = 1.0
+
+
 def finite_gradient(grad: Tensor) -> Tensor:
-    """``grad`` (N, ...) with every NaN / ±inf entry set to 0; finite entries unchanged.
+    """``grad`` (N, ...) made finite per example, keeping the direction information it carries.
 
     Models with ``sqrt`` / ``log`` / division on their input have infinite or NaN input gradients
-    at some pixels (e.g. ``d sqrt(x) / dx`` at ``x = 0``). One such entry would turn an L2 step
-    ``g / ‖g‖`` (or an Adam state) into NaN for the whole example and every later iterate; zeroing
-    the entry keeps the step of that example finite (that pixel just does not move on this step)
-    and never touches other entries or other examples. Every gradient-based attack should pass its
-    input gradients through this helper (the native engine and FGSM do).
+    at some pixels (``d sqrt(x) / dx = +inf`` at ``x = 0``, and ``0 · inf = NaN`` where the upstream
+    gradient is 0). One such entry turns an L2 step ``g / ‖g‖`` (or an Adam state) into NaN for
+    the whole example and every later iterate. Per entry:
+
+    * ``NaN`` carries no direction and becomes 0 (that pixel does not move on this step);
+    * ``±inf`` is a very steep ascent direction: it becomes ``±`` the largest finite ``|entry|``
+      of its example (``INF_DOMINANCE`` times it; 1 if there is none), so an L∞ / FGSM step is
+      exactly ``sign`` of the raw gradient and an L2 step still moves those pixels, instead of
+      throwing their sign away (zeroing them made L∞ PGD much weaker on a sqrt-input model);
+    * finite entries are unchanged, and no example influences another.
+
+    Every gradient-based attack passes its input gradients through this helper (the native
+    engine, FGSM, C&W, APGD, FAB, FMN; library backends through :func:`finite_input_gradient`).
     """
-    return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+    flat = grad.reshape(grad.shape[0], -1)  # (N, D)
+    finite = torch.where(torch.isfinite(flat), flat, torch.zeros_like(flat))  # NaN/inf -> 0
+    biggest = finite.abs().amax(dim=1, keepdim=True) if flat.shape[1] else finite[:, :1]
+    scale = torch.where(biggest > 0, biggest * INF_DOMINANCE, torch.ones_like(biggest))  # (N, 1)
+    out = torch.where(torch.isinf(flat), torch.sign(flat) * scale, finite)
+    return out.reshape(grad.shape)
 
 
 class _FiniteInputGradient(torch.autograd.Function):
-    """Identity forward; the backward zeroes NaN / inf entries of the incoming gradient."""
+    """Identity forward; the backward makes the incoming gradient finite (:func:`finite_gradient`)."""
 
     @staticmethod
     def forward(ctx: object, x: Tensor) -> Tensor:

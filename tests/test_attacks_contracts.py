@@ -343,12 +343,35 @@ def test_sqrt_model_nan_gradients_never_poison_iterates(
     assert result.robust_accuracy()[1] <= 0.5, result.robust_accuracy()  # was 0.90 with NaNs
 
 
-def test_finite_gradient_zeroes_only_non_finite_entries() -> None:
-    g = torch.tensor([[1.0, float("nan"), -2.0], [float("inf"), float("-inf"), 0.5]])
-    assert torch.equal(finite_gradient(g), torch.tensor([[1.0, 0.0, -2.0], [0.0, 0.0, 0.5]]))
-    x = torch.tensor([0.0, 0.25, 1.0], requires_grad=True)
+def test_finite_gradient_keeps_signs_and_drops_nan_per_example() -> None:
+    nan, inf = float("nan"), float("inf")
+    g = torch.tensor([[1.0, nan, -2.0, inf], [inf, -inf, 0.5, 0.0], [nan, inf, -inf, 0.0]])
+    expected = torch.tensor([[1.0, 0.0, -2.0, 2.0], [0.5, -0.5, 0.5, 0.0], [0.0, 1.0, -1.0, 0.0]])
+    assert torch.equal(finite_gradient(g), expected)  # ±inf -> ± the row's largest finite |g|
+    assert torch.equal(finite_gradient(g[:1]), expected[:1])  # rows are independent
+    assert torch.equal(finite_gradient(expected), expected)  # finite gradients are unchanged
+    torch.manual_seed(0)
+    raw = torch.randn(5, 3, 4, 4)
+    raw[raw > 1.5], raw[raw < -1.5], raw[raw.abs() < 0.05] = inf, -inf, nan
+    # An L∞ step is exactly sign(raw) with NaN -> 0.
+    assert torch.equal(finite_gradient(raw).sign(), torch.nan_to_num(raw.sign(), nan=0.0))
+    x = torch.tensor([[0.0, 0.25, 1.0]], requires_grad=True)
     torch.sqrt(finite_input_gradient(x)).sum().backward()
-    assert x.grad is not None and torch.equal(x.grad, torch.tensor([0.0, 1.0, 0.5]))
+    assert x.grad is not None and torch.equal(x.grad, torch.tensor([[1.0, 1.0, 0.5]]))
+
+
+def test_fgsm_on_the_sqrt_model_steps_along_the_sign_of_the_raw_gradient(data: Digits) -> None:
+    model = nn.Sequential(Sqrt(), data.model)
+    x, y = data.x[:50], data.y[:50]
+    xg = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(xg), y, reduction="sum").backward()
+    assert xg.grad is not None and bool(torch.isinf(xg.grad).any())
+    direction = torch.nan_to_num(xg.grad.sign(), nan=0.0)  # infinite entries keep their sign
+    result = get_attack("fgsm")(model, x, y, epsilons=[0.1])
+    expected = (x + 0.1 * direction).clamp(0, 1)
+    broken = result.success[0] & (model(x).argmax(1) == y)
+    assert bool(broken.any())
+    assert torch.allclose(result.adversarials[0][broken], expected[broken], atol=1e-6)
 
 
 def test_loss_gradient_is_finite_per_example(data: Digits) -> None:
