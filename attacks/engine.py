@@ -68,7 +68,7 @@ def logits_and_gradient(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor,
 
     Sum reduction keeps each example's gradient independent of the batch (and of which other
     examples are still in it); only the input gets a gradient, no parameter ``.grad`` is written.
-    NaN / inf gradient entries are zeroed (:func:`attacks.gradients.finite_gradient`), so they
+    NaN / inf gradient entries are made finite (:func:`attacks.gradients.finite_gradient`), so they
     never reach an iterate.
     """
     with torch.enable_grad():

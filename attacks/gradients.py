@@ -71,7 +71,7 @@ def loss_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 
     Sum reduction keeps every example's gradient independent of the batch size. Only the input
     gets a gradient (``torch.autograd.grad``), so no parameter ``.grad`` is ever written.
-    Non-finite entries are zeroed (:func:`finite_gradient`).
+    Non-finite entries are made finite (:func:`finite_gradient`).
     """
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)

@@ -15,7 +15,7 @@ class GradCounter(nn.Module):
 
     Every such forward is followed by one backward in torchattacks and foolbox, so ``count`` is
     the number of example-gradient evaluations. Input gradients pass through
-    :func:`attacks.gradients.finite_input_gradient` (NaN / inf entries zeroed), so a model with
+    :func:`attacks.gradients.finite_input_gradient` (NaN / inf entries made finite), so a model with
     non-finite input gradients cannot poison the library's iterates. The wrapper is created in eval mode (a fresh
     ``nn.Module`` starts in train mode, which foolbox would warn about). ``forwards`` counts
     every example that passes through the model, with or without a gradient.
@@ -32,6 +32,6 @@ class GradCounter(nn.Module):
         if torch.is_grad_enabled() and x.requires_grad:
             self.count += x.shape[0]
         self.forwards += x.shape[0]
-        # Library attacks get finite input gradients (NaN/inf entries zeroed), like native ones.
+        # Library attacks get finite input gradients (finite_gradient), like native ones.
         out: Tensor = self.model(finite_input_gradient(x) if x.requires_grad else x)
         return out
