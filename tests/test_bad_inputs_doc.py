@@ -150,6 +150,7 @@ def _oom(command: str) -> Callable[[Path], str]:
 
 
 A = "rbs attack --checkpoint ck --out new-results"
+T = "rbs train --out new-train"
 CASES: list[Case] = [
     # --------------------------------------------------------------------------- epsilons
     Case("epsilon", "negative epsilon", f"{A} --eps=-0.1"),
@@ -295,6 +296,17 @@ CASES: list[Case] = [
         "warmup longer than training, both given by the user",
         "rbs train --out new-train --epochs 1 --warmup-epochs 5",
     ),
+    # --------------------------------------------------------------------------- adversarial training
+    Case("adversarial", "unknown --adversarial", "rbs train --out new-train --adversarial madry"),
+    Case("adversarial", "adversarial training without --adv-eps", f"{T} --adversarial pgd"),
+    Case("adversarial", "non-numeric --adv-eps", f"{T} --adversarial pgd --adv-eps 8/O"),
+    Case(
+        "adversarial",
+        "step size both absolute and relative",
+        f"{T} --adversarial pgd --adv-eps 0.1 --adv-step-size 0.01 --adv-rel-step-size 0.25",
+    ),
+    Case("adversarial", "no steps", f"{T} --adversarial trades --adv-eps 0.1 --adv-steps 0"),
+    Case("adversarial", "validation fraction above 0.5", f"{T} --val-fraction 0.9"),
     # --------------------------------------------------------------------------- devices
     Case(
         "device",
