@@ -357,3 +357,36 @@ def test_rbs_run_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFix
 
     assert_frame_equal(without_timing(read_results(results)), without_timing(before))
     assert second_seconds < first_seconds
+
+
+# ------------------------------------------------------------- training methods (issue 12)
+def test_adversarial_config_plans_every_model_per_training_method() -> None:
+    path = Path(__file__).resolve().parents[1] / "evaluations" / "configs" / "adversarial.toml"
+    plan = plan_experiment(tomllib.loads(path.read_text()), protocol="quick")
+    names = [m.name for m in plan.models]
+    assert len(names) == 33 and len(set(names)) == 33
+    assert names[:2] == ["dense", "window-50"] and "hydra-70" in names
+    assert "pgd-window-70" in names and "trades-hydra-70" in names
+    by_name = {m.name: m.job for m in plan.models}
+    assert by_name["window-70"].adversarial.method.value == "none"
+    for prefix, method in (("pgd-", "pgd"), ("trades-", "trades")):
+        adv = by_name[prefix + "combined-90"].adversarial
+        assert adv.method.value == method and adv.eps == 0.1 and adv.steps == 10
+    hydra = by_name["pgd-hydra-70"].sparsity
+    assert hydra.method.value == "hydra" and hydra.granularity is Granularity.UNSTRUCTURED
+    assert hydra.target == 0.7
+
+
+@pytest.mark.parametrize(
+    "models,match",
+    [
+        ({"trainings": "pgd"}, "trainings must be a non-empty list"),
+        ({"trainings": ["pgd", "madry"]}, "adversarial method 'madry' is unknown"),
+        ({"extra": [{"method": "hydra", "target": 1.5}]}, r"target must be in \(0, 1\)"),
+        ({"extra": [{"method": "hydra", "taget": 0.7}]}, "unknown key 'taget'"),
+    ],
+)
+def test_bad_training_sections_are_user_errors(models: dict[str, Any], match: str) -> None:
+    cfg = {"adversarial": {"eps": 0.1}, "models": {"dense": True, "targets": [], **models}}
+    with pytest.raises(UserError, match=match):
+        plan_experiment(cfg)
