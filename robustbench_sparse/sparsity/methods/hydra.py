@@ -31,7 +31,11 @@ runs score learning for 20 epochs (CIFAR) as its own job; here they are phases o
 score learning uses seeded shuffled batches of the training split (not sharded under DDP: every
 rank learns the same scores, rank 0's masks are broadcast). BatchNorm is in train mode during
 score learning (running statistics adapt to the sub-network, as in the reference); every other
-parameter (first conv, classifier, BatchNorm affine) is frozen too.
+parameter is frozen too, whereas the reference leaves the BatchNorm affine parameters trainable
+(its ``--freeze-bn`` is off by default). The reference replaces *every* conv / linear layer by a
+scored one (first conv and classifier included); here the layers are Campfire's selection
+(first conv and classifier dense unless ``prune_first_conv`` / ``prune_classifier``), so the
+methods compare on the same layers.
 """
 
 from __future__ import annotations
