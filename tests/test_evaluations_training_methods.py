@@ -48,7 +48,9 @@ def test_checkpoint_training_columns_from_metadata() -> None:
     cols = checkpoint_training({"adversarial_training": rec})
     assert cols["training"] == "TRADES (linf 8/255, PGD-10, beta 6)"
     assert cols["train_method"] == "trades" and cols["train_eps"] == pytest.approx(8 / 255)
-    assert structure_label("dense", 0.0) == "dense" and structure_label("window", 0.7) == "window-70"
+    assert (
+        structure_label("dense", 0.0) == "dense" and structure_label("window", 0.7) == "window-70"
+    )
 
 
 def test_matrix_cells_are_the_worst_case_rows_at_the_training_budget() -> None:
@@ -89,6 +91,7 @@ def test_report_and_figure_show_the_training_methods(tmp_path: Path) -> None:
     assert sorted(p.name for p in paths) == ["training_curves_linf.png", "training_curves_linf.svg"]
     md_path, html_path = write_report(tmp_path)
     md = md_path.read_text(encoding="utf-8")
+    assert "Training method x sparsity" in html_path.read_text(encoding="utf-8")
     assert "Training method x sparsity" in md and "AT (linf 0.1, PGD-10)" in md
     assert "evaluated only below the training budget" in md
     assert "not evaluated" in md  # eps 0.3 is not on the synthetic grid
