@@ -538,6 +538,7 @@ def _training_methods(df: pd.DataFrame) -> list[Block]:
     from evaluations.training_methods import (
         below_budget_warnings,
         has_training_methods,
+        robust_overfitting,
         training_budgets,
         training_matrix,
     )
@@ -574,6 +575,28 @@ def _training_methods(df: pd.DataFrame) -> list[Block]:
                 ["l"] + ["r"] * len(matrix.columns),
                 caption=f"clean / robust accuracy at {_NORM_LABEL.get(norm, norm)} ε = "
                 f"{_fmt_eps(eps, norm)} (worst case over the attacks)",
+            )
+        )
+    overfit = robust_overfitting(df)
+    if not overfit.empty:
+        blocks.append(
+            Table(
+                ["checkpoint", "training", "best epoch", "best", "last", "best - last"],
+                [
+                    [
+                        str(r.checkpoint),
+                        str(r.training),
+                        str(r.best_epoch),
+                        _pct(r.best),
+                        _pct(r.last),
+                        _pct(r.gap),
+                    ]
+                    for r in _rows(overfit)
+                ],
+                ["l", "l", "r", "r", "r", "r"],
+                caption="robust overfitting (Rice et al. 2020): PGD robust accuracy on the held-out "
+                "validation split at the training budget, best epoch (saved as best-robust/) vs "
+                "the last epoch (the evaluated checkpoint)",
             )
         )
     warnings = below_budget_warnings(df)

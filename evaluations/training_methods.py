@@ -10,6 +10,9 @@ training        str    label: ``standard``, ``AT (linf 0.1, PGD-10)``, ``TRADES 
 train_method    str    ``none`` / ``pgd`` / ``trades`` / ``fast``
 train_norm      str    training norm (empty for standard training)
 train_eps       float  training budget (0 for standard training)
+val_robust_last float  PGD robust validation accuracy of the last epoch (NaN: not recorded)
+val_robust_best float  the best robust validation accuracy over the final-mask epochs
+best_robust_ep  int    the epoch of ``val_robust_best`` (``best-robust/``; -1: none)
 ==============  =====  =====================================================================
 
 :func:`training_matrix` is the training-method x sparsity matrix of clean and worst-case robust
@@ -35,12 +38,14 @@ __all__ = [
     "checkpoint_training",
     "has_training_methods",
     "plot_training_curves",
+    "robust_overfitting",
     "structure_label",
     "training_budgets",
     "training_matrix",
 ]
 
 _COLUMNS = ("training", "train_method", "train_norm", "train_eps")
+_NAN = float("nan")
 
 
 def checkpoint_training(meta: dict[str, Any]) -> dict[str, Any]:
@@ -50,12 +55,31 @@ def checkpoint_training(meta: dict[str, Any]) -> dict[str, Any]:
     rec = meta.get("adversarial_training") or {}
     method = str(rec.get("method", "none"))
     if method == "none":
-        return {"training": "standard", "train_method": "none", "train_norm": "", "train_eps": 0.0}
+        return {
+            "training": "standard",
+            "train_method": "none",
+            "train_norm": "",
+            "train_eps": 0.0,
+            "val_robust_last": _NAN,
+            "val_robust_best": _NAN,
+            "best_robust_ep": -1,
+        }
     norm, eps = str(rec.get("norm", "")), float(rec.get("eps", 0.0))
     label = rec.get("label") or threat_label(
         method, norm, eps, int(rec.get("steps", 0)), rec.get("trades_beta")
     )
-    return {"training": str(label), "train_method": method, "train_norm": norm, "train_eps": eps}
+    history = [h for h in meta.get("history") or [] if h.get("val_robust_accuracy") is not None]
+    frozen = [h for h in history if h.get("masks_frozen", True)]
+    best = max(frozen, key=lambda h: (h["val_robust_accuracy"], -h["epoch"]), default=None)
+    return {
+        "training": str(label),
+        "train_method": method,
+        "train_norm": norm,
+        "train_eps": eps,
+        "val_robust_last": float(history[-1]["val_robust_accuracy"]) if history else _NAN,
+        "val_robust_best": float(best["val_robust_accuracy"]) if best else _NAN,
+        "best_robust_ep": int(best["epoch"]) if best else -1,
+    }
 
 
 def has_training_methods(df: pd.DataFrame) -> bool:
@@ -130,6 +154,30 @@ def training_matrix(df: pd.DataFrame, norm: str, eps: float) -> pd.DataFrame | N
     rows = sorted(cells, key=lambda t: (t != "standard", t))
     cols = sorted({s for r in cells.values() for s in r}, key=_structure_key)
     return pd.DataFrame([[cells[r].get(c) for c in cols] for r in rows], index=rows, columns=cols)
+
+
+def robust_overfitting(df: pd.DataFrame) -> pd.DataFrame:
+    """Per adversarially trained checkpoint: best vs last robust validation accuracy (Rice et al.).
+
+    Columns: checkpoint, training, best_epoch, best, last, gap (best - last, >= 0). Empty when the
+    results carry no adversarially trained checkpoint or no robust validation history.
+    """
+    cols = ["checkpoint", "training", "best_epoch", "best", "last", "gap"]
+    if not has_training_methods(df) or "val_robust_best" not in df.columns:
+        return pd.DataFrame(columns=cols)
+    at = df[df["train_method"] != "none"].groupby("checkpoint", sort=True).first().reset_index()
+    at = at[at["val_robust_best"].notna()]
+    out = pd.DataFrame(
+        {
+            "checkpoint": at["checkpoint"],
+            "training": at["training"],
+            "best_epoch": at["best_robust_ep"].astype(int),
+            "best": at["val_robust_best"].astype(float),
+            "last": at["val_robust_last"].astype(float),
+        }
+    )
+    out["gap"] = out["best"] - out["last"]
+    return out.reset_index(drop=True)
 
 
 def below_budget_warnings(df: pd.DataFrame) -> list[str]:

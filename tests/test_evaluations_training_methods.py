@@ -15,6 +15,7 @@ from evaluations.training_methods import (
     checkpoint_training,
     has_training_methods,
     plot_training_curves,
+    robust_overfitting,
     structure_label,
     training_budgets,
     training_matrix,
@@ -33,21 +34,29 @@ def _mixed(train_eps: float = 0.1) -> pd.DataFrame:
         train_method="pgd",
         train_norm="linf",
         train_eps=train_eps,
+        val_robust_best=0.9,
+        val_robust_last=0.85,
+        best_robust_ep=7,
     )
     return pd.concat([std, at], ignore_index=True)
 
 
 def test_checkpoint_training_columns_from_metadata() -> None:
-    assert checkpoint_training({}) == {
-        "training": "standard",
-        "train_method": "none",
-        "train_norm": "",
-        "train_eps": 0.0,
-    }
+    std = checkpoint_training({})
+    assert std["training"] == "standard" and std["train_method"] == "none"
+    assert std["train_eps"] == 0.0 and std["best_robust_ep"] == -1
     rec = {"method": "trades", "norm": "linf", "eps": 8 / 255, "steps": 10, "trades_beta": 6.0}
-    cols = checkpoint_training({"adversarial_training": rec})
+    history = [
+        {"epoch": 1, "masks_frozen": False, "val_robust_accuracy": 0.9},  # denser: not eligible
+        {"epoch": 2, "masks_frozen": True, "val_robust_accuracy": 0.6},
+        {"epoch": 3, "masks_frozen": True, "val_robust_accuracy": 0.7},
+        {"epoch": 4, "masks_frozen": True, "val_robust_accuracy": 0.65},
+    ]
+    cols = checkpoint_training({"adversarial_training": rec, "history": history})
     assert cols["training"] == "TRADES (linf 8/255, PGD-10, beta 6)"
     assert cols["train_method"] == "trades" and cols["train_eps"] == pytest.approx(8 / 255)
+    assert cols["best_robust_ep"] == 3 and cols["val_robust_best"] == 0.7
+    assert cols["val_robust_last"] == 0.65
     assert (
         structure_label("dense", 0.0) == "dense" and structure_label("window", 0.7) == "window-70"
     )
@@ -95,4 +104,9 @@ def test_report_and_figure_show_the_training_methods(tmp_path: Path) -> None:
     assert "Training method x sparsity" in md and "AT (linf 0.1, PGD-10)" in md
     assert "evaluated only below the training budget" in md
     assert "not evaluated" in md  # eps 0.3 is not on the synthetic grid
+    assert "robust overfitting" in md
+    overfit = robust_overfitting(back)
+    assert list(overfit["checkpoint"]) == ["pgd-dense", "pgd-window70"]
+    assert overfit["gap"].tolist() == pytest.approx([0.05, 0.05])
+    assert (overfit["best_epoch"] == 7).all()
     assert plot_training_curves(df[df["train_method"] == "none"], tmp_path / "f2") == []
