@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             report["runs"][label] = res
             _print(label, LINF_EPS, x.shape[0], res)
             sys.stdout.flush()
+            if args.json:  # after every model: a stopped run keeps what it finished
+                args.json.write_text(json.dumps(report, indent=1))
     if args.mnist:
         model, x, y, how = _mnist(args.mnist, args.n)
         res = compare(model, x, y, LINF_EPS, args.repeats)
