@@ -25,6 +25,7 @@ EXPECTED = {
     "digits-methods",
     "mnist-smallcnn",
     "cifar10-resnet18-at",
+    "cifar10-resnet18",
     "cifar10-resnet20",
     "cifar10-resnet56",
     "imagenet-resnet50-campfire",
@@ -102,3 +103,20 @@ def test_the_adversarial_recipe_trains_every_model_with_pgd_at_8_255() -> None:
         assert adv.steps == 10 and adv.stepsize(adv.eps) == pytest.approx(2 / 255)
     job = train_job_from_config(training_sections(load_recipe("cifar10-resnet18-at")))
     assert job.adversarial.method.value == "pgd"  # rbs train --recipe keeps the threat model
+
+
+def test_the_cifar10_resnet18_recipe_is_the_full_size_recipe() -> None:
+    """ResNet-18 (CIFAR definition), full training set, 200 epochs, the five models of the CPU config."""
+    plan = plan_experiment(load_recipe("cifar10-resnet18"))
+    assert [m.name for m in plan.models] == [
+        "dense",
+        "window-70",
+        "channel-70",
+        "combined-70",
+        "window-90",
+    ]
+    for model in plan.models:
+        job = model.job
+        assert job.arch == "resnet18_cifar" and job.data.dataset == "cifar10"
+        assert job.data.train_limit is None and job.train.epochs == 200
+        assert (job.sparsity.start, job.sparsity.end) == (20.0, 100.0)
