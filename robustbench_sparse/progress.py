@@ -3,7 +3,8 @@
 On a terminal (stderr is a TTY) this is plain ``tqdm``: one line redrawn in place. When stderr is
 redirected to a file or a pipe, a redrawn bar becomes thousands of carriage-return updates (a
 fresh-clone run wrote 5,896 of them, 612 KB); here the bar instead writes whole lines, at most one
-every :data:`LOG_INTERVAL_S` seconds per bar, without the cursor-movement codes nested bars use,
+every :data:`LOG_INTERVAL_S` seconds per bar (none for a bar that ends sooner), without the
+cursor-movement codes nested bars use,
 and never the same line twice. ``RBS_PROGRESS_INTERVAL`` (seconds) overrides that interval.
 """
 
@@ -72,7 +73,9 @@ def progress_bar(*args: Any, **kwargs: Any) -> Any:
 
     In the non-TTY case ``mininterval`` becomes :data:`LOG_INTERVAL_S` (or
     ``RBS_PROGRESS_INTERVAL``) and ``maxinterval`` is lifted to match (tqdm would otherwise
-    shorten the interval again); the erase a ``leave=False`` bar does on close writes nothing.
+    shorten the interval again), and a bar first appears after one interval (``delay``), so short
+    bars (an epoch of a few seconds) write nothing; the erase a ``leave=False`` bar does on close
+    writes nothing either.
     """
     stream = kwargs.pop("file", None) or sys.stderr
     if _is_tty(stream):
@@ -86,6 +89,7 @@ def progress_bar(*args: Any, **kwargs: Any) -> Any:
         file=LineWriter(stream),
         mininterval=interval,
         maxinterval=max(interval, 10.0),
+        delay=interval,  # a bar that finishes within one interval writes nothing
         dynamic_ncols=False,
         ncols=100,
         ascii=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 
@@ -33,11 +34,18 @@ def test_redirected_bar_writes_few_lines_and_no_carriage_returns(
     for _ in range(5000):
         bar.update(1)
     bar.close()
+    assert out.getvalue() == ""  # finished within one interval: nothing to report
+    monkeypatch.setenv("RBS_PROGRESS_INTERVAL", "0.05")
+    out = io.StringIO()
+    bar = progress_bar(total=3, desc="cell", file=out, unit="ex")
+    for _ in range(3):
+        time.sleep(0.06)
+        bar.update(1)
+    bar.close()
     text = out.getvalue()
     assert "\r" not in text and "\x1b" not in text
     lines = text.splitlines()
-    assert 1 <= len(lines) <= 3  # the first draw and the final one, not 5000
-    assert "5000/5000" in lines[-1]
+    assert 1 <= len(lines) <= 4 and "3/3" in lines[-1]  # whole lines, the last one final
 
 
 def test_terminal_bar_is_plain_tqdm() -> None:
