@@ -121,8 +121,8 @@ def _loss_and_grad(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One forward+backward: logits (m, C), per-example loss (m,), its gradient wrt ``x``.
 
-    NaN / inf gradient entries are zeroed (:func:`attacks.gradients.finite_gradient`), as in the
-    grid engine, so one such pixel cannot turn an example's iterates into NaN.
+    Non-finite gradient entries are made finite (:func:`attacks.gradients.finite_gradient`), as in
+    the grid engine, so one such pixel cannot turn an example's iterates into NaN.
     """
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
