@@ -32,7 +32,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox
 
 from evaluations.atomic import atomic_path
@@ -790,7 +790,8 @@ def plot_clean_vs_robust(
             for coll in ax.collections:
                 coll.set_clip_on(False)  # a point at 100 % clean accuracy stays whole
             for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
-                # ticks 0.5 % apart need a decimal, or two ticks both read "98%"
+                # at most 5 ticks at 1/2/5 steps; ticks 0.5 % apart need a decimal, or two read "98%"
+                axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10]))
                 axis.set_major_formatter(PercentFormatter(1.0, decimals=1 if hi - lo < 0.08 else 0))
             ax.set_xlabel("clean accuracy")
             ax.set_ylabel("worst-case robust accuracy")
