@@ -390,3 +390,17 @@ def test_bad_training_sections_are_user_errors(models: dict[str, Any], match: st
     cfg = {"adversarial": {"eps": 0.1}, "models": {"dense": True, "targets": [], **models}}
     with pytest.raises(UserError, match=match):
         plan_experiment(cfg)
+
+
+# ------------------------------------------------------------- real CIFAR-10 on a CPU (issue 13)
+def test_cifar10_cpu_config_plans_the_five_models_on_real_data() -> None:
+    path = Path(__file__).resolve().parents[1] / "evaluations" / "configs" / "cifar10.toml"
+    plan = plan_experiment(tomllib.loads(path.read_text()))
+    names = [m.name for m in plan.models]
+    assert names == ["dense", "window-70", "channel-70", "combined-70", "window-90"]
+    for model in plan.models:
+        job = model.job
+        assert job.data.dataset == "cifar10" and job.data.train_limit == 10_000
+        assert job.arch == "resnet20" and job.train.device == "cpu"
+        assert job.train.epochs == 8 and job.sparsity.end <= job.train.epochs
+    assert plan.grid.limit == 200
