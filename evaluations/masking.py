@@ -415,6 +415,25 @@ def probe_unbounded(model: nn.Module, x: Tensor, y: Tensor, norm: str) -> dict[s
     }
 
 
+#: the white-box stages of AutoAttack that confirm a black-box break (untargeted CE, then
+#: targeted DLR): a weak white-box protocol (e.g. quick's PGD-20 or C&W) is not gradient masking
+_CONFIRM = ("apgd-ce", "apgd-t")
+
+
+def _white_box_survivors(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str) -> int:
+    """How many of ``x`` (n, ...) every confirming white-box attack leaves robust at ``eps``."""
+    available = set(list_attacks("native"))
+    names = [n if norm == "linf" else f"{n}-l2" for n in _CONFIRM]
+    names = [n for n in names if n in available] or [_strongest_white_box(norm)]
+    for name in names:
+        if x.shape[0] == 0:
+            break
+        result = get_attack(name)(model, x, y, epsilons=[eps], warn_units=False)
+        keep = ~result.success[0]
+        x, y = x[keep], y[keep]
+    return int(x.shape[0])
+
+
 def _black_box_attack(probes: MaskingProbes, norm: str) -> Any | None:
     name = probes.black_box if norm == "linf" else f"{probes.black_box}-l2"
     if name not in list_attacks("native"):
@@ -441,9 +460,9 @@ def probe_black_box(
 
     ``cells``: the grid cells of one checkpoint (one or both norms); at each positive epsilon the
     probe attacks only the examples every white-box attack of that norm left robust. Examples it
-    breaks are attacked once more by the strongest white-box attack (APGD-CE when registered):
-    ``broken`` counts those that white-box attack also leaves robust (``broken_by_black_box``
-    counts all), so a weak white-box protocol alone does not raise the flag.
+    breaks are attacked once more by APGD-CE and then APGD-T (AutoAttack's white-box stages):
+    ``broken`` counts those both leave robust (``broken_by_black_box`` counts all), so a weak
+    white-box protocol alone does not raise the flag.
     """
     rows: list[dict[str, Any]] = []
     m = int(x.shape[0])
@@ -465,11 +484,7 @@ def probe_black_box(
                 hit = idx[result.success[0].to(idx.device)]
                 broken = int(hit.numel())
                 if broken:
-                    # Confirm with the strongest white-box attack on exactly these examples: a
-                    # weak white-box protocol (e.g. quick's C&W for L2) is not gradient masking.
-                    strong = get_attack(_strongest_white_box(norm))
-                    again = strong(model, x[hit], y[hit], epsilons=[float(e)], warn_units=False)
-                    confirmed = int((~again.success[0]).sum())
+                    confirmed = _white_box_survivors(model, x[hit], y[hit], float(e), norm)
             rows.append(
                 {
                     "checkpoint": group[0].checkpoint,
