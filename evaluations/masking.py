@@ -571,7 +571,10 @@ def evaluate_masking(
     for ckpt in checkpoints:
         key = ckpt.info.name
         if key not in cache:
-            cache[key] = _as_tensors(data[key] if isinstance(data, Mapping) else data, m)
+            # Exactly the grid's examples in the grid's order (the probes compare per example with
+            # the cells), then the first m of them.
+            xs, ys = _as_tensors(data[key] if isinstance(data, Mapping) else data, grid.limit)
+            cache[key] = (xs[:m], ys[:m])
         x, y = cache[key]
         inputs.append(MaskingInputs(ckpt.name, ckpt.model.to(device), x.to(device), y.to(device)))
     try:
