@@ -203,10 +203,17 @@ def black_box_check(
             count=total,
             rows=rows,
         )
+    raw = sum(int(r.get("broken_by_black_box", r["broken"])) for r in rows)
+    weak = (
+        f"; the probe broke {raw - total} more that APGD-CE / APGD-T then also broke (the "
+        "protocol's white-box attacks are weaker than AutoAttack's, not masked)"
+        if raw > total
+        else ""
+    )
     return _entry(
         False,
         f"gradient-free attacks broke {total} white-box survivors in all "
-        f"(at most {tolerance:.0%} of the examples at any epsilon)",
+        f"(at most {tolerance:.0%} of the examples at any epsilon){weak}",
         count=total,
         rows=rows,
     )
