@@ -107,8 +107,11 @@ def test_restarts_attack_the_still_robust(data: Digits) -> None:
     three = get_attack("square", n_queries=20, restarts=3)(data.model, x, y, epsilons=[0.1, 0.15])
     assert one.details is not None and three.details is not None
     assert three.details["forward_evals"] > one.details["forward_evals"]
-    # The first restart is the same run (same generator), later ones only add broken examples.
-    assert bool((three.success >= one.success).all())
+    # At the first eps the first restart is the same run on the same batch (same generator), and
+    # later restarts only add broken examples. At later eps the survivors' batch differs (more were
+    # broken at the first eps), so batched float rounding may differ and only the total is compared.
+    assert bool((three.success[0] >= one.success[0]).all())
+    assert int(three.success.sum()) >= int(one.success.sum())
 
 
 def test_non_image_inputs_are_refused(data: Digits) -> None:

@@ -34,7 +34,7 @@ from evaluations.grid import (
 from evaluations.metrics import WORST_CASE, check_invariants
 from evaluations.results import RESULT_COLUMNS, read_results, validate_results
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
-from robustbench_sparse.datasets import default_eps_grid, load_split
+from robustbench_sparse.datasets import balanced_subset, default_eps_grid, load_split
 from robustbench_sparse.errors import UserError
 from tests.eval_helpers import (
     CW_PARAMS,
@@ -75,7 +75,8 @@ def data() -> Any:
 
 @pytest.fixture(scope="module")
 def xy(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = zip(*(data[i] for i in range(LIMIT)), strict=True)
+    subset = balanced_subset(data, LIMIT)  # the examples run_grid evaluates under limit=LIMIT
+    xs, ys = zip(*(subset[i] for i in range(LIMIT)), strict=True)
     return torch.stack(xs).float(), torch.as_tensor(ys).long()
 
 

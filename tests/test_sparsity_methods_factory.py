@@ -106,7 +106,10 @@ def test_methods_config_plans_one_model_per_method_at_70() -> None:
         "grasp-70",
         "filter-70",
     ]
-    assert {sp.method.value for sp in names.values()} == {m.value for m in PruningMethod}
+    # Every method except HYDRA, whose scores are learned with the robust loss: it is compared in
+    # evaluations/configs/adversarial.toml, next to the adversarially trained models.
+    expected = {m.value for m in PruningMethod} - {PruningMethod.HYDRA.value}
+    assert {sp.method.value for sp in names.values()} == expected
     assert all(sp.target == 0.7 for n, sp in names.items() if n != "dense")
     assert names["dense"].target == 0.0
     assert [a.name for a in plan.grid.attacks] == ["fgsm", "pgd", "cw"]
