@@ -10,7 +10,6 @@ import pytest
 
 from robustbench_sparse.progress import LineWriter, progress_bar
 
-
 # These tests look at what bars draw; tqdm applies TQDM_* environment variables when it is
 # imported, so a TQDM_DISABLE=1 in the caller's shell hides every bar.
 pytestmark = pytest.mark.skipif(
