@@ -57,11 +57,11 @@ from torch import Tensor, nn
 
 from attacks.base import (
     Attack,
-    AttackConfigError,
     AttackInputError,
     AttackKind,
     FixedBudgetOutput,
 )
+from attacks.config import _check, _check_apgd, _check_n_target_classes, _is_int
 from attacks.engine import EpsRun, ascent_direction, nested_grid
 from attacks.gradients import finite_gradient
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
@@ -266,15 +266,6 @@ def apgd_run(
     return EpsRun(adversarials=out, broken=broken, grad_evals=evals)
 
 
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise AttackConfigError(message)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 @dataclass(frozen=True)
 class APGDParams:
     """Auto-PGD parameters (defaults: the paper's / AutoAttack "standard" version)."""
@@ -287,20 +278,7 @@ class APGDParams:
     parallel: bool = True
 
     def __post_init__(self) -> None:
-        _check(
-            _is_int(self.steps) and self.steps >= 1,
-            f"steps must be an int >= 1 (got {self.steps!r})",
-        )
-        _check(
-            _is_int(self.restarts) and self.restarts >= 1,
-            f"restarts must be an int >= 1 (got {self.restarts!r})",
-        )
-        _check(
-            isinstance(self.rho, (int, float))
-            and not isinstance(self.rho, bool)
-            and 0 < self.rho < 1,
-            f"rho must be a number in (0, 1) (got {self.rho!r})",
-        )
+        _check_apgd(self.steps, self.restarts, self.rho)
         _check(
             self.seed is None or _is_int(self.seed),
             f"seed must be an int or None (got {self.seed!r})",
@@ -317,10 +295,7 @@ class APGDTargetedParams(APGDParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(
-            _is_int(self.n_target_classes) and self.n_target_classes >= 1,
-            f"n_target_classes must be an int >= 1 (got {self.n_target_classes!r})",
-        )
+        _check_n_target_classes(self.n_target_classes)
 
 
 class _APGDBase(Attack):

@@ -48,6 +48,7 @@ from attacks.base import (
     FixedBudgetOutput,
     _predict,
 )
+from attacks.config import _check, _is_int
 from attacks.norms import Norm
 from attacks.registry import attack_class
 
@@ -269,10 +270,10 @@ class _CascadeParams:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, int)
-        ):
-            raise AttackConfigError(f"seed must be an int or None (got {self.seed!r})")
+        _check(
+            self.seed is None or _is_int(self.seed),
+            f"seed must be an int or None (got {self.seed!r})",
+        )
 
 
 @dataclass(frozen=True, repr=False)

@@ -47,6 +47,27 @@ def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _check_apgd(steps: int, restarts: int, rho: float) -> None:
+    """Validate the APGD parameters every backend shares (native, adv-lib, autoattack)."""
+    _check(_is_int(steps) and steps >= 1, f"steps must be an int >= 1 (got {steps!r})")
+    _check(
+        _is_int(restarts) and restarts >= 1,
+        f"restarts must be an int >= 1 (got {restarts!r})",
+    )
+    _check(
+        _is_number(rho) and 0 < rho < 1,
+        f"rho must be a number in (0, 1) (got {rho!r})",
+    )
+
+
+def _check_n_target_classes(n_target_classes: int) -> None:
+    """Validate ``n_target_classes`` of a targeted attack (APGD-T, FAB-T, any backend)."""
+    _check(
+        _is_int(n_target_classes) and n_target_classes >= 1,
+        f"n_target_classes must be an int >= 1 (got {n_target_classes!r})",
+    )
+
+
 @dataclass(frozen=True)
 class FGSMParams:
     """FGSM has no parameters: one gradient sign step of size eps."""

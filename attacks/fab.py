@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import Attack, AttackKind, MinimumNormOutput
-from attacks.config import _check, _is_int, _is_number
+from attacks.config import _check, _check_n_target_classes, _is_int, _is_number
 from attacks.gradients import finite_gradient
 from attacks.norms import Norm, perturbation_norm
 
@@ -123,10 +123,7 @@ class FABTParams(FABParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(
-            _is_int(self.n_target_classes) and self.n_target_classes >= 1,
-            f"n_target_classes must be an int >= 1 (got {self.n_target_classes!r})",
-        )
+        _check_n_target_classes(self.n_target_classes)
 
 
 @dataclass

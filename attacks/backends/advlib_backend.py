@@ -36,9 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
+from attacks.backends.common import per_eps, target_count
 from attacks.backends.counting import GradCounter
 from attacks.base import (
     Attack,
@@ -47,7 +47,7 @@ from attacks.base import (
     FixedBudgetOutput,
     MinimumNormOutput,
 )
-from attacks.config import _check, _is_int, _is_number
+from attacks.config import _check, _check_apgd, _check_n_target_classes, _is_int, _is_number
 from attacks.fab import FABParams, FABTParams
 from attacks.fmn import FMNParams
 from attacks.norms import Norm
@@ -87,19 +87,6 @@ def _check_int_seed(seed: object) -> None:
     _check(_is_int(seed), f"seed must be an int for backend adv-lib (got {seed!r})")
 
 
-def _per_eps(
-    perturb: Callable[[nn.Module, float], Tensor], model: nn.Module, epsilons: list[float]
-) -> FixedBudgetOutput:
-    """Run ``perturb(counted_model, eps)`` -> (n, ...) once per epsilon and stack (K, n, ...)."""
-    counter = GradCounter(model)
-    advs = [perturb(counter, e).detach() for e in epsilons]
-    return FixedBudgetOutput(
-        adversarials=torch.stack(advs),
-        grad_evals=counter.count,
-        details={"forward_evals": counter.forwards},
-    )
-
-
 def _min_norm(run: Callable[[nn.Module], Tensor], model: nn.Module) -> MinimumNormOutput:
     """Run ``run(counted_model)`` -> (n, ...) once; success is decided by the template."""
     counter = GradCounter(model)
@@ -120,18 +107,7 @@ class AdvlibAPGDParams:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        _check(
-            _is_int(self.steps) and self.steps >= 1,
-            f"steps must be an int >= 1 (got {self.steps!r})",
-        )
-        _check(
-            _is_int(self.restarts) and self.restarts >= 1,
-            f"restarts must be an int >= 1 (got {self.restarts!r})",
-        )
-        _check(
-            _is_number(self.rho) and 0 < self.rho < 1,
-            f"rho must be a number in (0, 1) (got {self.rho!r})",
-        )
+        _check_apgd(self.steps, self.restarts, self.rho)
         _check_int_seed(self.seed)
 
 
@@ -162,7 +138,7 @@ class _APGDBase(AdvlibAPGDParams, Attack):
             )
             return out
 
-        return _per_eps(perturb, model, epsilons)
+        return per_eps(perturb, model, epsilons)
 
 
 @dataclass(frozen=True, repr=False)
@@ -209,10 +185,7 @@ class AdvlibAPGDTParams(AdvlibAPGDParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(
-            _is_int(self.n_target_classes) and self.n_target_classes >= 1,
-            f"n_target_classes must be an int >= 1 (got {self.n_target_classes!r})",
-        )
+        _check_n_target_classes(self.n_target_classes)
 
 
 class _APGDTBase(AdvlibAPGDTParams, Attack):
@@ -227,9 +200,7 @@ class _APGDTBase(AdvlibAPGDTParams, Attack):
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
     ) -> FixedBudgetOutput:
-        with torch.no_grad():
-            n_classes = int(model(x[:1]).shape[1])
-        targets = min(self.n_target_classes, n_classes - 1)
+        targets = target_count(model, x, self.n_target_classes)
 
         def perturb(m: nn.Module, e: float) -> Tensor:
             out: Tensor = apgd_targeted(
@@ -246,7 +217,7 @@ class _APGDTBase(AdvlibAPGDTParams, Attack):
             )
             return out
 
-        return _per_eps(perturb, model, epsilons)
+        return per_eps(perturb, model, epsilons)
 
 
 @dataclass(frozen=True, repr=False)
@@ -363,9 +334,7 @@ class _FABTBase(FABTParams, Attack):
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
     ) -> MinimumNormOutput:
-        with torch.no_grad():
-            n_classes = int(model(x[:1]).shape[1])
-        targets = min(self.n_target_classes, n_classes - 1)
+        targets = target_count(model, x, self.n_target_classes)
         return _min_norm(
             lambda m: _fab_call(self, self.norm, m, x, y, targets * self.restarts, True), model
         )

@@ -24,17 +24,16 @@ Quirks handled or documented here:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 from pyautoattack import AutoAttack as _PyAutoAttack
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 from torch import Tensor, nn
 
-from attacks.backends.counting import GradCounter
-from attacks.base import Attack, AttackConfigError, AttackKind, FixedBudgetOutput
+from attacks.backends.common import per_eps, target_count
+from attacks.base import Attack, AttackKind, FixedBudgetOutput
+from attacks.config import _check, _check_apgd, _check_n_target_classes, _is_int
 from attacks.norms import Norm
 
 __all__ = [
@@ -49,28 +48,6 @@ __all__ = [
 _NORMS = {Norm.LINF: "Linf", Norm.L2: "L2"}
 #: examples per batch inside run_standard_evaluation (the library's default)
 BATCH_SIZE = 250
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise AttackConfigError(message)
-
-
-def _per_eps(
-    perturb: Callable[[nn.Module, float], Tensor], model: nn.Module, epsilons: list[float]
-) -> FixedBudgetOutput:
-    """Run ``perturb(counted_model, eps)`` -> (n, ...) once per epsilon and stack (K, n, ...)."""
-    counter = GradCounter(model)
-    advs = [perturb(counter, e).detach() for e in epsilons]
-    return FixedBudgetOutput(
-        adversarials=torch.stack(advs),
-        grad_evals=counter.count,
-        details={"forward_evals": counter.forwards},
-    )
 
 
 @dataclass(frozen=True)
@@ -101,7 +78,7 @@ class _AutoAttackBase(_AutoAttackParams, Attack):
             out: Tensor = x_adv
             return out
 
-        return _per_eps(perturb, model, epsilons)
+        return per_eps(perturb, model, epsilons)
 
 
 @dataclass(frozen=True, repr=False)
@@ -128,19 +105,7 @@ class _APGDParams:
     seed: int | None = 0  # must be an int (None: the library seeds from the clock)
 
     def __post_init__(self) -> None:
-        _check(
-            _is_int(self.steps) and self.steps >= 1, f"steps must be an int >= 1 ({self.steps!r})"
-        )
-        _check(
-            _is_int(self.restarts) and self.restarts >= 1,
-            f"restarts must be an int >= 1 (got {self.restarts!r})",
-        )
-        _check(
-            isinstance(self.rho, (int, float))
-            and not isinstance(self.rho, bool)
-            and 0 < self.rho < 1,
-            f"rho must be a number in (0, 1) (got {self.rho!r})",
-        )
+        _check_apgd(self.steps, self.restarts, self.rho)
         _check(_is_int(self.seed), f"seed must be an int (got {self.seed!r})")
 
 
@@ -166,7 +131,7 @@ class _APGDCEBase(_APGDParams, Attack):
             out: Tensor = attack.perturb(x, y)
             return out
 
-        return _per_eps(perturb, model, epsilons)
+        return per_eps(perturb, model, epsilons)
 
 
 @dataclass(frozen=True)
@@ -175,10 +140,7 @@ class _APGDTParams(_APGDParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(
-            _is_int(self.n_target_classes) and self.n_target_classes >= 1,
-            f"n_target_classes must be an int >= 1 (got {self.n_target_classes!r})",
-        )
+        _check_n_target_classes(self.n_target_classes)
 
 
 class _APGDTBase(_APGDTParams, Attack):
@@ -188,9 +150,7 @@ class _APGDTBase(_APGDTParams, Attack):
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
     ) -> FixedBudgetOutput:
-        with torch.no_grad():
-            n_classes = int(model(x[:1]).shape[1])
-        targets = min(self.n_target_classes, n_classes - 1)
+        targets = target_count(model, x, self.n_target_classes)
 
         def perturb(m: nn.Module, e: float) -> Tensor:
             attack = APGDAttack_targeted(
@@ -207,7 +167,7 @@ class _APGDTBase(_APGDTParams, Attack):
             out: Tensor = attack.perturb(x, y)
             return out
 
-        return _per_eps(perturb, model, epsilons)
+        return per_eps(perturb, model, epsilons)
 
 
 @dataclass(frozen=True, repr=False)
