@@ -115,6 +115,8 @@ def session() -> Iterator[bool]:
     created = init_from_env()
     try:
         yield is_initialized()
+        if created:  # normal exit only: no rank tears its connections down while another is
+            barrier()  # still inside a collective (seen once: SIGABRT at exit under load)
     finally:
         if created:
             cleanup()

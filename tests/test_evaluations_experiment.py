@@ -7,7 +7,6 @@ is marked ``slow``.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -300,9 +299,7 @@ def test_rbs_run_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFix
     cfg.write_text(REDUCED_CONFIG)
     out = tmp_path / "run"
     argv = ["run", str(cfg), "--out", str(out), "--epochs", "2", "--limit", "40"]
-    t0 = time.perf_counter()
     assert main(argv) == 0
-    first_seconds = time.perf_counter() - t0
     stdout = capsys.readouterr().out
     results = out / "results"
     assert f"report:  {results / 'report.html'}" in stdout
@@ -341,9 +338,7 @@ def test_rbs_run_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFix
         n: (out / "checkpoints" / n / "checkpoint.safetensors").stat().st_mtime_ns for n in names
     }
     before = df
-    t1 = time.perf_counter()
     assert main(argv) == 0
-    second_seconds = time.perf_counter() - t1
     capsys.readouterr()
     work = read_sidecar(results)["work"]
     assert work["cells_reused"] == 6 and work["cells_computed"] == 0
@@ -356,7 +351,6 @@ def test_rbs_run_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFix
     from tests.eval_helpers import without_timing
 
     assert_frame_equal(without_timing(read_results(results)), without_timing(before))
-    assert second_seconds < first_seconds
 
 
 # ------------------------------------------------------------- training methods (issue 12)
