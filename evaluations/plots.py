@@ -53,6 +53,7 @@ __all__ = [
     "plot_clean_vs_robust",
     "plot_cw_ecdf",
     "plot_robustness_curves",
+    "thin_tick_labels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -238,6 +239,7 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     """Save ``fig`` as PNG and SVG atomically, close it, and return the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
+    thin_tick_labels(fig)
     for problem in layout_problems(fig):
         logger.warning("figure %s: %s", stem, problem)
     try:
@@ -252,6 +254,48 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
         plt.close(fig)
     logger.info("wrote figure %s.{png,svg} in %s", stem, out_dir)
     return paths
+
+
+def thin_tick_labels(fig: Figure) -> int:
+    """Blank the tick labels that would overlap a neighbour's; returns how many were blanked.
+
+    Call once the layout is final (after ``tight_layout``). Along each axis, left to right (bottom to
+    top), a label that overlaps the last one kept is blanked; the last label of the axis is kept in
+    preference to its neighbour (so the axis end stays labelled), the first always. The ticks stay;
+    only their text goes. Geometric epsilon grids such as CIFAR's ``0, 1, 2, 4, 8, 16 /255`` on a
+    linear axis crowd their first labels otherwise.
+    """
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    blanked = 0
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            locs = list(axis.get_majorticklocs())
+            texts = list(axis.get_majorticklabels())
+            if len(texts) != len(locs) or len(locs) < 3:
+                continue
+            lo, hi = sorted(axis.get_view_interval())
+            shown = [
+                i
+                for i, (loc, t) in enumerate(zip(locs, texts, strict=True))
+                if t.get_visible() and t.get_text() and lo - 1e-12 <= loc <= hi + 1e-12
+            ]
+            boxes = {i: texts[i].get_window_extent(renderer) for i in shown}
+            kept: list[int] = []
+            for i in shown:
+                if not kept or not boxes[kept[-1]].overlaps(boxes[i]):
+                    kept.append(i)
+                elif i == shown[-1] and len(kept) > 1:
+                    kept[-1] = i  # keep the axis end labelled
+            if len(kept) == len(shown):
+                continue
+            labels = [t.get_text() for t in texts]
+            for i in shown:
+                if i not in kept:
+                    labels[i] = ""
+                    blanked += 1
+            axis.set_ticks(locs, labels=labels)
+    return blanked
 
 
 def layout_problems(fig: Figure) -> list[str]:

@@ -19,6 +19,7 @@ from evaluations.plots import (
     plot_clean_vs_robust,
     plot_cw_ecdf,
     plot_robustness_curves,
+    thin_tick_labels,
 )
 from evaluations.results import read_min_norms
 from tests.test_evaluations_results import synthetic_results, write_synthetic_dir
@@ -155,3 +156,64 @@ def test_cw_ecdf_legend_counts_never_found_only_when_there_are_some(
     plot_cw_ecdf(found, tmp_path, results=df)
     assert not any("never found" in t for t in legends[-1])
     assert "found for every clean-correct example" in titles[-1]
+
+
+def _ticked_axis(ticks: list[float], labels: list[str], width: float = 3.3) -> Any:
+    fig, ax = plt.subplots(figsize=(width, 2.5))
+    ax.plot(ticks, [0.5] * len(ticks))
+    ax.set_xlim(-0.02 * ticks[-1], 1.03 * ticks[-1])
+    ax.set_xticks(ticks, labels=labels)
+    fig.tight_layout()
+    return fig, ax
+
+
+@pytest.mark.parametrize(
+    "ks",
+    [
+        [0, 1, 2, 4, 8, 16],  # CIFAR / SVHN Linf grid in 1/255
+        [0, 1, 2, 3, 4, 6, 8],  # a finer 1/255 grid
+        [0, 0.5, 1, 2, 4, 8, 16, 32],  # geometric over six octaves
+    ],
+)
+def test_thin_tick_labels_removes_overlaps_and_keeps_the_ends(ks: list[float]) -> None:
+    ticks = [k / 255 for k in ks]
+    labels = [f"{k:g}/255" if k else "0" for k in ks]
+    fig, ax = _ticked_axis(ticks, labels)
+    assert any("tick labels overlap" in p for p in layout_problems(fig))  # the fault exists
+    blanked = thin_tick_labels(fig)
+    shown = [t.get_text() for t in ax.get_xticklabels()]
+    problems = layout_problems(fig)
+    plt.close(fig)
+    assert blanked > 0
+    assert not [p for p in problems if "tick labels overlap" in p], problems
+    assert shown[0] == "0" and shown[-1] == labels[-1]  # both ends stay labelled
+    assert list(ax.get_xticks()) == pytest.approx(ticks)  # ticks stay, only text goes
+    assert sum(bool(s) for s in shown) >= 3
+
+
+@pytest.mark.parametrize(
+    "ticks", [[0.0, 0.1, 0.2, 0.3], [0.0, 0.05, 0.1, 0.15, 0.2, 0.3], [0.0, 0.25, 0.5, 1.0]]
+)
+def test_thin_tick_labels_leaves_readable_axes_alone(ticks: list[float]) -> None:
+    labels = [f"{t:g}" for t in ticks]
+    fig, ax = _ticked_axis(ticks, labels)
+    assert thin_tick_labels(fig) == 0
+    shown = [t.get_text() for t in ax.get_xticklabels()]
+    plt.close(fig)
+    assert shown == labels
+
+
+def test_robustness_curves_on_the_cifar_grid_have_readable_ticks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The CIFAR Linf grid on a linear axis crowded 0, 1/255 and 2/255 (seen on the real-CIFAR run).
+    df, _ = synthetic_results(with_l2=False)
+    k_255 = {0.0: 0.0, 0.1: 4 / 255, 0.2: 16 / 255}
+    df = df.assign(epsilon=df["epsilon"].map(lambda e: k_255[round(float(e), 6)]))
+    extra = df[df["epsilon"] == 4 / 255]
+    frames = [df] + [extra.assign(epsilon=k / 255) for k in (1, 2, 8)]
+    df = pd.concat(frames, ignore_index=True).sort_values(["checkpoint", "attack", "epsilon"])
+    with caplog.at_level(logging.WARNING, logger="evaluations.plots"):
+        paths = plot_robustness_curves(df, tmp_path)
+    assert paths
+    assert "tick labels overlap" not in caplog.text, caplog.text
