@@ -7,7 +7,9 @@ no-op re-run). Instead the sidecar's ``total_seconds`` is the sum of the stored 
 
 * training: the per-epoch ``seconds`` in each checkpoint's ``history`` (every finished epoch,
   including epochs of interrupted runs that a resume kept), else its ``train_seconds``;
-* attacks: the stored ``seconds`` of every (checkpoint, attack) cell, computed or reused.
+* attacks: the stored ``seconds`` of every (checkpoint, attack) cell, computed or reused;
+* masking: the gradient-masking checks' probes (``masking.seconds`` of the sidecar; a re-run that
+  reuses the record keeps its time).
 
 A reused piece keeps the time it took when it was computed, so re-running never changes the total;
 work lost to an interruption (an unfinished epoch or cell) is not counted. Each invocation's wall
@@ -26,7 +28,14 @@ import pandas as pd
 from evaluations.metrics import WORST_CASE
 from robustbench_sparse.errors import UserError
 
-__all__ = ["accumulated_time", "attack_seconds", "run_timing", "training_seconds"]
+__all__ = [
+    "accumulated_time",
+    "attack_seconds",
+    "masking_seconds",
+    "previous_sidecar",
+    "run_timing",
+    "training_seconds",
+]
 
 
 def training_seconds(meta: Mapping[str, Any]) -> float:
@@ -56,6 +65,16 @@ def attack_seconds(results: pd.DataFrame) -> float:
     return float(pd.to_numeric(single["seconds"], errors="coerce").fillna(0.0).sum())
 
 
+def masking_seconds(evidence: Mapping[str, Any]) -> float:
+    """Seconds of the gradient-masking probes in a sidecar (or its evidence); 0 when absent."""
+    record = evidence.get("masking")
+    try:
+        value = float(record.get("seconds", 0.0) or 0.0) if isinstance(record, Mapping) else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
 def accumulated_time(
     previous: Mapping[str, Any],
     checkpoint_metas: Iterable[Mapping[str, Any]],
@@ -67,6 +86,7 @@ def accumulated_time(
     cells_computed: int,
     cells_reused: int,
     command: str | None,
+    masking_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """The sidecar's timing keys: ``total_seconds``, ``compute_seconds``, ``invocations``.
 
@@ -91,9 +111,10 @@ def accumulated_time(
             "command": command,
         }
     )
+    masking = masking_seconds if math.isfinite(masking_seconds) and masking_seconds > 0 else 0.0
     return {
-        "total_seconds": train + attack,
-        "compute_seconds": {"training": train, "attacks": attack},
+        "total_seconds": train + attack + masking,
+        "compute_seconds": {"training": train, "attacks": attack, "masking": masking},
         "invocations": invocations,
     }
 
@@ -105,19 +126,14 @@ def run_timing(
     wall_seconds: float,
     command: str | None,
     device: Any,
+    masking_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """:func:`accumulated_time` for a finished grid run (``evaluations.grid.GridRun``) whose
     sidecar is about to be written into ``results_dir`` (the previous sidecar is read from there)."""
     import torch
 
-    from evaluations.results import read_sidecar
-
-    try:
-        previous = read_sidecar(results_dir, missing_ok=True)
-    except UserError:  # an unreadable old sidecar is replaced, as before
-        previous = {}
     return accumulated_time(
-        previous,
+        previous_sidecar(results_dir),
         [c.meta for c in checkpoints],
         grid_run.results,
         wall_seconds=wall_seconds,
@@ -126,4 +142,16 @@ def run_timing(
         cells_computed=int(grid_run.cells_computed),
         cells_reused=int(grid_run.cells_reused),
         command=command,
+        masking_seconds=masking_seconds,
     )
+
+
+def previous_sidecar(results_dir: Any) -> dict[str, Any]:
+    """The sidecar already in ``results_dir`` (``{}`` when there is none or it is unreadable:
+    an unreadable old sidecar is replaced, as before)."""
+    from evaluations.results import read_sidecar
+
+    try:
+        return dict(read_sidecar(results_dir, missing_ok=True))
+    except UserError:
+        return {}

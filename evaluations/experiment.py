@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from evaluations.compute_time import run_timing
+from evaluations.compute_time import masking_seconds, previous_sidecar, run_timing
 from evaluations.grid import (
     AttackSpec,
     GridConfig,
@@ -401,6 +401,7 @@ def run_experiment(
             plan.grid,
             plan.protocol,
             [s.name for s in plan.grid.attacks],
+            previous_masking=previous_sidecar(results_dir).get("masking"),
         )
     )
     invariants = evidence["invariants"]
@@ -420,6 +421,7 @@ def run_experiment(
             time.perf_counter() - t0,
             command,
             evidence.get("device"),
+            masking_seconds=masking_seconds(evidence),
         ),
     }
     # Under torchrun only rank 0 writes; every rank returns the same outcome.

@@ -26,6 +26,8 @@ Probes use the first ``Protocol.probes.examples`` test examples of each checkpoi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -66,6 +68,7 @@ __all__ = [
     "evaluation_evidence",
     "flagged",
     "gradient_check",
+    "masking_fingerprint",
     "probe_black_box",
     "probe_gradients",
     "probe_randomness",
@@ -562,16 +565,57 @@ def run_checks(
     }
 
 
+def masking_fingerprint(
+    grid_run: GridRun,
+    checkpoints: Sequence[LoadedCheckpoint],
+    grid: GridConfig,
+    protocol: Protocol | None,
+    probes: MaskingProbes,
+    examples: int,
+) -> str:
+    """What the masking record depends on: checkpoint weights, the cells' outcomes, the probes.
+
+    Two runs with the same fingerprint get the same record (every probe is seeded), so a no-op
+    re-run reuses the stored one instead of probing again.
+    """
+    cols = ["checkpoint", "attack", "backend", "norm", "epsilon", "n", "robust_correct", "params"]
+    table = grid_run.results
+    rows = (
+        table[cols].sort_values(cols[:5]).astype(str).to_numpy().tolist()
+        if not table.empty and set(cols) <= set(table.columns)
+        else []
+    )
+    payload = {
+        "checkpoints": [[c.name, c.meta.get("weights_sha256") or str(c.path)] for c in checkpoints],
+        "cells": rows,
+        "probes": [probes.examples, probes.black_box, [list(p) for p in probes.black_box_params]],
+        "examples": examples,
+        "limit": grid.limit,
+        "protocol": protocol.label if protocol is not None else None,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def evaluate_masking(
     grid_run: GridRun,
     checkpoints: Sequence[LoadedCheckpoint],
     data: Dataset[Any] | Mapping[str, Dataset[Any]],
     grid: GridConfig,
     protocol: Protocol | None,
+    previous: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run :func:`run_checks` for a finished grid (probes on the first examples of each dataset)."""
+    """Run :func:`run_checks` for a finished grid (probes on the first examples of each dataset).
+
+    ``previous`` is the ``masking`` record of the last sidecar in the same results directory: when
+    its ``fingerprint`` (:func:`masking_fingerprint`) matches, it is returned as is (with its
+    original ``seconds``, which the compute time adds up) instead of probing again.
+    """
     probes = protocol.probes if protocol is not None else MaskingProbes()
     m = probes.examples if grid.limit is None else min(probes.examples, grid.limit)
+    fingerprint = masking_fingerprint(grid_run, checkpoints, grid, protocol, probes, m)
+    if previous is not None and previous.get("fingerprint") == fingerprint:
+        logger.info("gradient-masking checks reused (same checkpoints, attack cells and probes)")
+        return dict(previous)
     device = resolve_device(grid.device)
     cache: dict[str, tuple[Tensor, Tensor]] = {}
     inputs: list[MaskingInputs] = []
@@ -585,7 +629,7 @@ def evaluate_masking(
         x, y = cache[key]
         inputs.append(MaskingInputs(ckpt.name, ckpt.model.to(device), x.to(device), y.to(device)))
     try:
-        return run_checks(inputs, grid_run.cells, protocol, probes)
+        return {**run_checks(inputs, grid_run.cells, protocol, probes), "fingerprint": fingerprint}
     finally:
         for ckpt in checkpoints:
             ckpt.model.to("cpu")
@@ -598,10 +642,13 @@ def evaluation_evidence(
     grid: GridConfig,
     protocol: Protocol | None,
     attacks: Sequence[str],
+    previous_masking: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The sidecar fields of issue 11: ``protocol``, ``paper_deviations``, ``masking``, ``security``.
 
-    Under ``torchrun`` only rank 0 probes (the other ranks return ``{}``: they write nothing).
+    ``previous_masking``: the last sidecar's ``masking`` record in the same directory (reused when
+    nothing it depends on changed, see :func:`evaluate_masking`). Under ``torchrun`` only rank 0
+    probes (the other ranks return ``{}``: they write nothing).
     """
     if not rdist.is_main():
         return {}
@@ -614,7 +661,9 @@ def evaluation_evidence(
     return {
         "protocol": describe(protocol, attacks),
         "paper_deviations": paper_deviations(used),
-        "masking": evaluate_masking(grid_run, checkpoints, data, grid, protocol),
+        "masking": evaluate_masking(
+            grid_run, checkpoints, data, grid, protocol, previous=previous_masking
+        ),
         "security": {
             "eps_max": eps_max,
             "summary": summary.to_dict("records"),

@@ -890,9 +890,12 @@ def _time_text(side: dict[str, Any]) -> str:
     runs = side.get("invocations")
     if not isinstance(parts, dict):  # an older sidecar: the wall time of one invocation
         return f"Total time: {total}"
+    masking = parts.get("masking")
     text = (
         f"Compute time: {total} (training {_fmt_seconds(parts.get('training'))} + attacks "
-        f"{_fmt_seconds(parts.get('attacks'))}, summed over every finished epoch and attack cell"
+        f"{_fmt_seconds(parts.get('attacks'))}"
+        + (f" + gradient-masking checks {_fmt_seconds(masking)}" if masking else "")
+        + ", summed over every finished epoch and attack cell"
     )
     if isinstance(runs, list) and runs:
         last = runs[-1] if isinstance(runs[-1], dict) else {}

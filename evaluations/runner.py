@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluations.compute_time import run_timing
+from evaluations.compute_time import masking_seconds, previous_sidecar, run_timing
 from evaluations.data_checks import check_input_shape
 from evaluations.grid import (
     AttackSpec,
@@ -220,7 +220,13 @@ def run_attack_command(
     protocol = request.attack_plan()[0] or identify(grid.attacks)
     evidence.update(
         evaluation_evidence(
-            grid_run, checkpoints, data, grid, protocol, [s.name for s in grid.attacks]
+            grid_run,
+            checkpoints,
+            data,
+            grid,
+            protocol,
+            [s.name for s in grid.attacks],
+            previous_masking=previous_sidecar(out).get("masking"),
         )
     )
     sidecar = {
@@ -234,7 +240,13 @@ def run_attack_command(
         **evidence,
         # accumulated over resumed runs (evaluations.compute_time), not this invocation only
         **run_timing(
-            out, grid_run, checkpoints, time.perf_counter() - t0, command, evidence.get("device")
+            out,
+            grid_run,
+            checkpoints,
+            time.perf_counter() - t0,
+            command,
+            evidence.get("device"),
+            masking_seconds=masking_seconds(evidence),
         ),
     }
     html: Path | None = None

@@ -10,7 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evaluations.compute_time import accumulated_time, attack_seconds, training_seconds
+from evaluations.compute_time import (
+    accumulated_time,
+    attack_seconds,
+    masking_seconds,
+    training_seconds,
+)
 from evaluations.metrics import WORST_CASE
 from evaluations.report import write_report
 from evaluations.results import read_sidecar
@@ -46,13 +51,38 @@ def test_no_op_rerun_keeps_the_total_and_appends_an_invocation() -> None:
         cells_reused=0, **kw,
     )  # fmt: skip
     assert first["total_seconds"] == 390.0
-    assert first["compute_seconds"] == {"training": 90.0, "attacks": 300.0}
+    assert first["compute_seconds"] == {"training": 90.0, "attacks": 300.0, "masking": 0.0}
     again = accumulated_time(
         json.loads(json.dumps(first)), metas, _results([100.0, 200.0]), wall_seconds=5.8,
         cells_computed=0, cells_reused=2, **kw,
     )  # fmt: skip
     assert again["total_seconds"] == first["total_seconds"]  # not "5.8 s"
     assert [i["wall_seconds"] for i in again["invocations"]] == [400.0, 5.8]
+
+
+@pytest.mark.parametrize("seconds", [47.5, 0.0, float("nan"), -1.0])
+def test_masking_probes_count_in_the_total(seconds: float) -> None:
+    out = accumulated_time(
+        {}, [{"train_seconds": 10.0}], _results([1.0, 2.0]), wall_seconds=70.0, device="cpu",
+        threads=1, cells_computed=2, cells_reused=0, command=None, masking_seconds=seconds,
+    )  # fmt: skip
+    counted = seconds if seconds > 0 else 0.0  # NaN and negative values count as nothing
+    assert out["compute_seconds"]["masking"] == counted
+    assert out["total_seconds"] == 13.0 + counted
+
+
+@pytest.mark.parametrize(
+    ("evidence", "expected"),
+    [
+        ({"masking": {"seconds": 12.5}}, 12.5),
+        ({"masking": {"flags": []}}, 0.0),
+        ({"masking": {"seconds": "n/a"}}, 0.0),
+        ({"masking": None}, 0.0),
+        ({}, 0.0),
+    ],
+)
+def test_masking_seconds_reads_the_record(evidence: dict[str, object], expected: float) -> None:
+    assert masking_seconds(evidence) == expected
 
 
 def test_old_sidecar_contributes_its_wall_time() -> None:
@@ -73,6 +103,7 @@ def test_interrupted_then_resumed_then_no_op_run_accumulates(
     ckpt_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import evaluations.grid as grid_mod
+    import evaluations.masking as masking_mod
 
     request = AttackRunRequest(
         checkpoints=tuple(ckpt_dirs.values()),
@@ -107,8 +138,20 @@ def test_interrupted_then_resumed_then_no_op_run_accumulates(
         stored = sum(json.loads(p.read_text())["seconds"] for p in (out / "cells").rglob("*.json"))
         # every finished cell counts, those of the interrupted run included
         assert math.isclose(side["compute_seconds"]["attacks"], stored, rel_tol=1e-9)
+        assert side["masking"]["seconds"] > 0
+        assert math.isclose(
+            side["total_seconds"],
+            sum(side["compute_seconds"].values()),
+            rel_tol=1e-9,
+        )
+
+        def no_probing(*args: object, **kwargs: object) -> object:
+            raise AssertionError("a no-op re-run probed the checkpoints again")
+
+        monkeypatch.setattr(masking_mod, "run_checks", no_probing)
         run_attack_command(request, out, progress=False)  # a no-op re-run
     again = read_sidecar(out)
+    assert again["masking"] == side["masking"]  # reused, with the time it took
     assert again["total_seconds"] == side["total_seconds"]
     assert len(again["invocations"]) == len(side["invocations"]) + 1
     md = write_report(out)[0].read_text(encoding="utf-8")

@@ -18,6 +18,7 @@ from evaluations.masking import (
     convergence_from_cells,
     convergence_from_results,
     gradient_check,
+    masking_fingerprint,
     probe_gradients,
     probe_randomness,
     randomness_check,
@@ -189,3 +190,48 @@ def test_convergence_within_a_thorough_run_and_across_runs() -> None:
 
     assert convergence_from_results(frame(100), frame(97))["flagged"] is False
     assert convergence_from_results(frame(100), frame(70))["flagged"] is True
+
+
+def _fingerprint_inputs(**change: object) -> str:
+    from types import SimpleNamespace
+
+    results = pd.DataFrame(
+        {
+            "checkpoint": ["dense", "dense"],
+            "attack": ["pgd", "pgd"],
+            "backend": ["native", "native"],
+            "norm": ["linf", "linf"],
+            "epsilon": [0.0, 0.1],
+            "n": [50, 50],
+            "robust_correct": [change.get("robust", 48), 20],
+            "params": ["{}", "{}"],
+        }
+    )
+    ckpt = SimpleNamespace(name="dense", meta={"weights_sha256": change.get("sha", "ab")}, path="p")
+    grid = SimpleNamespace(limit=change.get("limit", 50))
+    probes = change.get("probes", MaskingProbes())
+    return masking_fingerprint(
+        SimpleNamespace(results=results),  # type: ignore[arg-type]
+        [ckpt],  # type: ignore[list-item]
+        grid,  # type: ignore[arg-type]
+        None,
+        probes,  # type: ignore[arg-type]
+        50,
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sha": "cd"},  # other weights
+        {"robust": 47},  # another cell outcome
+        {"limit": 60},  # other examples
+        {"probes": MaskingProbes(examples=100)},
+        {"probes": MaskingProbes(black_box_params=(("n_queries", 5000),))},
+    ],
+)
+def test_masking_fingerprint_changes_with_what_the_checks_depend_on(
+    change: dict[str, object],
+) -> None:
+    assert _fingerprint_inputs() == _fingerprint_inputs()  # deterministic
+    assert _fingerprint_inputs(**change) != _fingerprint_inputs()
