@@ -338,10 +338,16 @@ def test_rbs_run_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFix
         n: (out / "checkpoints" / n / "checkpoint.safetensors").stat().st_mtime_ns for n in names
     }
     before = df
+    assert side["masking"]["seconds"] > 0 and side["masking"]["fingerprint"]
     assert main(argv) == 0
     capsys.readouterr()
-    work = read_sidecar(results)["work"]
+    again = read_sidecar(results)
+    work = again["work"]
     assert work["cells_reused"] == 6 and work["cells_computed"] == 0
+    # the gradient-masking record is reused with its time, so the compute total does not move
+    assert again["masking"] == side["masking"]
+    assert again["total_seconds"] == side["total_seconds"]
+    assert len(again["invocations"]) == len(side["invocations"]) + 1
     for n in names:  # not retrained
         assert (
             out / "checkpoints" / n / "checkpoint.safetensors"
