@@ -125,11 +125,14 @@ def run_timing(
     checkpoints: Iterable[Any],
     wall_seconds: float,
     command: str | None,
-    device: Any,
-    masking_seconds: float = 0.0,
+    evidence: Mapping[str, Any],
 ) -> dict[str, Any]:
     """:func:`accumulated_time` for a finished grid run (``evaluations.grid.GridRun``) whose
-    sidecar is about to be written into ``results_dir`` (the previous sidecar is read from there)."""
+    sidecar is about to be written into ``results_dir`` (the previous sidecar is read from there).
+
+    ``evidence`` is the sidecar's evidence so far: its ``device`` and the ``masking`` record
+    (whose probe time counts, see :func:`masking_seconds`).
+    """
     import torch
 
     return accumulated_time(
@@ -137,12 +140,12 @@ def run_timing(
         [c.meta for c in checkpoints],
         grid_run.results,
         wall_seconds=wall_seconds,
-        device=str(device),
+        device=str(evidence.get("device")),
         threads=torch.get_num_threads(),
         cells_computed=int(grid_run.cells_computed),
         cells_reused=int(grid_run.cells_reused),
         command=command,
-        masking_seconds=masking_seconds,
+        masking_seconds=masking_seconds(evidence),
     )
 
 

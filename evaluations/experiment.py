@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from evaluations.compute_time import masking_seconds, previous_sidecar, run_timing
+from evaluations.compute_time import previous_sidecar, run_timing
 from evaluations.grid import (
     AttackSpec,
     GridConfig,
@@ -415,13 +415,7 @@ def run_experiment(
         **evidence,
         # accumulated over resumed runs (evaluations.compute_time), not this invocation only
         **run_timing(
-            results_dir,
-            grid_run,
-            checkpoints,
-            time.perf_counter() - t0,
-            command,
-            evidence.get("device"),
-            masking_seconds=masking_seconds(evidence),
+            results_dir, grid_run, checkpoints, time.perf_counter() - t0, command, evidence
         ),
     }
     # Under torchrun only rank 0 writes; every rank returns the same outcome.

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluations.compute_time import masking_seconds, previous_sidecar, run_timing
+from evaluations.compute_time import previous_sidecar, run_timing
 from evaluations.data_checks import check_input_shape
 from evaluations.grid import (
     AttackSpec,
@@ -239,15 +239,7 @@ def run_attack_command(
         },
         **evidence,
         # accumulated over resumed runs (evaluations.compute_time), not this invocation only
-        **run_timing(
-            out,
-            grid_run,
-            checkpoints,
-            time.perf_counter() - t0,
-            command,
-            evidence.get("device"),
-            masking_seconds=masking_seconds(evidence),
-        ),
+        **run_timing(out, grid_run, checkpoints, time.perf_counter() - t0, command, evidence),
     }
     html: Path | None = None
     if rdist.is_main():  # under torchrun rank 0 alone writes
