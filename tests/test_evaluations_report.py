@@ -110,6 +110,11 @@ def test_report_leads_with_sparsity_cost_at_discriminating_budget(
         assert "Relative to dense" in text and "discriminating budgets" in text
         assert "nearest 50 %" in text
         assert "Newcombe" in text  # the interval used is named
+        # every achieved sparsity states its denominator: in the headline and the clean table
+        headline = text[text.index("Sparsity cost in robustness") : text.index("Summary")]
+        clean = text[text.index("Clean accuracy and sparsity") :]
+        for part in (headline, clean):
+            assert "zero weights / all weights of the pruned layers" in part
     # window70 minus dense with an interval: "+1.2 [-3.4, +5.6]"
     assert re.search(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", page)
     # configuration: a collapsed table, not one JSON value per line
