@@ -26,6 +26,7 @@ from evaluations.results import read_results, read_sidecar
 from robustbench_sparse.cli import main
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.sparsity import Granularity
+from robustbench_sparse.train_job import train_job_from_config
 from robustbench_sparse.training import default_prune_window
 from tests.eval_helpers import single_thread
 
@@ -404,3 +405,16 @@ def test_cifar10_cpu_config_plans_the_five_models_on_real_data() -> None:
         assert job.arch == "resnet20" and job.train.device == "cpu"
         assert job.train.epochs == 8 and job.sparsity.end <= job.train.epochs
     assert plan.grid.limit == 200
+
+
+def test_cifar10_train_config_is_the_experiment_s_training_part() -> None:
+    configs = Path(__file__).resolve().parents[1] / "evaluations" / "configs"
+    experiment = tomllib.loads((configs / "cifar10.toml").read_text())
+    train = tomllib.loads((configs / "cifar10-train.toml").read_text())
+    assert set(train) == {"data", "model", "train", "sparsity"}
+    for section in train:
+        assert train[section] == experiment[section], section
+    # rbs train accepts it, and builds the experiment's dense job from it
+    job = train_job_from_config(train)
+    dense = plan_experiment(experiment).models[0].job
+    assert (job.arch, job.data, job.train) == (dense.arch, dense.data, dense.train)

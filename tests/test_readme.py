@@ -68,6 +68,8 @@ OTHER_COMMANDS = [
     ["pip", "install"],
     TEST_COMMAND,
     ["cp"],
+    ["mkdir", "-p"],
+    ["tar", "xzf"],
 ]
 #: Flags in the README that belong to torchrun, not to ``rbs``.
 TORCHRUN_FLAGS = {
