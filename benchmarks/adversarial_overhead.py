@@ -22,18 +22,12 @@ from torch import nn
 
 from robustbench_sparse.adversarial import AdversarialConfig, robust_loss
 from robustbench_sparse.datasets import load_dataset
-from robustbench_sparse.models import create_model
+from robustbench_sparse.models import create_model_for
 
 
 def _make(arch: str, info, seed: int) -> nn.Module:  # type: ignore[no-untyped-def]
     torch.manual_seed(seed)
-    return create_model(
-        arch,
-        num_classes=info.num_classes,
-        in_channels=info.input_shape[0],
-        mean=info.mean,
-        std=info.std,
-    )
+    return create_model_for(arch, info)
 
 
 def _block(model, opt, cfg, batches) -> float:  # type: ignore[no-untyped-def]

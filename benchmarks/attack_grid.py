@@ -36,7 +36,7 @@ from torch import nn
 
 from attacks import Attack, get_attack
 from robustbench_sparse.datasets import load_dataset
-from robustbench_sparse.models import create_model
+from robustbench_sparse.models import create_model_for
 
 # The product's default digits Linf grid (robustbench_sparse.datasets.default_eps_grid).
 DEFAULT_EPS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3]
@@ -58,13 +58,7 @@ def _model(checkpoint: str | None, data: Any) -> nn.Module:
         return load_checkpoint(checkpoint).model
     torch.manual_seed(0)
     info = data.info
-    model = create_model(
-        "small_cnn",
-        num_classes=info.num_classes,
-        in_channels=info.input_shape[0],
-        mean=info.mean,
-        std=info.std,
-    )
+    model = create_model_for("small_cnn", info)
     n = len(data.train)
     xs = torch.stack([data.train[i][0] for i in range(n)])
     ys = torch.tensor([int(data.train[i][1]) for i in range(n)])

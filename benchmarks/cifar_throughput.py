@@ -32,7 +32,8 @@ not robust at any epsilon) and skip eps = 0:
 
 Data: ``--data-root`` (a folder holding ``cifar10-jpeg/`` or its ``train``/``test``), else
 ``--per-class`` training and ``--test-per-class`` test images per class are read from the shared
-archive ``../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz`` into a temporary folder.
+archive ``../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz`` into a temporary folder (read member by
+member, :func:`robustbench_sparse.imagefolder.extract_per_class`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ import argparse
 import math
 import platform
 import statistics
-import tarfile
 import tempfile
 import time
 from collections import defaultdict
@@ -55,41 +55,21 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 
 from attacks import get_attack
-from robustbench_sparse.datasets import DatasetSplits, cifar10_folder, load_dataset
-from robustbench_sparse.models import create_model
+from robustbench_sparse.datasets import DatasetSplits, cifar10_folder, dataset_info, load_dataset
+from robustbench_sparse.imagefolder import extract_per_class
+from robustbench_sparse.models import create_model_for
 from robustbench_sparse.sparsity import Granularity, SparsityConfig
 from robustbench_sparse.training import TrainConfig, fit
 
-ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpeg"
+CIFAR_ARCHIVE = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpeg"
+).resolve() / "cifar10-jpeg.tar.gz"
 CIFAR_LINF = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
-
-
-def extract_subset(archive: Path, dest: Path, per_class: int, test_per_class: int) -> Path:
-    """Read the first ``per_class`` / ``test_per_class`` JPEGs of every class into ``dest``."""
-    quota = {"train": per_class, "test": test_per_class}
-    taken: dict[tuple[str, str], int] = defaultdict(int)
-    with tarfile.open(archive) as tar:
-        for member in tar:
-            parts = Path(member.name).parts  # cifar10-jpeg/<split>/<class>/<file>.jpg
-            if not member.isfile() or len(parts) != 4 or parts[1] not in quota:
-                continue
-            key = (parts[1], parts[2])
-            if taken[key] >= quota[parts[1]]:
-                continue
-            taken[key] += 1
-            tar.extract(member, dest, filter="data")
-    return dest / "cifar10-jpeg"
 
 
 def _model(arch: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return create_model(
-        arch,
-        num_classes=10,
-        in_channels=3,
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616),
-    )
+    return create_model_for(arch, dataset_info("cifar10"))
 
 
 def plain_train_epoch(folder: Path, arch: str, batch_size: int, lr: float, seed: int) -> float:
@@ -196,7 +176,7 @@ def rbs_pgd_per_eps(
     return grads, accs
 
 
-def _median_time(fn: Any) -> tuple[float, Any]:
+def _timed(fn: Any) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
@@ -223,11 +203,10 @@ def main() -> None:
     if args.data_root:
         root = Path(args.data_root)
     else:
-        archive = ARCHIVE / "cifar10-jpeg.tar.gz"
-        if not archive.is_file():
-            raise SystemExit(f"{archive} is absent; pass --data-root with the extracted copy")
-        extract_subset(archive, Path(tmp.name), args.per_class, args.test_per_class)
-        root = Path(tmp.name)
+        if not CIFAR_ARCHIVE.is_file():
+            raise SystemExit(f"{CIFAR_ARCHIVE} is absent; pass --data-root with the extracted copy")
+        per_class = {"train": args.per_class, "test": args.test_per_class}
+        root = extract_per_class(CIFAR_ARCHIVE, tmp.name, per_class).parent
     folder = cifar10_folder(root)
     if folder is None:
         raise SystemExit(f"no CIFAR-10 ImageFolder copy under {root}")
@@ -287,7 +266,7 @@ def main() -> None:
         accs: dict[str, list[float]] = {}
         for _ in range(args.repeats):
             for name, fn in runs.items():
-                dt, out = _median_time(fn)
+                dt, out = _timed(fn)
                 atimes[name].append(dt)
                 if isinstance(out, tuple):
                     grads[name], accs[name] = out

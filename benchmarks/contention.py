@@ -41,20 +41,14 @@ def _worker(threads: int, steps: int, attack_n: int, attack_repeats: int) -> dic
 
     from attacks import get_attack
     from robustbench_sparse.datasets import load_dataset
-    from robustbench_sparse.models import create_model
+    from robustbench_sparse.models import create_model_for
 
     if threads > 0:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     data = load_dataset("digits")
     info = data.info
-    model = create_model(
-        "small_cnn",
-        num_classes=info.num_classes,
-        in_channels=info.input_shape[0],
-        mean=info.mean,
-        std=info.std,
-    )
+    model = create_model_for("small_cnn", info)
     xs = torch.stack([data.train[i][0] for i in range(64)])  # (64, 1, 8, 8)
     ys = torch.tensor([int(data.train[i][1]) for i in range(64)])
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)

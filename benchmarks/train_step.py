@@ -20,19 +20,13 @@ import torch
 from torch import nn
 
 from robustbench_sparse.datasets import load_dataset
-from robustbench_sparse.models import create_model
+from robustbench_sparse.models import create_model_for
 from robustbench_sparse.sparsity import CampfireSparsifier, Granularity, SparsityConfig
 
 
 def _make(arch: str, info, seed: int) -> nn.Module:  # type: ignore[no-untyped-def]
     torch.manual_seed(seed)
-    return create_model(
-        arch,
-        num_classes=info.num_classes,
-        in_channels=info.input_shape[0],
-        mean=info.mean,
-        std=info.std,
-    )
+    return create_model_for(arch, info)
 
 
 def _time_block(model, opt, sparsifier, batches, loss_fn) -> float:  # type: ignore[no-untyped-def]

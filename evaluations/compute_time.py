@@ -120,15 +120,15 @@ def accumulated_time(
 
 
 def run_timing(
-    results_dir: Any,
+    previous: Mapping[str, Any],
     grid_run: Any,
     checkpoints: Iterable[Any],
     wall_seconds: float,
     command: str | None,
     evidence: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """:func:`accumulated_time` for a finished grid run (``evaluations.grid.GridRun``) whose
-    sidecar is about to be written into ``results_dir`` (the previous sidecar is read from there).
+    """:func:`accumulated_time` for a finished grid run (``evaluations.grid.GridRun``); ``previous``
+    is the sidecar already in its results directory (:func:`previous_sidecar`).
 
     ``evidence`` is the sidecar's evidence so far: its ``device`` and the ``masking`` record
     (whose probe time counts, see :func:`masking_seconds`).
@@ -136,7 +136,7 @@ def run_timing(
     import torch
 
     return accumulated_time(
-        previous_sidecar(results_dir),
+        previous,
         [c.meta for c in checkpoints],
         grid_run.results,
         wall_seconds=wall_seconds,

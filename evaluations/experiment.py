@@ -392,6 +392,9 @@ def run_experiment(
 
     results_dir = out / "results"
     grid_run = run_grid(checkpoints, data.test, plan.grid, out_dir=results_dir, progress=progress)
+    previous = previous_sidecar(
+        results_dir
+    )  # the last invocation's, for reuse and accumulated time
     evidence = grid_evidence(grid_run, checkpoints, plan.grid)
     evidence.update(
         evaluation_evidence(
@@ -401,7 +404,7 @@ def run_experiment(
             plan.grid,
             plan.protocol,
             [s.name for s in plan.grid.attacks],
-            previous_masking=previous_sidecar(results_dir).get("masking"),
+            previous_masking=previous.get("masking"),
         )
     )
     invariants = evidence["invariants"]
@@ -414,9 +417,7 @@ def run_experiment(
         "evaluation_subset": {data.info.name: evaluation_subset_record(data.test, plan.grid.limit)},
         **evidence,
         # accumulated over resumed runs (evaluations.compute_time), not this invocation only
-        **run_timing(
-            results_dir, grid_run, checkpoints, time.perf_counter() - t0, command, evidence
-        ),
+        **run_timing(previous, grid_run, checkpoints, time.perf_counter() - t0, command, evidence),
     }
     # Under torchrun only rank 0 writes; every rank returns the same outcome.
     md, html = results_dir / "report.md", results_dir / "report.html"

@@ -216,6 +216,7 @@ def run_attack_command(
         lambda: prepare_results_dir(out, request.fingerprint(), overwrite=overwrite, resume=resume)
     )
     grid_run = run_grid(checkpoints, data, grid, out_dir=out, progress=progress)
+    previous = previous_sidecar(out)  # the last invocation's, for reuse and accumulated time
     evidence = grid_evidence(grid_run, checkpoints, grid)
     protocol = request.attack_plan()[0] or identify(grid.attacks)
     evidence.update(
@@ -226,7 +227,7 @@ def run_attack_command(
             grid,
             protocol,
             [s.name for s in grid.attacks],
-            previous_masking=previous_sidecar(out).get("masking"),
+            previous_masking=previous.get("masking"),
         )
     )
     sidecar = {
@@ -239,7 +240,7 @@ def run_attack_command(
         },
         **evidence,
         # accumulated over resumed runs (evaluations.compute_time), not this invocation only
-        **run_timing(out, grid_run, checkpoints, time.perf_counter() - t0, command, evidence),
+        **run_timing(previous, grid_run, checkpoints, time.perf_counter() - t0, command, evidence),
     }
     html: Path | None = None
     if rdist.is_main():  # under torchrun rank 0 alone writes

@@ -19,8 +19,9 @@ folder names.
 from __future__ import annotations
 
 import logging
+import tarfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "ImageFolderLayout",
     "channel_mean_std",
     "class_names",
+    "extract_per_class",
     "resolve_layout",
     "split_dir",
     "transform",
@@ -231,3 +233,48 @@ def channel_mean_std(
     mean = total / count
     std = (squares / count - mean * mean).clamp_min(1e-12).sqrt()
     return tuple(float(m) for m in mean), tuple(max(float(s), 1e-6) for s in std)
+
+
+def extract_per_class(
+    archive: str | Path, dest: str | Path, per_class: Mapping[str, int | None]
+) -> Path:
+    """Extract the first ``N`` images of every class of each named split from a tar archive.
+
+    The archive holds one ImageFolder tree, ``<top>/<split>/<class>/<file>`` (e.g. the CIFAR-10 JPEG
+    copy, ``cifar10-jpeg/train/cat/0001.jpg``). ``per_class`` maps a split name to how many files
+    per class to take (``None``: all of them); other splits are skipped. Members are read one by
+    one, so a subset costs a pass over the archive but no space for the rest. Extraction uses
+    tarfile's ``data`` filter (no absolute paths, links out of ``dest`` or special files).
+
+    Returns ``dest / <top>``. Raises ``UserError`` when the archive cannot be read or holds no
+    member of a requested split.
+    """
+    taken: Counter[tuple[str, str]] = Counter()
+    tops: set[str] = set()
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                if not member.isfile() or len(parts) != 4 or parts[1] not in per_class:
+                    continue
+                limit = per_class[parts[1]]
+                key = (parts[1], parts[2])
+                if limit is not None and taken[key] >= limit:
+                    continue
+                taken[key] += 1
+                tops.add(parts[0])
+                tar.extract(member, dest, filter="data")
+    except (OSError, tarfile.TarError) as exc:
+        raise UserError(f"cannot read the archive {archive}: {exc}") from None
+    missing = sorted(s for s in per_class if not any(k[0] == s for k in taken))
+    if missing:
+        raise UserError(
+            f"{archive} has no <top>/<split>/<class>/<file> member of split(s) "
+            f"{', '.join(missing)}; check the split names"
+        )
+    if len(tops) != 1:
+        raise UserError(
+            f"{archive} holds several top folders ({', '.join(sorted(tops))}); "
+            "expected one ImageFolder tree"
+        )
+    return Path(dest) / tops.pop()

@@ -36,7 +36,7 @@ from robustbench_sparse.config import to_jsonable
 from robustbench_sparse.datasets import DatasetSplits, dataset_info, load_dataset, load_split
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
-from robustbench_sparse.models import create_model
+from robustbench_sparse.models import create_model_for
 from robustbench_sparse.provenance import provenance
 from robustbench_sparse.sparsity import CampfireSparsifier, SparsityConfig, sparsity_report
 from robustbench_sparse.training import (
@@ -230,15 +230,7 @@ def run_train_job(
             seed=job.train.seed,
         )
     torch.manual_seed(job.train.seed)
-    c, _, _ = data.info.input_shape
-    model = create_model(
-        job.arch,
-        num_classes=data.info.num_classes,
-        in_channels=c,
-        mean=data.info.mean,
-        std=data.info.std,
-        **dict(job.arch_kwargs),
-    )
+    model = create_model_for(job.arch, data.info, **dict(job.arch_kwargs))
     name = job.name or out.name
     t0 = time.perf_counter()
 

@@ -7,11 +7,11 @@ only the members they need into a temporary folder and skip, with the reason, wh
 
 from __future__ import annotations
 
-import tarfile
-from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from robustbench_sparse.imagefolder import extract_per_class
 
 CIFAR_ARCHIVE = (
     Path(__file__).resolve().parents[1]
@@ -37,17 +37,4 @@ def extract_cifar_jpeg(dest: Path, train_per_class: int, test_per_class: int | N
     ``train/`` and ``test/``).
     """
     archive = require_cifar_archive()
-    want = {"train": train_per_class, "test": test_per_class}
-    taken: Counter[tuple[str, str]] = Counter()
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if not member.isfile() or len(parts) != 4 or parts[1] not in want:
-                continue
-            limit = want[parts[1]]
-            key = (parts[1], parts[2])
-            if limit is not None and taken[key] >= limit:
-                continue
-            taken[key] += 1
-            tar.extract(member, dest, filter="data")
-    return dest / "cifar10-jpeg"
+    return extract_per_class(archive, dest, {"train": train_per_class, "test": test_per_class})

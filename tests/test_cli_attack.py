@@ -19,7 +19,7 @@ from evaluations.metrics import WORST_CASE
 from evaluations.results import read_results, read_sidecar
 from robustbench_sparse.cli import main
 from robustbench_sparse.datasets import dataset_info
-from robustbench_sparse.models import create_model
+from robustbench_sparse.models import create_model_for
 from tests.eval_helpers import build_checkpoints, single_thread, without_timing
 
 EPS = "0,2/255,8/255"
@@ -261,13 +261,7 @@ def test_plain_state_dict_with_arch_and_dataset(
 ) -> None:
     info = dataset_info("digits")
     torch.manual_seed(0)
-    model = create_model(
-        "small_cnn",
-        num_classes=info.num_classes,
-        in_channels=info.input_shape[0],
-        mean=info.mean,
-        std=info.std,
-    )
+    model = create_model_for("small_cnn", info)
     path = tmp_path / "plain.pt"
     torch.save(model.state_dict(), path)
     out = tmp_path / "out"

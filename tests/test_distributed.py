@@ -109,18 +109,11 @@ def test_resume_with_another_world_size_is_refused() -> None:
 
 
 def _tiny_model() -> torch.nn.Module:
-    from robustbench_sparse.models import create_model
+    from robustbench_sparse.models import create_model_for
 
     info = tiny_digits().info
     torch.manual_seed(0)
-    return create_model(
-        "small_cnn",
-        num_classes=info.num_classes,
-        in_channels=info.input_shape[0],
-        mean=info.mean,
-        std=info.std,
-        width=WIDTH,
-    )
+    return create_model_for("small_cnn", info, width=WIDTH)
 
 
 # --------------------------------------------------------------- (b) two in-process gloo ranks

@@ -204,3 +204,54 @@ def test_cli_trains_and_attacks_the_real_imagefolder(cifar_root: Path, tmp_path:
     subset = side["evaluation_subset"]["imagefolder"]
     assert subset["n"] == 30 and len(subset["indices"]) == 30
     assert side["clean_checks"][0]["n"] == 30
+
+
+def _tar(path: Path, names: list[str]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name in names:
+            data = name.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_extract_per_class_takes_the_first_n_of_each_class(tmp_path: Path) -> None:
+    names = [
+        f"set/{split}/{c}/{i}.jpg" for split in ("train", "val") for c in "ab" for i in range(4)
+    ]
+    archive = _tar(tmp_path / "set.tar.gz", [*names, "set/README", "set/extra/a/0.jpg"])
+    root = imf.extract_per_class(archive, tmp_path / "out", {"train": 2, "val": None})
+    assert root == tmp_path / "out" / "set"
+    got = sorted(str(p.relative_to(root)) for p in root.rglob("*.jpg"))
+    assert got == sorted(
+        [f"train/{c}/{i}.jpg" for c in "ab" for i in range(2)]
+        + [f"val/{c}/{i}.jpg" for c in "ab" for i in range(4)]
+    )
+
+
+@pytest.mark.parametrize(
+    ("names", "per_class", "match"),
+    [
+        (["set/train/a/0.jpg"], {"train": 1, "test": 1}, "no .* member of split.*test"),
+        (["x/train/a/0.jpg", "y/train/a/0.jpg"], {"train": None}, "several top folders"),
+        ([], {"train": 1}, "split.*train"),
+    ],
+)
+def test_extract_per_class_bad_archives(
+    tmp_path: Path, names: list[str], per_class: dict[str, int | None], match: str
+) -> None:
+    archive = _tar(tmp_path / "a.tar.gz", names)
+    with pytest.raises(UserError, match=match):
+        imf.extract_per_class(archive, tmp_path / "out", per_class)
+
+
+def test_extract_per_class_unreadable_archive(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"not a tar")
+    for archive in (bad, tmp_path / "missing.tar.gz"):
+        with pytest.raises(UserError, match="cannot read the archive"):
+            imf.extract_per_class(archive, tmp_path / "out", {"train": 1})

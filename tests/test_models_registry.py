@@ -126,3 +126,16 @@ def test_first_conv_and_classifier_registration_order() -> None:
 
     assert first_conv_and_classifier(Net()) == ("stem", "out")
     assert first_conv_and_classifier(nn.ReLU()) == (None, None)
+
+
+@pytest.mark.parametrize(("dataset", "arch"), [("digits", "small_cnn"), ("cifar10", "resnet20")])
+def test_create_model_for_takes_the_dataset_s_shape_and_statistics(dataset: str, arch: str) -> None:
+    from robustbench_sparse.datasets import dataset_info
+    from robustbench_sparse.models import create_model_for
+
+    info = dataset_info(dataset)
+    model = create_model_for(arch, info)
+    assert model.num_classes == info.num_classes
+    assert model(torch.rand(2, *info.input_shape)).shape == (2, info.num_classes)
+    assert torch.allclose(model.normalize.mean.flatten(), torch.tensor(info.mean))
+    assert torch.allclose(model.normalize.std.flatten(), torch.tensor(info.std))

@@ -13,7 +13,7 @@ from torch import nn
 
 import robustbench_sparse.training as training_module
 from robustbench_sparse.errors import UserError
-from robustbench_sparse.models import create_model
+from robustbench_sparse.models import create_model_for
 from robustbench_sparse.sparsity import Granularity, SparsityConfig, kept_per_group
 from robustbench_sparse.training import (
     Checkpointer,
@@ -42,14 +42,7 @@ def _one_thread() -> Iterator[None]:
 def _model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     info = tiny_digits().info
-    return create_model(
-        "small_cnn",
-        num_classes=info.num_classes,
-        in_channels=info.input_shape[0],
-        mean=info.mean,
-        std=info.std,
-        width=WIDTH,
-    )
+    return create_model_for("small_cnn", info, width=WIDTH)
 
 
 # ------------------------------------------------------------------------------- lr_factor

@@ -21,6 +21,7 @@ from robustbench_sparse.models.normalize import Normalize, NormalizedModel
 from robustbench_sparse.models.registry import (
     TV_PREFIX,
     create_model,
+    create_model_for,
     first_conv_and_classifier,
     list_models,
     load_state_dict_into,
@@ -36,6 +37,7 @@ __all__ = [
     "NormalizedModel",
     "SmallCNN",
     "create_model",
+    "create_model_for",
     "first_conv_and_classifier",
     "list_models",
     "load_state_dict_into",

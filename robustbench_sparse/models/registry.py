@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -13,12 +13,16 @@ from robustbench_sparse.errors import UserError, unknown_name
 from robustbench_sparse.models.normalize import NormalizedModel
 from robustbench_sparse.state_dicts import strip_wrapper_prefixes
 
+if TYPE_CHECKING:
+    from robustbench_sparse.datasets import DatasetInfo
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "TV_PREFIX",
     "ModelBuilder",
     "create_model",
+    "create_model_for",
     "first_conv_and_classifier",
     "list_models",
     "load_state_dict_into",
@@ -111,6 +115,19 @@ def create_model(
     arch_kwargs = {k: v for k, v in kwargs.items() if k != "pretrained"}
     return NormalizedModel(
         net, mean_t, std_t, arch=name, num_classes=num_classes, arch_kwargs=arch_kwargs
+    )
+
+
+def create_model_for(name: str, info: DatasetInfo, **kwargs: Any) -> NormalizedModel:
+    """:func:`create_model` sized and normalized for a dataset: its class count, input channels
+    (``info.input_shape[0]``) and per-channel mean/std. ``kwargs`` go to the builder."""
+    return create_model(
+        name,
+        num_classes=info.num_classes,
+        in_channels=info.input_shape[0],
+        mean=info.mean,
+        std=info.std,
+        **kwargs,
     )
 
 
