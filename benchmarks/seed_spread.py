@@ -6,7 +6,7 @@ different thread count, changes the floats and moves worst-case robust accuracy 
 each seed with the L∞ attacks only (FGSM + PGD-20, as in the default ``quick`` protocol; the L∞
 worst case of the default job is over exactly these two, so its numbers are the same), and prints
 mean ± sample standard deviation over the seeds of clean accuracy and of L∞ worst-case robust
-accuracy at the discriminating budgets (:func:`evaluations.budgets.choose_budgets` on the first
+accuracy at the discriminating budgets (:func:`evaluations.record.budgets.choose_budgets` on the first
 seed), and of the difference to dense.
 
     flock /tmp/rbs-cpu.lock python benchmarks/seed_spread.py --seeds 0,1,2 --out-root runs/seeds
@@ -60,9 +60,9 @@ def _fmt(values: list[float]) -> str:
 
 
 def main() -> None:
-    from evaluations.budgets import choose_budgets, epsilon_label
-    from evaluations.metrics import WORST_CASE
-    from evaluations.results import read_results
+    from evaluations.record.budgets import choose_budgets, epsilon_label
+    from evaluations.record.metrics import WORST_CASE
+    from evaluations.record.results import read_results
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")

@@ -1,6 +1,6 @@
 """Multi-process helpers on ``torch.distributed`` (launched by ``torchrun``).
 
-``torchrun --nproc_per_node N -m robustbench_sparse ...`` starts N copies of the CLI with the
+``torchrun --nproc_per_node N -m rbs ...`` starts N copies of the CLI with the
 ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``MASTER_ADDR`` / ``MASTER_PORT`` environment
 variables set; :func:`init_from_env` turns them into a process group. Backends: ``gloo`` for CPU
 tensors and, where CUDA is available, ``nccl`` for CUDA tensors (one combined group

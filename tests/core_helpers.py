@@ -121,7 +121,7 @@ def inspect_json(out_dir: Path) -> dict[str, object]:
     import json
     from contextlib import redirect_stdout
 
-    from robustbench_sparse.cli import main
+    from rbs.cli import main
 
     buf = io.StringIO()
     with redirect_stdout(buf):

@@ -19,11 +19,11 @@ from torch import nn
 from torch.nn.utils import prune
 from torch.utils.data import TensorDataset
 
-from evaluations.grid import AttackSpec, GridConfig, run_grid
-from evaluations.report import write_report
-from evaluations.results import write_sidecar
+from evaluations.engine.grid import AttackSpec, GridConfig, run_grid
+from evaluations.present.report import write_report
+from evaluations.record.results import write_sidecar
+from rbs.cli import main
 from robustbench_sparse.checkpoint import load_checkpoint
-from robustbench_sparse.cli import main
 from robustbench_sparse.datasets import load_split
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model

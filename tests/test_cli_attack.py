@@ -1,6 +1,6 @@
 """Tests for the ``rbs attack``, ``rbs plot`` and ``rbs report`` subcommands.
 
-The CLI is driven through :func:`robustbench_sparse.cli.main` with an explicit argv; user errors must
+The CLI is driven through :func:`rbs.cli.main` with an explicit argv; user errors must
 exit with status 2 and one line on stderr, and leave existing results untouched.
 """
 
@@ -15,9 +15,9 @@ import pytest
 import torch
 from pandas.testing import assert_frame_equal
 
-from evaluations.metrics import WORST_CASE
-from evaluations.results import read_results, read_sidecar
-from robustbench_sparse.cli import main
+from evaluations.record.metrics import WORST_CASE
+from evaluations.record.results import read_results, read_sidecar
+from rbs.cli import main
 from robustbench_sparse.datasets import dataset_info
 from robustbench_sparse.models import create_model_for
 from tests.eval_helpers import build_checkpoints, single_thread, without_timing
@@ -329,7 +329,7 @@ def test_epsilon_in_the_wrong_unit_is_warned_once_and_recorded(
     argv = _argv(ckpt_dirs, out, *extra, "--limit", "6", "--batch-size", "4", "--no-report")
     assert main(argv) == 0
     err = capsys.readouterr().err.splitlines()
-    warnings = [line for line in err if line.startswith("W evaluations.grid: ")]
+    warnings = [line for line in err if line.startswith("W evaluations.engine.grid: ")]
     recorded = read_sidecar(out)["epsilon_warnings"]
     # once per grid: not per checkpoint (two), attack or batch (two)
     assert len(warnings) == len(recorded) == len([s for s in said if ">= 1" in s] or [1])
@@ -401,20 +401,20 @@ def test_ctrl_c_says_rerunning_resumes(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import evaluations.experiment
-    import evaluations.runner
+    import rbs.attack_job
+    import rbs.run_job
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluations.runner, "run_attack_command", interrupted)
-    monkeypatch.setattr(evaluations.experiment, "run_experiment", interrupted)
+    monkeypatch.setattr(rbs.attack_job, "run_attack_command", interrupted)
+    monkeypatch.setattr(rbs.run_job, "run_experiment", interrupted)
     argv = (
         ["attack", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "r")]
         if command == "attack"
         else ["run", "--out", str(tmp_path / "r")]
     )
-    from robustbench_sparse.cli import main
+    from rbs.cli import main
 
     assert main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]

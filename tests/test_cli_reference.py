@@ -1,6 +1,6 @@
 """docs/cli.md, the CLI reference, is ``rbs --help`` and ``rbs <command> --help`` for every subcommand.
 
-The text is generated from the argparse parser itself (:func:`robustbench_sparse.cli.build_parser`),
+The text is generated from the argparse parser itself (:func:`rbs.cli.build_parser`),
 iterating its subparsers so that a new subcommand is picked up without touching this file. argparse
 wraps help at the terminal width, so generation pins ``COLUMNS=100`` (and ``NO_COLOR``: Python 3.14
 colours help on a terminal). Regenerate with ``python -m tests.test_cli_reference --write``.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from robustbench_sparse.cli import build_parser
+from rbs.cli import build_parser
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 COLUMNS = "100"

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import robustbench_sparse.train_job as train_job_module
+from rbs.cli import main
 from robustbench_sparse.checkpoint import META_FILE, WEIGHTS_FILE
-from robustbench_sparse.cli import main
 from robustbench_sparse.sparsity import kept_per_group
 from robustbench_sparse.training import Checkpointer
 from tests.core_helpers import (

@@ -3,7 +3,7 @@
 (a) the helpers of :mod:`robustbench_sparse.distributed` are no-ops / identities in one process;
 (b) with two gloo processes (spawned in-process) identical masks verify and different ones raise
     ``RuntimeError`` on every rank; contiguous shards cover the examples in order;
-(c) (slow) ``torchrun --nproc_per_node 2 -m robustbench_sparse train`` on digits: exit 0, the
+(c) (slow) ``torchrun --nproc_per_node 2 -m rbs train`` on digits: exit 0, the
     checkpoint records ``world_size 2`` and the mask updates verified across ranks, and every
     kernel keeps exactly the same count of weights;
 (d) (slow) a 2-process sharded ``attack`` writes the same results table as one process
@@ -25,9 +25,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from rbs.cli import _strip_nproc, main
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import META_FILE
-from robustbench_sparse.cli import _strip_nproc, main
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.sparsity import kept_per_group
 from robustbench_sparse.training import Checkpointer, fit
@@ -184,7 +184,7 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         "--nproc_per_node",
         "2",
         "-m",
-        "robustbench_sparse",
+        "rbs",
         "-q",
         *args,
     ]

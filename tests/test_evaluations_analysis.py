@@ -1,4 +1,4 @@
-"""Tests for evaluations.analysis: sparsity tables and mask figures of checkpoints, results pivots."""
+"""Tests for evaluations.present.analysis: sparsity tables and mask figures of checkpoints, results pivots."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from evaluations.analysis import (
+from evaluations.present.analysis import (
     KERNEL_NNZ_COLUMNS,
     accuracy_vs_sparsity_table,
     auc_pivot,
@@ -28,7 +28,7 @@ from evaluations.analysis import (
     robust_accuracy_pivot,
     sparsity_totals_table,
 )
-from evaluations.metrics import WORST_CASE, robustness_auc_table
+from evaluations.record.metrics import WORST_CASE, robustness_auc_table
 from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.sparsity import kept_per_group

@@ -1,4 +1,4 @@
-"""Tests for evaluations.atomic: a failed write never damages the existing file."""
+"""Tests for robustbench_sparse.atomic: a failed write never damages the existing file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluations.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from robustbench_sparse.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 
 def _names(directory: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""Discriminating budgets and differences to dense (evaluations.budgets)."""
+"""Discriminating budgets and differences to dense (evaluations.record.budgets)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluations.budgets import (
+from evaluations.record.budgets import (
     choose_budgets,
     epsilon_label,
     in_255ths,
@@ -20,8 +20,8 @@ from evaluations.budgets import (
     relative_to_dense,
     trimmed_max_epsilon,
 )
-from evaluations.metrics import WORST_CASE, summarize_cell
-from evaluations.results import RESULT_COLUMNS
+from evaluations.record.metrics import WORST_CASE, summarize_cell
+from evaluations.record.results import RESULT_COLUMNS
 
 EPS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3]
 # (name, granularity, target, per-eps worst-case accuracy); dense is nearest 50 % at eps 0.1

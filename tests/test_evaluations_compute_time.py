@@ -10,16 +10,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evaluations.compute_time import (
+from evaluations.present.report import write_report
+from evaluations.record.compute_time import (
     accumulated_time,
     attack_seconds,
     masking_seconds,
     training_seconds,
 )
-from evaluations.metrics import WORST_CASE
-from evaluations.report import write_report
-from evaluations.results import read_sidecar
-from evaluations.runner import AttackRunRequest, run_attack_command
+from evaluations.record.metrics import WORST_CASE
+from evaluations.record.results import read_sidecar
+from rbs.attack_job import AttackRunRequest, run_attack_command
 from tests.eval_helpers import CW_PARAMS, LINF_EPS, build_checkpoints, single_thread
 
 
@@ -102,8 +102,8 @@ def ckpt_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
 def test_interrupted_then_resumed_then_no_op_run_accumulates(
     ckpt_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import evaluations.grid as grid_mod
-    import evaluations.masking as masking_mod
+    import evaluations.engine.grid as grid_mod
+    import evaluations.engine.masking as masking_mod
 
     request = AttackRunRequest(
         checkpoints=tuple(ckpt_dirs.values()),

@@ -1,4 +1,4 @@
-"""evaluations.data_checks: input-shape refusal and the clean-accuracy warning."""
+"""evaluations.engine.data_checks: input-shape refusal and the clean-accuracy warning."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from evaluations.data_checks import accuracy_warning, check_input_shape
+from evaluations.engine.data_checks import accuracy_warning, check_input_shape
 from robustbench_sparse.errors import UserError
 
 _META: dict[str, Any] = {"input_shape": [3, 32, 32], "dataset": "cifar10"}

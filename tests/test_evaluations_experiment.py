@@ -1,4 +1,4 @@
-"""Tests for :mod:`evaluations.experiment` (``rbs run``): planning, config validation, output rules.
+"""Tests for :mod:`rbs.run_job` (``rbs run``): planning, config validation, output rules.
 
 The end-to-end ``rbs run`` test (reduced config: dense + window-70, 2 epochs, 40 attacked examples)
 is marked ``slow``.
@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 import tomllib
 
-from evaluations.experiment import (
+from evaluations.record.metrics import WORST_CASE
+from evaluations.record.results import read_results, read_sidecar
+from rbs.cli import main
+from rbs.run_job import (
     EXPERIMENT_FILE,
     default_config,
     default_config_text,
     plan_experiment,
     prepare_experiment_dir,
 )
-from evaluations.metrics import WORST_CASE
-from evaluations.results import read_results, read_sidecar
-from robustbench_sparse.cli import main
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.sparsity import Granularity
 from robustbench_sparse.train_job import train_job_from_config

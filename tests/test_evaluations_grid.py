@@ -1,4 +1,4 @@
-"""Tests for :mod:`evaluations.grid`: the checkpoints x attacks x epsilons harness.
+"""Tests for :mod:`evaluations.engine.grid`: the checkpoints x attacks x epsilons harness.
 
 Two tiny digits checkpoints (dense, window-70) are trained once per module; the attacks use small
 settings (PGD 5 steps, C&W 20 x 3). Every test asserts an invariant on exact counts.
@@ -20,9 +20,9 @@ import pytest
 import torch
 from pandas.testing import assert_frame_equal
 
-import evaluations.grid as grid_mod
+import evaluations.engine.grid as grid_mod
 from attacks import Norm, get_attack, verify_adversarials
-from evaluations.grid import (
+from evaluations.engine.grid import (
     AttackSpec,
     CellOutcome,
     GridConfig,
@@ -31,8 +31,8 @@ from evaluations.grid import (
     validate_epsilons,
     worst_case,
 )
-from evaluations.metrics import WORST_CASE, check_invariants
-from evaluations.results import RESULT_COLUMNS, read_results, validate_results
+from evaluations.record.metrics import WORST_CASE, check_invariants
+from evaluations.record.results import RESULT_COLUMNS, read_results, validate_results
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
 from robustbench_sparse.datasets import balanced_subset, default_eps_grid, load_split
 from robustbench_sparse.errors import UserError
@@ -354,11 +354,11 @@ def test_worst_case_rejects_different_grids() -> None:
 
 
 def test_validate_epsilons_sorts_and_logs(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="evaluations.grid"):
+    with caplog.at_level(logging.INFO, logger="evaluations.engine.grid"):
         assert validate_epsilons([0.3, 0, 0.1], "linf") == [0.0, 0.1, 0.3]
     assert any("sorted the linf epsilon grid" in r.getMessage() for r in caplog.records)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="evaluations.grid"):
+    with caplog.at_level(logging.INFO, logger="evaluations.engine.grid"):
         assert validate_epsilons([0, 0.5, 1], "l2") == [0.0, 0.5, 1.0]
     assert not any("sorted" in r.getMessage() for r in caplog.records)
 
@@ -622,8 +622,8 @@ def test_failed_verifications_mark_the_cell_unreliable(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    from evaluations.report import write_report
-    from evaluations.results import read_results, write_sidecar
+    from evaluations.present.report import write_report
+    from evaluations.record.results import read_results, write_sidecar
 
     good = run_grid(ckpts[:1], data, small_grid(("fgsm",), limit=20), progress=False).results
     assert (good["verify_failed"] == 0).all() and not good["unreliable"].any()

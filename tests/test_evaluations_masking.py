@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from attacks import AttackKind, get_attack
-from evaluations.grid import CellOutcome, CellRecord, attack_cell
-from evaluations.masking import (
+from evaluations.engine.grid import CellOutcome, CellRecord, attack_cell
+from evaluations.engine.masking import (
     CHECKS,
     MaskingInputs,
     black_box_check,
@@ -26,7 +26,7 @@ from evaluations.masking import (
     unbounded_budget,
     unbounded_check,
 )
-from evaluations.protocols import MaskingProbes
+from evaluations.engine.protocols import MaskingProbes
 from tests.attack_helpers import digits
 
 EPS = [0.0, 0.1, 0.2, 0.3]

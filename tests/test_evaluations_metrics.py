@@ -1,4 +1,4 @@
-"""Tests for evaluations.metrics: Wilson intervals, AUC, cell summaries and invariant checks."""
+"""Tests for evaluations.record.metrics: Wilson intervals, AUC, cell summaries and invariant checks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluations.metrics import (
+from evaluations.record.metrics import (
     WORST_CASE,
     check_invariants,
     pgd_vs_fgsm,

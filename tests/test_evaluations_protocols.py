@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from attacks import get_attack, list_attacks
-from evaluations.experiment import default_config, plan_experiment
-from evaluations.grid import AttackSpec
-from evaluations.protocols import (
+from evaluations.engine.grid import AttackSpec
+from evaluations.engine.protocols import (
     CUSTOM,
     PAPER_DEFAULTS,
     PROTOCOLS,
@@ -22,7 +21,8 @@ from evaluations.protocols import (
     protocol_names,
     resolve_attacks,
 )
-from evaluations.runner import AttackRunRequest
+from rbs.attack_job import AttackRunRequest
+from rbs.run_job import default_config, plan_experiment
 from robustbench_sparse.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""Tests for evaluations.report: Markdown + self-contained HTML with tables, checks and provenance."""
+"""Tests for evaluations.present.report: Markdown + self-contained HTML with tables, checks and provenance."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluations.report import markdown_table, write_report
-from evaluations.results import read_sidecar, write_results, write_sidecar
+from evaluations.present.report import markdown_table, write_report
+from evaluations.record.results import read_sidecar, write_results, write_sidecar
 from tests.test_evaluations_results import synthetic_results, write_synthetic_dir
 
 

@@ -1,4 +1,4 @@
-"""Tests for evaluations.results: schema, CSV/parquet round trip, sidecar, minimum-norm store.
+"""Tests for evaluations.record.results: schema, CSV/parquet round trip, sidecar, minimum-norm store.
 
 Also home of the synthetic-results helpers shared by the other ``test_evaluations_*`` modules.
 """
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluations.metrics import WORST_CASE, summarize_cell
-from evaluations.results import (
+from evaluations.record.metrics import WORST_CASE, summarize_cell
+from evaluations.record.results import (
     MIN_NORM_COLUMNS,
     RESULT_COLUMNS,
     make_min_norms,

@@ -1,4 +1,4 @@
-"""Tests for :mod:`evaluations.runner` (``rbs attack`` as a library call).
+"""Tests for :mod:`rbs.attack_job` (``rbs attack`` as a library call).
 
 Checks the files of a results directory, the sidecar's evidence, the output-directory rules (resume
 the same request, refuse a different one unless ``overwrite``) and the request's validation.
@@ -16,9 +16,9 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from attacks import AttackConfigError
-from evaluations.metrics import WORST_CASE
-from evaluations.results import read_results, read_sidecar
-from evaluations.runner import (
+from evaluations.record.metrics import WORST_CASE
+from evaluations.record.results import read_results, read_sidecar
+from rbs.attack_job import (
     REQUEST_FILE,
     AttackRunOutcome,
     AttackRunRequest,

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from attacks import AttackKind, get_attack
-from evaluations.grid import CellOutcome, CellRecord, attack_cell, worst_case
-from evaluations.security import (
+from evaluations.engine.grid import CellOutcome, CellRecord, attack_cell, worst_case
+from evaluations.record.security import (
     MIN_NORMS_CSV,
     MIN_NORMS_FILE,
     MISCLASSIFIED,

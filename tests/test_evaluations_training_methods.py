@@ -1,4 +1,4 @@
-"""Tests for evaluations.training_methods: training columns, matrix, below-budget warning, curves."""
+"""Tests for evaluations.record.training_methods: training columns, matrix, below-budget warning, curves."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evaluations.metrics import WORST_CASE
-from evaluations.report import write_report
-from evaluations.results import read_results, write_results
-from evaluations.training_methods import (
+from evaluations.present.report import write_report
+from evaluations.record.metrics import WORST_CASE
+from evaluations.record.results import read_results, write_results
+from evaluations.record.training_methods import (
     below_budget_warnings,
     checkpoint_training,
     has_training_methods,

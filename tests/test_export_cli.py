@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from rbs.export_cli import add_export_parser
 from robustbench_sparse.errors import UserError
-from robustbench_sparse.export_cli import add_export_parser
 from robustbench_sparse.sparsity import Granularity
 from tests.test_export import _checkpoint
 
@@ -85,7 +85,7 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
 def test_rbs_inspect_and_attack_read_a_packed_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from robustbench_sparse.cli import main
+    from rbs.cli import main
 
     ckpt = _checkpoint(tmp_path, Granularity.WINDOW, 0.7)
     packed = tmp_path / "model.rbsp"

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from rbs.cli import main
 from robustbench_sparse import datasets as ds
 from robustbench_sparse import imagefolder as imf
-from robustbench_sparse.cli import main
 from robustbench_sparse.errors import UserError
 from tests.data_helpers import extract_cifar_jpeg
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import evaluations.grid as grid_module
+import evaluations.engine.grid as grid_module
 from attacks import Attack, get_attack
-from evaluations.grid import attack_cell
+from evaluations.engine.grid import attack_cell
+from rbs.cli import main
 from robustbench_sparse.checkpoint import save_checkpoint
-from robustbench_sparse.cli import main
 from robustbench_sparse.datasets import dataset_info
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
@@ -86,7 +86,7 @@ def test_oom_batch_is_retried_once_with_half_the_batch(
     error: BaseException, caplog: pytest.LogCaptureFixture
 ) -> None:
     flaky = OomAbove(get_attack("pgd", steps=3), limit=16, error=error)
-    with caplog.at_level(logging.WARNING, logger="evaluations.grid"):
+    with caplog.at_level(logging.WARNING, logger="evaluations.engine.grid"):
         cell = _cell(flaky, batch_size=32)
     # 32 fails, then the rest runs at 16: [0:16], [16:32], [32:40].
     assert flaky.sizes == [32, 16, 16, 8]

@@ -3,9 +3,9 @@
 * Every shell command in the README's fenced ``bash`` blocks (backslash continuations joined, comments
   dropped, split on ``&&`` / ``;``) and every backticked ``rbs ...`` in its prose and tables is turned
   into an argv (placeholders such as ``DIR`` and optional ``[...]`` parts expanded, see
-  :func:`expand_span`) and must be accepted by :func:`robustbench_sparse.cli.build_parser`, so the
-  README never documents a flag that does not exist. ``torchrun ... -m robustbench_sparse ...`` and
-  ``python -m robustbench_sparse ...`` count as ``rbs``; every other command must be a known one.
+  :func:`expand_span`) and must be accepted by :func:`rbs.cli.build_parser`, so the
+  README never documents a flag that does not exist. ``torchrun ... -m rbs ...`` and
+  ``python -m rbs ...`` count as ``rbs``; every other command must be a known one.
 * The two quickstart commands are pinned, and ``.ci/run`` runs the README's test command and its main
   job.
 * The cheap commands run in-process on tiny settings: ``rbs models``, ``rbs recipes``,
@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustbench_sparse.cli import build_parser, main
+from rbs.cli import build_parser, main
 from robustbench_sparse.recipes import recipe_names
 from tests.core_helpers import single_thread
 
@@ -138,7 +138,7 @@ def rbs_argv(words: list[str]) -> list[str] | None:
     if words[0] == "rbs":
         return words[1:]
     for i in range(len(words) - 1):
-        if words[i] == "-m" and words[i + 1] == "robustbench_sparse":
+        if words[i] == "-m" and words[i + 1] == "rbs":
             assert words[0] in ("torchrun", "python", "python3"), words
             return words[i + 2 :]
     return None
@@ -374,7 +374,8 @@ def _restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     levels = {
-        n: logging.getLogger(n).level for n in ("robustbench_sparse", "attacks", "evaluations")
+        n: logging.getLogger(n).level
+        for n in ("robustbench_sparse", "attacks", "evaluations", "rbs")
     }
     yield
     root.handlers[:] = handlers

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluations.experiment import default_config, plan_experiment
-from robustbench_sparse.cli import main
+from rbs.cli import main
+from rbs.run_job import default_config, plan_experiment
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.recipes import (
     DEFAULT_RECIPE,

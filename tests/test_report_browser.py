@@ -1,7 +1,7 @@
 """The HTML report renders in a real browser: every embedded figure decodes and the page is not blank.
 
 Builds a small results directory from synthetic data (``write_synthetic_dir``), writes the report
-with :func:`evaluations.report.write_report`, and opens it in headless Chromium twice:
+with :func:`evaluations.present.report.write_report`, and opens it in headless Chromium twice:
 
 * ``--dump-dom`` on a copy of ``report.html`` with a probe script appended that, on ``load``, writes
   the number of ``<img>`` elements that decoded (``complete`` and ``naturalWidth > 0``) into
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluations.report import write_report
+from evaluations.present.report import write_report
 from tests.test_evaluations_results import write_synthetic_dir
 
 Image = pytest.importorskip("PIL.Image")

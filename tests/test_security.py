@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import torch
 
+from rbs.cli import main
 from robustbench_sparse.checkpoint import META_FILE, WEIGHTS_FILE, save_checkpoint
-from robustbench_sparse.cli import main
 from robustbench_sparse.datasets import dataset_info
 from robustbench_sparse.models import create_model
 from tests.core_helpers import WIDTH, single_thread

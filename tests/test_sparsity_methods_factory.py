@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evaluations.experiment import plan_experiment
-from robustbench_sparse.cli import build_parser, main
+from rbs.cli import build_parser, main
+from rbs.run_job import plan_experiment
 from robustbench_sparse.config import load_toml
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.recipes import load_recipe

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustbench_sparse.cli import main
+from rbs.cli import main
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.threads import apply_threads, cgroup_cpu_limit, choose_threads, usable_cpus
 

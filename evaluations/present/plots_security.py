@@ -1,7 +1,7 @@
 """The minimum-norm security-curve figure: ``figures/security_curves_<norm>.{png,svg}``.
 
 Per norm one panel: for every checkpoint the robust accuracy vs epsilon *step curve* read off the
-per-example smallest perturbations (:mod:`evaluations.security`), with the grid's worst-case points
+per-example smallest perturbations (:mod:`evaluations.record.security`), with the grid's worst-case points
 on top (they lie on the curve by construction), so the curve between grid points comes from the
 minimum-norm attacks (C&W, FMN, FAB) and the grid points from every attack.
 """
@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import PercentFormatter
 
-from evaluations.metrics import WORST_CASE
-from evaluations.plots import _checkpoint_styles, _describe, _eps_axis_label, _save, _theme
-from evaluations.security import security_curve
+from evaluations.present.plots import _checkpoint_styles, _describe, _eps_axis_label, _save, _theme
+from evaluations.record.metrics import WORST_CASE
+from evaluations.record.security import security_curve
 
 __all__ = ["plot_security_curves"]
 

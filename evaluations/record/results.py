@@ -35,7 +35,7 @@ unreliable                  bool   optional: verify_failed > 1 % of n at some ep
 Minimum-norm attacks also store per-example minimal distances, one row per (checkpoint, attack,
 example), in ``attack_min_norms.parquet`` (columns :data:`MIN_NORM_COLUMNS`; ``min_norm`` is ``inf``
 where no adversarial was found). The best over all attacks per (checkpoint, norm, example) is
-``min_norms.parquet`` (:mod:`evaluations.security`). The sidecar
+``min_norms.parquet`` (:mod:`evaluations.record.security`). The sidecar
 ``results.json`` carries the evidence: versions, device, git revision, seeds, timings, config,
 invariant checks. All files are written atomically.
 """
@@ -56,7 +56,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from evaluations.atomic import atomic_path, atomic_write_text
+from robustbench_sparse.atomic import atomic_path, atomic_write_text
 from robustbench_sparse.errors import UserError
 
 __all__ = [
@@ -83,7 +83,7 @@ logger = logging.getLogger(__name__)
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 SIDECAR_FILE = "results.json"
-#: per-attack minimal distances (the best over attacks is evaluations.security.MIN_NORMS_FILE)
+#: per-attack minimal distances (the best over attacks is evaluations.record.security.MIN_NORMS_FILE)
 MIN_NORMS_FILE = "attack_min_norms.parquet"
 
 _STR_COLUMNS = (

@@ -1,6 +1,6 @@
 """``rbs export``: write / verify the packed (compressed sparse) form of a checkpoint.
 
-Registered by :mod:`robustbench_sparse.cli` with :func:`add_export_parser`; the handler maps the
+Registered by :mod:`rbs.cli` with :func:`add_export_parser`; the handler maps the
 flags to one call of :mod:`robustbench_sparse.export` and prints sizes (packed, dense safetensors,
 information bound, ratios).
 

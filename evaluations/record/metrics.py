@@ -3,7 +3,7 @@
 Everything here is pure numpy/pandas (no torch), so it can be tested on synthetic arrays and reused by
 plots and the report.
 
-Conventions (the results schema is described in :mod:`evaluations.results`):
+Conventions (the results schema is described in :mod:`evaluations.record.results`):
 
 * ``robust[k, i]`` is True when example ``i`` is still classified correctly after the attack at
   ``epsilons[k]``. Clean-misclassified examples count as attacked successfully at every epsilon

@@ -39,10 +39,10 @@ import numpy.typing as npt
 import pandas as pd
 
 from attacks import AttackKind
-from evaluations.atomic import atomic_path
+from robustbench_sparse.atomic import atomic_path
 
 if TYPE_CHECKING:
-    from evaluations.grid import CellRecord
+    from evaluations.engine.grid import CellRecord
 
 __all__ = [
     "MIN_NORMS_CSV",
@@ -147,7 +147,7 @@ def _one(checkpoint: str, norm: str, cells: Sequence[CellRecord]) -> pd.DataFram
 def min_norm_table(cells: Sequence[CellRecord]) -> pd.DataFrame:
     """One row per (checkpoint, norm, example) from the grid's cells; see the module docstring.
 
-    ``cells``: every finished cell of a grid run (:class:`evaluations.grid.CellRecord`); the cells
+    ``cells``: every finished cell of a grid run (:class:`evaluations.engine.grid.CellRecord`); the cells
     of one (checkpoint, norm) must cover the same examples in the same order (the grid's do).
     """
     groups: dict[tuple[str, str], list[CellRecord]] = {}

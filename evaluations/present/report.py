@@ -6,7 +6,7 @@ its CSS inline: it can be mailed or archived as a single file. Every piece of te
 the results is escaped (HTML entities in the HTML, Markdown punctuation in the Markdown).
 
 Sections: sparsity cost in robustness (the headline: difference to dense at the discriminating
-budget, see :mod:`evaluations.budgets`), summary, clean accuracy and sparsity, relative to dense
+budget, see :mod:`evaluations.record.budgets`), summary, clean accuracy and sparsity, relative to dense
 (why these budgets, and the difference with its interval at each), worst-case robust accuracy per
 norm (with 95 % Wilson intervals), robust accuracy per attack, robustness AUC, figures, consistency checks
 (invariants from ``results.json`` or recomputed, PGD vs FGSM), provenance, how to reproduce.
@@ -28,21 +28,26 @@ from typing import Any
 
 import pandas as pd
 
-from evaluations.atomic import atomic_write_text
-from evaluations.budgets import BudgetChoice, choose_budgets, epsilon_label, relative_to_dense
-from evaluations.metrics import (
+from evaluations.record.budgets import (
+    BudgetChoice,
+    choose_budgets,
+    epsilon_label,
+    relative_to_dense,
+)
+from evaluations.record.metrics import (
     WORST_CASE,
     check_invariants,
     pgd_vs_fgsm,
     robustness_auc,
     wilson_interval,
 )
-from evaluations.results import (
+from evaluations.record.results import (
     RESULTS_CSV,
     RESULTS_PARQUET,
     read_results,
     read_sidecar,
 )
+from robustbench_sparse.atomic import atomic_write_text
 
 __all__ = ["REPORT_HTML", "REPORT_MD", "markdown_table", "write_report"]
 
@@ -50,7 +55,9 @@ logger = logging.getLogger(__name__)
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
-_FIGURES_DIR = "figures"  # same as evaluations.plots.FIGURES_DIR (not imported: matplotlib is lazy)
+_FIGURES_DIR = (
+    "figures"  # same as evaluations.present.plots.FIGURES_DIR (not imported: matplotlib is lazy)
+)
 
 _NORM_LABEL = {"linf": "L∞", "l2": "L2"}
 _ATTACK_ORDER = ("fgsm", "fgm", "pgd", "apgd", "cw", WORST_CASE)
@@ -388,7 +395,7 @@ def _summary(df: pd.DataFrame, side: dict[str, Any], checks: dict[str, Any]) -> 
         if not failed
         else f"Invariant checks: {len(failed)} FAILED ({', '.join(failed)}); see Checks"
     )
-    # The data may not fit a checkpoint (see evaluations.data_checks): said up front, never hidden.
+    # The data may not fit a checkpoint (see evaluations.engine.data_checks): said up front, never hidden.
     for check in side.get("clean_checks") or []:
         if isinstance(check, dict) and check.get("warning"):
             items.append(f"WARNING: {check['warning']}")
@@ -546,7 +553,7 @@ def _relative(budgets: dict[str, BudgetChoice], rel: pd.DataFrame) -> list[Block
 
 def _training_methods(df: pd.DataFrame) -> list[Block]:
     """Training method x sparsity matrix at each training budget, and below-budget warnings."""
-    from evaluations.training_methods import (
+    from evaluations.record.training_methods import (
         below_budget_warnings,
         has_training_methods,
         robust_overfitting,
@@ -946,7 +953,7 @@ def write_report(
     """Write ``report.md`` and a self-contained ``report.html`` into ``results_dir``.
 
     Reads the results and the ``results.json`` sidecar (optional), draws the figures with
-    :func:`evaluations.plots.plot_all` when they are missing or older than the results, and takes the
+    :func:`evaluations.present.plots.plot_all` when they are missing or older than the results, and takes the
     invariant checks from the sidecar (key ``invariants``; recomputed when absent). ``command``
     overrides the sidecar's ``command`` in "How to reproduce". Returns ``(md_path, html_path)``.
     """
@@ -955,7 +962,7 @@ def write_report(
     side = read_sidecar(root, missing_ok=True)
 
     if _figures_stale(root):
-        from evaluations.plots import plot_all  # matplotlib only when figures are needed
+        from evaluations.present.plots import plot_all  # matplotlib only when figures are needed
 
         plot_all(root)
 
@@ -983,7 +990,7 @@ def write_report(
     budgets = choose_budgets(df)
     rel = relative_to_dense(df, budgets, root)
     blocks += _headline(df, budgets, rel)
-    from evaluations import report_evaluation as ev  # imports this module's document model
+    from evaluations.present import report_evaluation as ev  # imports this module's document model
 
     blocks += ev.masking_blocks(side)
     blocks += _summary(df, side, checks)

@@ -39,17 +39,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from attacks import Attack, AttackKind, Norm, get_attack
 from attacks.contracts import epsilon_unit_warnings
-from evaluations.data_checks import accuracy_warning, check_input_shape
-from evaluations.metrics import WORST_CASE, summarize_cell
-from evaluations.results import (
+from evaluations.engine.data_checks import accuracy_warning, check_input_shape
+from evaluations.record.metrics import WORST_CASE, summarize_cell
+from evaluations.record.results import (
     OPTIONAL_COLUMNS,
     RESULT_COLUMNS,
     make_min_norms,
     write_min_norms,
     write_results,
 )
-from evaluations.security import min_norm_table, write_min_norm_table
-from evaluations.training_methods import checkpoint_training
+from evaluations.record.security import min_norm_table, write_min_norm_table
+from evaluations.record.training_methods import checkpoint_training
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_path, atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint
@@ -507,7 +507,7 @@ def _rows(
         "attack": attack,
         "backend": backend,
         "norm": norm,
-        # training, train_method, train_norm, train_eps (evaluations.training_methods)
+        # training, train_method, train_norm, train_eps (evaluations.record.training_methods)
         **checkpoint_training(ckpt.meta),
     }
     per_row = cell.seconds / max(len(rows), 1)
@@ -550,7 +550,7 @@ class GridRun:
     """What :func:`run_grid` produced besides the table.
 
     ``cells`` keeps every cell's per-example outcome (for the masking checks); ``security`` is the
-    per-(checkpoint, norm, example) smallest-perturbation table (:mod:`evaluations.security`).
+    per-(checkpoint, norm, example) smallest-perturbation table (:mod:`evaluations.record.security`).
     """
 
     results: pd.DataFrame
@@ -736,7 +736,7 @@ def grid_evidence(
 
     Shared by ``rbs attack`` and ``rbs run`` so both sidecars carry the same evidence.
     """
-    from evaluations.metrics import check_invariants, pgd_vs_fgsm
+    from evaluations.record.metrics import check_invariants, pgd_vs_fgsm
     from robustbench_sparse.provenance import provenance
 
     return {

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rbs.export_cli import add_export_parser
 from robustbench_sparse import __version__
 from robustbench_sparse.errors import UserError
-from robustbench_sparse.export_cli import add_export_parser
 
 logger = logging.getLogger("robustbench_sparse")
 
@@ -33,7 +33,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
-    for name in ("robustbench_sparse", "attacks", "evaluations"):
+    for name in ("robustbench_sparse", "attacks", "evaluations", "rbs"):
         logging.getLogger(name).setLevel(level)
 
 
@@ -377,7 +377,7 @@ def _add_protocol(parser: Any, default: str) -> None:
 
 
 def _checked_protocol(name: str | None, with_attacks: bool) -> str | None:
-    from evaluations.protocols import get_protocol
+    from evaluations.engine.protocols import get_protocol
 
     if name is None:
         return None
@@ -402,7 +402,7 @@ def _parse_param(text: str) -> tuple[str, str, Any]:
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
-    from evaluations.runner import AttackRunRequest, run_attack_command
+    from rbs.attack_job import AttackRunRequest, run_attack_command
     from robustbench_sparse import distributed as rdist
 
     launched = _launch_torchrun(args)
@@ -464,7 +464,7 @@ def _results_dir(path: Path) -> Path:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from evaluations.plots import plot_all
+    from evaluations.present.plots import plot_all
 
     paths = plot_all(_results_dir(args.results))
     for path in paths:
@@ -473,7 +473,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from evaluations.report import write_report
+    from evaluations.present.report import write_report
 
     md, html = write_report(_results_dir(args.results))
     print(f"report: {html}\n        {md}")
@@ -514,7 +514,7 @@ def _add_run(sub: Any) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from evaluations.experiment import default_config_text, plan_experiment, run_experiment
+    from rbs.run_job import default_config_text, plan_experiment, run_experiment
     from robustbench_sparse import distributed as rdist
     from robustbench_sparse.config import load_toml
     from robustbench_sparse.recipes import load_recipe, recipe_names
@@ -637,7 +637,7 @@ def _launch_torchrun(args: argparse.Namespace) -> int | None:
         "--standalone",
         f"--nproc_per_node={nproc}",
         "-m",
-        "robustbench_sparse",
+        "rbs",
         *words,
     ]
     logger.info("launching: %s", shlex.join(cmd))

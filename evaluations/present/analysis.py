@@ -30,7 +30,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import nn
 
-from evaluations.metrics import WORST_CASE, robustness_auc_table
+from evaluations.record.metrics import WORST_CASE, robustness_auc_table
 from robustbench_sparse.checkpoint import META_FILE, LoadedCheckpoint, load_checkpoint
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.sparsity import SparsityReport
@@ -488,7 +488,7 @@ def auc_pivot(
 ) -> pd.DataFrame:
     """Area under the robustness curve per model: rows checkpoint, columns (norm, attack).
 
-    Built on :func:`evaluations.metrics.robustness_auc_table` (mean robust accuracy over each
+    Built on :func:`evaluations.record.metrics.robustness_auc_table` (mean robust accuracy over each
     curve's epsilon range). Rows carry ``granularity`` and ``sparsity_target`` in the index, sorted
     dense first, then by granularity and target. ``norm`` restricts to one norm.
     """

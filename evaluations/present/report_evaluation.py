@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from evaluations.report import Block, Bullets, Heading, Paragraph, Table
-from evaluations.security import read_min_norm_table, security_summary
+from evaluations.present.report import Block, Bullets, Heading, Paragraph, Table
+from evaluations.record.security import read_min_norm_table, security_summary
 
 __all__ = ["deviation_blocks", "masking_blocks", "security_blocks"]
 

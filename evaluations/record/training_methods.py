@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from evaluations.metrics import WORST_CASE
+from evaluations.record.metrics import WORST_CASE
 
 __all__ = [
     "below_budget_warnings",
@@ -210,7 +210,7 @@ def plot_training_curves(df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> l
     import matplotlib.pyplot as plt
 
     # The figure conventions (Agg backend, theme, atomic PNG+SVG with layout checks) of plots.py.
-    from evaluations.plots import _save, _theme
+    from evaluations.present.plots import _save, _theme
 
     data = _with_structure(df)
     out = Path(out_dir)

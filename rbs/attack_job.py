@@ -6,7 +6,7 @@ Output rules: a non-empty results directory is reused only when it holds a run o
 (request, checkpoints, device, data) is checked before the directory is touched, so a mistyped
 command leaves no half-made directory behind.
 
-Under ``torchrun`` the grid is sharded across ranks (see :mod:`evaluations.grid`); only rank 0
+Under ``torchrun`` the grid is sharded across ranks (see :mod:`evaluations.engine.grid`); only rank 0
 prepares the directory and writes the sidecar, figures and report.
 """
 
@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluations.compute_time import previous_sidecar, run_timing
-from evaluations.data_checks import check_input_shape
-from evaluations.grid import (
+from evaluations.engine.data_checks import check_input_shape
+from evaluations.engine.grid import (
     AttackSpec,
     GridConfig,
     GridRun,
@@ -31,11 +30,12 @@ from evaluations.grid import (
     run_grid,
     validate_epsilons,
 )
-from evaluations.masking import evaluation_evidence
-from evaluations.plots import plot_all
-from evaluations.protocols import Protocol, identify, resolve_attacks
-from evaluations.report import write_report
-from evaluations.results import write_sidecar
+from evaluations.engine.masking import evaluation_evidence
+from evaluations.engine.protocols import Protocol, identify, resolve_attacks
+from evaluations.present.plots import plot_all
+from evaluations.present.report import write_report
+from evaluations.record.compute_time import previous_sidecar, run_timing
+from evaluations.record.results import write_sidecar
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -239,7 +239,7 @@ def run_attack_command(
             name: evaluation_subset_record(test, request.limit) for name, test in data.items()
         },
         **evidence,
-        # accumulated over resumed runs (evaluations.compute_time), not this invocation only
+        # accumulated over resumed runs (evaluations.record.compute_time), not this invocation only
         **run_timing(previous, grid_run, checkpoints, time.perf_counter() - t0, command, evidence),
     }
     html: Path | None = None

@@ -42,9 +42,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from attacks import AttackConfigError, AttackKind, frozen_eval, get_attack, list_attacks
-from evaluations.grid import CellRecord, GridConfig, GridRun, _as_tensors
-from evaluations.metrics import WORST_CASE, wilson_interval
-from evaluations.protocols import (
+from evaluations.engine.grid import CellRecord, GridConfig, GridRun, _as_tensors
+from evaluations.engine.protocols import (
     PROTOCOLS,
     STANDARD_ATTACKS,
     MaskingProbes,
@@ -52,7 +51,8 @@ from evaluations.protocols import (
     describe,
     paper_deviations,
 )
-from evaluations.security import security_summary
+from evaluations.record.metrics import WORST_CASE, wilson_interval
+from evaluations.record.security import security_summary
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.devices import resolve_device

@@ -35,15 +35,15 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox
 
-from evaluations.atomic import atomic_path
-from evaluations.budgets import (
+from evaluations.record.budgets import (
     choose_budgets,
     epsilon_label,
     in_255ths,
     trimmed_max_epsilon,
 )
-from evaluations.metrics import WORST_CASE
-from evaluations.results import read_min_norms, read_results
+from evaluations.record.metrics import WORST_CASE
+from evaluations.record.results import read_min_norms, read_results
+from robustbench_sparse.atomic import atomic_path
 
 __all__ = [
     "FIGURES_DIR",
@@ -541,7 +541,7 @@ def plot_accuracy_vs_sparsity(
     """Worst-case robust accuracy vs achieved sparsity, one panel per epsilon, one line per granularity.
 
     ``epsilons`` default to the discriminating budgets of each norm
-    (:func:`evaluations.budgets.choose_budgets`: where the dense worst case is nearest 50 %, and its
+    (:func:`evaluations.record.budgets.choose_budgets`: where the dense worst case is nearest 50 %, and its
     grid neighbours). The dense baseline appears as a black star and a dotted reference line. Writes
     ``accuracy_vs_sparsity_<norm>.{png,svg}``.
     """
@@ -753,7 +753,7 @@ def plot_clean_vs_robust(
 ) -> list[Path]:
     """Scatter of clean vs worst-case robust accuracy at one epsilon per norm.
 
-    ``epsilon`` defaults to each norm's anchor budget (:func:`evaluations.budgets.choose_budgets`:
+    ``epsilon`` defaults to each norm's anchor budget (:func:`evaluations.record.budgets.choose_budgets`:
     where the dense worst case is nearest 50 %). Hue = granularity, marker size and label = sparsity
     target; the dense baseline is a black star. Point labels are placed so they do not overlap (see
     :func:`layout_problems`). Writes ``clean_vs_robust_<norm>.{png,svg}``.
@@ -908,7 +908,7 @@ def _place_labels(ax: Any, points: Sequence[tuple[float, float, str]]) -> None:
 
 def plot_all(results_dir: str | os.PathLike[str]) -> list[Path]:
     """Draw every figure of a results directory into ``<results_dir>/figures``; return the paths."""
-    from evaluations.training_methods import plot_training_curves
+    from evaluations.record.training_methods import plot_training_curves
 
     root = Path(results_dir)
     df = read_results(root)
@@ -918,8 +918,8 @@ def plot_all(results_dir: str | os.PathLike[str]) -> list[Path]:
     paths += plot_robustness_curves(df, out)
     paths += plot_accuracy_vs_sparsity(df, out)
     paths += plot_cw_ecdf(min_norms, out, results=df)
-    from evaluations.plots_security import plot_security_curves  # (imports this module)
-    from evaluations.security import read_min_norm_table
+    from evaluations.present.plots_security import plot_security_curves  # (imports this module)
+    from evaluations.record.security import read_min_norm_table
 
     paths += plot_security_curves(read_min_norm_table(root), df, out)
     paths += plot_clean_vs_robust(df, out)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from evaluations.metrics import WORST_CASE
+from evaluations.record.metrics import WORST_CASE
 from robustbench_sparse.errors import UserError
 
 __all__ = [
@@ -127,7 +127,7 @@ def run_timing(
     command: str | None,
     evidence: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """:func:`accumulated_time` for a finished grid run (``evaluations.grid.GridRun``); ``previous``
+    """:func:`accumulated_time` for a finished grid run (``evaluations.engine.grid.GridRun``); ``previous``
     is the sidecar already in its results directory (:func:`previous_sidecar`).
 
     ``evidence`` is the sidecar's evidence so far: its ``device`` and the ``masking`` record
@@ -152,7 +152,7 @@ def run_timing(
 def previous_sidecar(results_dir: Any) -> dict[str, Any]:
     """The sidecar already in ``results_dir`` (``{}`` when there is none or it is unreadable:
     an unreadable old sidecar is replaced, as before)."""
-    from evaluations.results import read_sidecar
+    from evaluations.record.results import read_sidecar
 
     try:
         return dict(read_sidecar(results_dir, missing_ok=True))

@@ -25,8 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from evaluations.compute_time import previous_sidecar, run_timing
-from evaluations.grid import (
+from evaluations.engine.grid import (
     AttackSpec,
     GridConfig,
     GridRun,
@@ -34,11 +33,12 @@ from evaluations.grid import (
     run_grid,
     validate_epsilons,
 )
-from evaluations.masking import evaluation_evidence
-from evaluations.plots import plot_all
-from evaluations.protocols import Protocol, get_protocol, identify, resolve_attacks
-from evaluations.report import write_report
-from evaluations.results import write_sidecar
+from evaluations.engine.masking import evaluation_evidence
+from evaluations.engine.protocols import Protocol, get_protocol, identify, resolve_attacks
+from evaluations.present.plots import plot_all
+from evaluations.present.report import write_report
+from evaluations.record.compute_time import previous_sidecar, run_timing
+from evaluations.record.results import write_sidecar
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint
@@ -416,7 +416,7 @@ def run_experiment(
         "seeds": {"train": first.train.seed, "attack": evidence.pop("attack_seeds")},
         "evaluation_subset": {data.info.name: evaluation_subset_record(data.test, plan.grid.limit)},
         **evidence,
-        # accumulated over resumed runs (evaluations.compute_time), not this invocation only
+        # accumulated over resumed runs (evaluations.record.compute_time), not this invocation only
         **run_timing(previous, grid_run, checkpoints, time.perf_counter() - t0, command, evidence),
     }
     # Under torchrun only rank 0 writes; every rank returns the same outcome.

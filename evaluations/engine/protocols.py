@@ -15,7 +15,7 @@ what it is known to be equivalent to. Three protocols ship:
 ``thorough`` (v1)
     ``standard`` + ``autoattack-plus`` (AutoAttack's "plus" version: more restarts, untargeted FAB and
     Square restarts) + PGD with 100 steps and 5 restarts. Run it to show ``standard`` has converged:
-    the masking check ``not_converged`` compares the two (see :mod:`evaluations.masking`).
+    the masking check ``not_converged`` compares the two (see :mod:`evaluations.engine.masking`).
 
 Every protocol also carries the settings of its gradient-masking probes (how many examples, which
 black-box attack and how many queries); probes write flags, never numbers.
@@ -70,7 +70,7 @@ class ProtocolAttack:
 
 @dataclass(frozen=True)
 class MaskingProbes:
-    """Settings of the gradient-masking probes (see :mod:`evaluations.masking`).
+    """Settings of the gradient-masking probes (see :mod:`evaluations.engine.masking`).
 
     ``examples``: how many of the first test examples the probes use (at most).
     ``black_box``/``black_box_params``: the gradient-free attack run on the white-box survivors.
@@ -352,7 +352,7 @@ def describe(protocol: Protocol | None, attacks: Sequence[str]) -> dict[str, Any
 def identify(specs: Sequence[Any]) -> Protocol | None:
     """The shipped protocol whose attacks and full parameters equal ``specs``, if any.
 
-    ``specs``: :class:`evaluations.grid.AttackSpec`-like objects (``name``, ``backend``,
+    ``specs``: :class:`evaluations.engine.grid.AttackSpec`-like objects (``name``, ``backend``,
     ``build()``). Lets ``rbs attack --attack fgsm --attack pgd --attack cw`` be recorded as
     ``quick``: the same attacks with the same parameters are the same protocol.
     """
