@@ -22,16 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from evaluations.engine.data_checks import check_input_shape
-from evaluations.engine.grid import (
-    AttackSpec,
-    GridConfig,
-    GridRun,
-    grid_evidence,
-    run_grid,
-    validate_epsilons,
-)
+from evaluations.engine.grid import GridRun, grid_evidence, run_grid
 from evaluations.engine.masking import evaluation_evidence
 from evaluations.engine.protocols import Protocol, identify, resolve_attacks
+from evaluations.engine.spec import AttackSpec, GridConfig, validate_epsilons
 from evaluations.present.plots import plot_all
 from evaluations.present.report import write_report
 from evaluations.record.compute_time import previous_sidecar, run_timing

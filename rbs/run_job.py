@@ -25,16 +25,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from evaluations.engine.grid import (
-    AttackSpec,
-    GridConfig,
-    GridRun,
-    grid_evidence,
-    run_grid,
-    validate_epsilons,
-)
+from evaluations.engine.grid import GridRun, grid_evidence, run_grid
 from evaluations.engine.masking import evaluation_evidence
 from evaluations.engine.protocols import Protocol, get_protocol, identify, resolve_attacks
+from evaluations.engine.spec import AttackSpec, GridConfig, validate_epsilons
 from evaluations.present.plots import plot_all
 from evaluations.present.report import write_report
 from evaluations.record.compute_time import previous_sidecar, run_timing

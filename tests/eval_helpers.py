@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from evaluations.engine.grid import AttackSpec, GridConfig
+from evaluations.engine.spec import AttackSpec, GridConfig
 from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.sparsity import Granularity, SparsityConfig
 from robustbench_sparse.train_job import DataConfig, TrainJob, run_train_job

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import torch
 
-import evaluations.engine.grid as grid_module
+import evaluations.engine.spec as spec_module
 from attacks import get_attack
 from rbs.cli import main
 from robustbench_sparse import cli
@@ -141,9 +141,9 @@ class _OomAbove8:
 
 def _oom(command: str) -> Callable[[Path], str]:
     def run(ws: Path) -> str:
-        real = grid_module.get_attack
+        real = spec_module.get_attack
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(grid_module, "get_attack", lambda name, **kw: _OomAbove8(real(name, **kw)))
+            mp.setattr(spec_module, "get_attack", lambda name, **kw: _OomAbove8(real(name, **kw)))
             return _rbs(command)(ws)
 
     return run

@@ -19,7 +19,8 @@ from torch import nn
 from torch.nn.utils import prune
 from torch.utils.data import TensorDataset
 
-from evaluations.engine.grid import AttackSpec, GridConfig, run_grid
+from evaluations.engine.grid import run_grid
+from evaluations.engine.spec import AttackSpec, GridConfig
 from evaluations.present.report import write_report
 from evaluations.record.results import write_sidecar
 from rbs.cli import main

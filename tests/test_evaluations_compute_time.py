@@ -102,7 +102,7 @@ def ckpt_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
 def test_interrupted_then_resumed_then_no_op_run_accumulates(
     ckpt_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import evaluations.engine.grid as grid_mod
+    import evaluations.engine.cell_attack as cell_attack_mod
     import evaluations.engine.masking as masking_mod
 
     request = AttackRunRequest(
@@ -116,7 +116,7 @@ def test_interrupted_then_resumed_then_no_op_run_accumulates(
         report=True,
     )
     out = tmp_path / "results"
-    real = grid_mod.attack_cell
+    real = cell_attack_mod.attack_cell
     calls = {"n": 0}
 
     def interrupt_third(*args: object, **kwargs: object) -> object:
@@ -126,12 +126,12 @@ def test_interrupted_then_resumed_then_no_op_run_accumulates(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     with single_thread():
-        monkeypatch.setattr(grid_mod, "attack_cell", interrupt_third)
+        monkeypatch.setattr(cell_attack_mod, "attack_cell", interrupt_third)
         with pytest.raises(KeyboardInterrupt):
             run_attack_command(request, out, progress=False)
         cells_before = sorted(p.name for p in (out / "cells").rglob("*.json"))
         assert len(cells_before) == 2
-        monkeypatch.setattr(grid_mod, "attack_cell", real)
+        monkeypatch.setattr(cell_attack_mod, "attack_cell", real)
         resumed = run_attack_command(request, out, progress=False)
         assert resumed.grid.cells_reused == 2
         side = read_sidecar(out)

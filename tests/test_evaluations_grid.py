@@ -20,17 +20,13 @@ import pytest
 import torch
 from pandas.testing import assert_frame_equal
 
+import evaluations.engine.cell_attack as cell_attack_mod
 import evaluations.engine.grid as grid_mod
+import evaluations.engine.spec as spec_mod
 from attacks import Norm, get_attack, verify_adversarials
-from evaluations.engine.grid import (
-    AttackSpec,
-    CellOutcome,
-    GridConfig,
-    GridRun,
-    run_grid,
-    validate_epsilons,
-    worst_case,
-)
+from evaluations.engine.grid import GridRun, run_grid
+from evaluations.engine.spec import AttackSpec, GridConfig, validate_epsilons
+from evaluations.record.cells import CellOutcome, worst_case
 from evaluations.record.metrics import WORST_CASE, check_invariants
 from evaluations.record.results import RESULT_COLUMNS, read_results, validate_results
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -354,11 +350,11 @@ def test_worst_case_rejects_different_grids() -> None:
 
 
 def test_validate_epsilons_sorts_and_logs(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="evaluations.engine.grid"):
+    with caplog.at_level(logging.INFO, logger="evaluations.engine.spec"):
         assert validate_epsilons([0.3, 0, 0.1], "linf") == [0.0, 0.1, 0.3]
     assert any("sorted the linf epsilon grid" in r.getMessage() for r in caplog.records)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="evaluations.engine.grid"):
+    with caplog.at_level(logging.INFO, logger="evaluations.engine.spec"):
         assert validate_epsilons([0, 0.5, 1], "l2") == [0.0, 0.5, 1.0]
     assert not any("sorted" in r.getMessage() for r in caplog.records)
 
@@ -526,7 +522,7 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(
     """Kill the grid in its third cell: two cells and their rows are on disk; a re-run finishes."""
     _, ref = stored
     out = tmp_path / "out"
-    real = grid_mod.attack_cell
+    real = cell_attack_mod.attack_cell
     calls = {"n": 0}
 
     def interrupting(*args: Any, **kwargs: Any) -> CellOutcome:
@@ -535,14 +531,14 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(grid_mod, "attack_cell", interrupting)
+    monkeypatch.setattr(cell_attack_mod, "attack_cell", interrupting)
     grid = small_grid(limit=LIMIT, batch_size=BATCH)
     with pytest.raises(KeyboardInterrupt):
         run_grid(ckpts, data, grid, out_dir=out, progress=False)
     partial = read_results(out)  # written after every finished cell
     assert set(partial["attack"]) == {"fgsm", "pgd"} and set(partial["checkpoint"]) == {"dense"}
     assert len(list((out / "cells").rglob("*.json"))) == 2
-    monkeypatch.setattr(grid_mod, "attack_cell", real)
+    monkeypatch.setattr(cell_attack_mod, "attack_cell", real)
     run = run_grid(ckpts, data, grid, out_dir=out, progress=False)
     assert run.cells_computed == 4 and run.cells_reused == 2
     assert_frame_equal(without_timing(run.results), without_timing(ref.results))
@@ -570,11 +566,11 @@ def test_progress_moves_inside_one_long_batch(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(grid_mod, "progress_bar", Recorder)
+    monkeypatch.setattr(cell_attack_mod, "progress_bar", Recorder)
     x, y = xy
     attack = get_attack("cw", steps=10, binary_search_steps=2)
     model = ckpts[0].model
-    grid_mod.attack_cell(
+    cell_attack_mod.attack_cell(
         model,
         attack,
         x,
@@ -627,7 +623,7 @@ def test_failed_verifications_mark_the_cell_unreliable(
 
     good = run_grid(ckpts[:1], data, small_grid(("fgsm",), limit=20), progress=False).results
     assert (good["verify_failed"] == 0).all() and not good["unreliable"].any()
-    monkeypatch.setattr(grid_mod, "get_attack", lambda name, **kw: _outside_the_ball_attack())
+    monkeypatch.setattr(spec_mod, "get_attack", lambda name, **kw: _outside_the_ball_attack())
     run = run_grid(
         ckpts[:1], data, small_grid(("fgsm",), limit=20), out_dir=tmp_path, progress=False
     )

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks import AttackKind, get_attack
-from evaluations.engine.grid import CellOutcome, CellRecord, attack_cell
+from evaluations.engine.cell_attack import attack_cell
 from evaluations.engine.masking import (
     CHECKS,
     MaskingInputs,
@@ -27,6 +27,7 @@ from evaluations.engine.masking import (
     unbounded_check,
 )
 from evaluations.engine.protocols import MaskingProbes
+from evaluations.record.cells import CellOutcome, CellRecord
 from tests.attack_helpers import digits
 
 EPS = [0.0, 0.1, 0.2, 0.3]

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from attacks import get_attack, list_attacks
-from evaluations.engine.grid import AttackSpec
 from evaluations.engine.protocols import (
     CUSTOM,
     PAPER_DEFAULTS,
@@ -21,6 +20,7 @@ from evaluations.engine.protocols import (
     protocol_names,
     resolve_attacks,
 )
+from evaluations.engine.spec import AttackSpec
 from rbs.attack_job import AttackRunRequest
 from rbs.run_job import default_config, plan_experiment
 from robustbench_sparse.errors import UserError

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from attacks import AttackKind, get_attack
-from evaluations.engine.grid import CellOutcome, CellRecord, attack_cell, worst_case
+from evaluations.engine.cell_attack import attack_cell
+from evaluations.record.cells import CellOutcome, CellRecord, worst_case
 from evaluations.record.security import (
     MIN_NORMS_CSV,
     MIN_NORMS_FILE,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-import evaluations.engine.grid as grid_module
+import evaluations.engine.spec as spec_module
 from attacks import Attack, get_attack
-from evaluations.engine.grid import attack_cell
+from evaluations.engine.cell_attack import attack_cell
 from rbs.cli import main
 from robustbench_sparse.checkpoint import save_checkpoint
 from robustbench_sparse.datasets import dataset_info
@@ -86,7 +86,7 @@ def test_oom_batch_is_retried_once_with_half_the_batch(
     error: BaseException, caplog: pytest.LogCaptureFixture
 ) -> None:
     flaky = OomAbove(get_attack("pgd", steps=3), limit=16, error=error)
-    with caplog.at_level(logging.WARNING, logger="evaluations.engine.grid"):
+    with caplog.at_level(logging.WARNING, logger="evaluations.engine.cell_attack"):
         cell = _cell(flaky, batch_size=32)
     # 32 fails, then the rest runs at 16: [0:16], [16:32], [32:40].
     assert flaky.sizes == [32, 16, 16, 8]
@@ -137,9 +137,9 @@ def test_rbs_attack_reports_oom_in_one_line_with_exit_2(
             "normalization": {"mean": list(info.mean), "std": list(info.std)},
         },
     )
-    real = grid_module.get_attack
+    real = spec_module.get_attack
     monkeypatch.setattr(
-        grid_module, "get_attack", lambda name, **kw: OomAbove(real(name, **kw), limit=8)
+        spec_module, "get_attack", lambda name, **kw: OomAbove(real(name, **kw), limit=8)
     )
     argv = ["attack", "--checkpoint", str(ckpt), "--attack", "fgsm", "--limit", "40"]
     argv += ["--batch-size", "32", "--no-report", "--out", str(tmp_path / "r")]

@@ -42,7 +42,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from attacks import AttackConfigError, AttackKind, frozen_eval, get_attack, list_attacks
-from evaluations.engine.grid import CellRecord, GridConfig, GridRun, _as_tensors
+from evaluations.engine.cell_attack import evaluation_tensors
+from evaluations.engine.grid import GridRun
 from evaluations.engine.protocols import (
     PROTOCOLS,
     STANDARD_ATTACKS,
@@ -51,6 +52,8 @@ from evaluations.engine.protocols import (
     describe,
     paper_deviations,
 )
+from evaluations.engine.spec import GridConfig
+from evaluations.record.cells import CellRecord
 from evaluations.record.metrics import WORST_CASE, wilson_interval
 from evaluations.record.security import security_summary
 from robustbench_sparse import distributed as rdist
@@ -624,7 +627,9 @@ def evaluate_masking(
         if key not in cache:
             # Exactly the grid's examples in the grid's order (the probes compare per example with
             # the cells), then the first m of them.
-            xs, ys = _as_tensors(data[key] if isinstance(data, Mapping) else data, grid.limit)
+            xs, ys = evaluation_tensors(
+                data[key] if isinstance(data, Mapping) else data, grid.limit
+            )
             cache[key] = (xs[:m], ys[:m])
         x, y = cache[key]
         inputs.append(MaskingInputs(ckpt.name, ckpt.model.to(device), x.to(device), y.to(device)))

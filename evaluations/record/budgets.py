@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evaluations.record.cells import CELLS_DIR, CellOutcome, worst_case
 from evaluations.record.metrics import WORST_CASE, wilson_interval
 
 __all__ = [
@@ -51,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 DENSE = "dense"
 TARGET_ACCURACY = 0.5
-CELLS_DIR = "cells"  # same as evaluations.engine.grid.CELLS_DIR (not imported: grid pulls in torch)
 
 
 # --------------------------------------------------------------------------- epsilon formatting
@@ -243,7 +243,6 @@ def _worst_case_outcomes(
     results_dir: Path, df: pd.DataFrame, checkpoint: str, norm: str
 ) -> tuple[list[float], np.ndarray] | None:
     """Per-example worst-case robustness ``(epsilons, robust (K, N))`` from the saved cells."""
-    from evaluations.engine.grid import CellOutcome, worst_case  # torch only when cells are used
 
     rows = df[
         (df["checkpoint"] == checkpoint) & (df["norm"] == norm) & (df["attack"] != WORST_CASE)

@@ -32,17 +32,15 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from attacks import AttackKind
+from evaluations.record.cells import CellRecord
 from robustbench_sparse.atomic import atomic_path
-
-if TYPE_CHECKING:
-    from evaluations.engine.grid import CellRecord
 
 __all__ = [
     "MIN_NORMS_CSV",
