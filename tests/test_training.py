@@ -1,9 +1,7 @@
-"""training: LR schedule factors, optimizer groups, TrainConfig validation, fit() on tiny digits."""
+"""training.loop: fit() on tiny digits (pruning, determinism, resume-free runs, best on validation)."""
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,17 +16,8 @@ from robustbench_sparse.sparsity import Granularity, SparsityConfig, kept_per_gr
 from robustbench_sparse.training import (
     Checkpointer,
     EpochRecord,
-    LRSchedule,
-    OptimizerName,
-    TrainConfig,
-    build_optimizer,
-    default_prune_window,
-    default_train_config,
-    evaluate,
     fit,
-    lr_factor,
     validation_split,
-    with_overrides,
 )
 from tests.core_helpers import WIDTH, single_thread, tiny_digits, tiny_train_config
 
@@ -45,156 +34,7 @@ def _model(seed: int = 0) -> nn.Module:
     return create_model_for("small_cnn", info, width=WIDTH)
 
 
-# ------------------------------------------------------------------------------- lr_factor
-def test_warmup_is_a_linear_ramp_reaching_one() -> None:
-    cfg = TrainConfig(epochs=10, warmup_epochs=2.0, lr_schedule=LRSchedule.COSINE)
-    spe = 10
-    ramp = [lr_factor(s, spe, cfg) for s in range(20)]
-    assert ramp[0] == pytest.approx(1 / 20)
-    assert ramp[-1] == pytest.approx(1.0)
-    steps = [b - a for a, b in itertools.pairwise(ramp)]
-    assert all(d == pytest.approx(1 / 20) for d in steps)
-    # The schedule proper starts at 1 right after warmup.
-    assert lr_factor(20, spe, cfg) == pytest.approx(1.0)
-
-
-def test_fractional_warmup_never_exceeds_base_lr() -> None:
-    # 0.5 epochs x 3 steps = 1.5 warmup steps: step 1 is still "in warmup" but must not overshoot.
-    cfg = TrainConfig(epochs=4, warmup_epochs=0.5, lr_schedule=LRSchedule.CONSTANT)
-    factors = [lr_factor(s, 3, cfg) for s in range(12)]
-    assert max(factors) <= 1.0
-    assert factors[0] < 1.0
-    assert factors[-1] == 1.0
-
-
-def test_cosine_endpoints_and_midpoint() -> None:
-    cfg = TrainConfig(epochs=10, warmup_epochs=0.0, lr_schedule=LRSchedule.COSINE)
-    spe = 7
-    assert lr_factor(0, spe, cfg) == pytest.approx(1.0)
-    assert lr_factor(5 * spe, spe, cfg) == pytest.approx(0.5)
-    assert lr_factor(10 * spe, spe, cfg) == pytest.approx(0.0, abs=1e-12)
-    assert lr_factor(12 * spe, spe, cfg) == pytest.approx(0.0, abs=1e-12)  # clamped
-    values = [lr_factor(s, spe, cfg) for s in range(10 * spe + 1)]
-    assert all(b <= a + 1e-15 for a, b in itertools.pairwise(values))
-
-
-def test_cosine_after_warmup_spans_the_remaining_epochs() -> None:
-    cfg = TrainConfig(epochs=6, warmup_epochs=2.0, lr_schedule=LRSchedule.COSINE)
-    assert lr_factor(4 * 10, 10, cfg) == pytest.approx(0.5)  # halfway through epochs 2..6
-
-
-def test_step_schedule() -> None:
-    cfg = TrainConfig(
-        epochs=10, warmup_epochs=0.0, lr_schedule=LRSchedule.STEP, step_size=3.0, gamma=0.1
-    )
-    spe = 4
-    assert lr_factor(0, spe, cfg) == 1.0
-    assert lr_factor(3 * spe - 1, spe, cfg) == 1.0
-    assert lr_factor(3 * spe, spe, cfg) == pytest.approx(0.1)
-    assert lr_factor(6 * spe, spe, cfg) == pytest.approx(0.01)
-    assert lr_factor(9 * spe + 3, spe, cfg) == pytest.approx(0.001)
-
-
-def test_multistep_schedule() -> None:
-    cfg = TrainConfig(
-        epochs=10,
-        warmup_epochs=0.0,
-        lr_schedule=LRSchedule.MULTISTEP,
-        milestones=(2.0, 5.0),
-        gamma=0.5,
-    )
-    spe = 5
-    expected = {0: 1.0, 1: 1.0, 2: 0.5, 4: 0.5, 5: 0.25, 9: 0.25}
-    for epoch, factor in expected.items():
-        assert lr_factor(epoch * spe, spe, cfg) == pytest.approx(factor), epoch
-
-
-def test_constant_schedule() -> None:
-    cfg = TrainConfig(epochs=3, warmup_epochs=0.0, lr_schedule=LRSchedule.CONSTANT)
-    assert {lr_factor(s, 2, cfg) for s in range(6)} == {1.0}
-
-
-def test_string_schedule_and_optimizer_are_parsed() -> None:
-    cfg = TrainConfig(optimizer="adam", lr_schedule="cosine", warmup_epochs=0.0, epochs=4)  # type: ignore[arg-type]
-    assert cfg.optimizer is OptimizerName.ADAM
-    assert cfg.lr_schedule is LRSchedule.COSINE
-    assert lr_factor(2, 1, cfg) == pytest.approx(0.5)  # cosine, not a silent fall-through
-    assert with_overrides(cfg, optimizer="sgd").optimizer is OptimizerName.SGD
-    with pytest.raises(UserError, match="valid: sgd, adam, adamw"):
-        TrainConfig(optimizer="rmsprop")  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------------------------ optimizer
-@pytest.mark.parametrize(
-    ("name", "cls"),
-    [
-        (OptimizerName.SGD, torch.optim.SGD),
-        (OptimizerName.ADAM, torch.optim.Adam),
-        (OptimizerName.ADAMW, torch.optim.AdamW),
-    ],
-)
-def test_build_optimizer_groups(name: OptimizerName, cls: type) -> None:
-    model = _model()
-    model.net.fc.bias.requires_grad_(False)
-    cfg = TrainConfig(optimizer=name, lr=0.01, weight_decay=1e-3, momentum=0.8, nesterov=False)
-    opt = build_optimizer(model, cfg)
-    assert type(opt) is cls
-    decay, no_decay = opt.param_groups
-    assert decay["weight_decay"] == 1e-3 and no_decay["weight_decay"] == 0.0
-    assert all(p.ndim > 1 for p in decay["params"])
-    assert all(p.ndim <= 1 for p in no_decay["params"])
-    trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    grouped = [id(p) for g in opt.param_groups for p in g["params"]]
-    assert len(grouped) == len(set(grouped)) and set(grouped) == trainable
-    assert id(model.net.fc.bias) not in grouped
-    assert all(g["lr"] == 0.01 for g in opt.param_groups)
-    if name is OptimizerName.SGD:
-        assert decay["momentum"] == 0.8 and decay["nesterov"] is False
-
-
-# ------------------------------------------------------------------------------ TrainConfig
-@pytest.mark.parametrize(
-    ("kwargs", "fragment"),
-    [
-        ({"epochs": 0}, "epochs must be >= 1"),
-        ({"batch_size": 0}, "batch size"),
-        ({"lr": 0.0}, "learning rate"),
-        ({"lr": float("nan")}, "learning rate"),
-        ({"lr": float("inf")}, "learning rate"),
-        ({"weight_decay": -1e-4}, "weight decay"),
-        ({"label_smoothing": 1.0}, "label smoothing"),
-        ({"label_smoothing": -0.1}, "label smoothing"),
-        ({"warmup_epochs": -1.0}, "warmup"),
-        ({"epochs": 2, "warmup_epochs": 3.0}, "warmup"),
-        ({"step_size": 0.0}, "step size"),
-        ({"lr_schedule": "linear"}, "valid: constant, cosine, step, multistep"),
-    ],
-)
-def test_train_config_validation(kwargs: dict[str, Any], fragment: str) -> None:
-    with pytest.raises(UserError, match=fragment):
-        TrainConfig(**kwargs)
-
-
-def test_defaults_and_overrides() -> None:
-    assert default_train_config("digits").epochs == 30
-    assert default_train_config("mnist").batch_size == 128
-    assert default_train_config("unknown-dataset") == TrainConfig()
-    assert default_prune_window(30) == (3.0, 15.0)
-    assert default_prune_window(5) == (0.5, 2.5)
-    cfg = with_overrides(TrainConfig(), epochs=7, lr=None)
-    assert cfg.epochs == 7 and cfg.lr == TrainConfig().lr
-
-
 # ------------------------------------------------------------------------------------ fit
-def test_evaluate_counts_and_restores_mode() -> None:
-    model = _model()
-    model.train()
-    loss, correct, n = evaluate(model, tiny_digits().test, device=torch.device("cpu"))
-    assert n == len(tiny_digits().test)  # type: ignore[arg-type]
-    assert 0 <= correct <= n and math.isfinite(loss) and loss > 0
-    assert model.training
-
-
 def test_fit_sparse_prunes_to_exact_zeros_and_freezes_masks() -> None:
     data = tiny_digits()
     cfg = tiny_train_config(epochs=4)
@@ -288,30 +128,6 @@ def test_fit_cuda_device_without_cuda_is_user_error() -> None:
 
 
 # ------------------------------------------------------------------ validation split (best/)
-def test_validation_split_is_seeded_disjoint_and_covers_the_training_set() -> None:
-    a = validation_split(300, 0.1, seed=0)
-    assert len(a.val_indices) == 30 and len(a.train_indices) == 270
-    assert set(a.val_indices).isdisjoint(a.train_indices)
-    assert sorted(a.val_indices + a.train_indices) == list(range(300))
-    assert validation_split(300, 0.1, seed=0) == a  # same seed, same split
-    assert validation_split(300, 0.1, seed=1).val_indices != a.val_indices
-    before = torch.random.get_rng_state()
-    validation_split(300, 0.1, seed=5)
-    assert torch.equal(torch.random.get_rng_state(), before)  # global RNG untouched
-    rec = a.record()
-    assert rec["n_val"] == 30 and rec["seed"] == 0 and rec["fraction"] == 0.1
-    assert (
-        rec["val_indices_sha256"]
-        != validation_split(300, 0.1, seed=1).record()["val_indices_sha256"]
-    )
-    none = validation_split(10, 0.0, seed=0)
-    assert none.val_indices == [] and none.train_indices == list(range(10))
-    with pytest.raises(UserError, match="leaves none to train on"):
-        validation_split(1, 0.5, seed=0)
-    with pytest.raises(UserError, match="validation fraction must be in"):
-        tiny_train_config(val_fraction=0.9)
-
-
 def test_fit_trains_on_the_split_and_selects_best_on_validation_only() -> None:
     data = tiny_digits()
     seen: list[int] = []
@@ -320,7 +136,7 @@ def test_fit_trains_on_the_split_and_selects_best_on_validation_only() -> None:
     def save_best(model: nn.Module, sparsifier: Any, history: list[EpochRecord]) -> None:
         best_calls.append((history[-1].epoch, history[-1].val_accuracy))
 
-    real_loader = training_module._loader
+    real_loader = training_module.train_loader
 
     def spy(dataset: Any, *args: Any, **kwargs: Any) -> Any:
         seen.append(len(dataset))
@@ -328,7 +144,7 @@ def test_fit_trains_on_the_split_and_selects_best_on_validation_only() -> None:
 
     cfg = tiny_train_config(epochs=3)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(training_module, "_loader", spy)
+        mp.setattr(training_module, "train_loader", spy)
         result = fit(_model(), data, cfg, None, checkpointer=Checkpointer(save_best=save_best))
     split = validation_split(len(data.train), cfg.val_fraction, cfg.seed)  # type: ignore[arg-type]
     assert set(seen) == {len(split.train_indices)}  # the held-out examples are never trained on

@@ -27,17 +27,15 @@ it and ``last``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import Dataset, Subset
 
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.adversarial import AdversarialConfig, robust_loss
@@ -51,82 +49,12 @@ from robustbench_sparse.sparsity import (
     calibration_batches,
     create_sparsifier,
 )
+from robustbench_sparse.training.config import TrainConfig
+from robustbench_sparse.training.data import distributed_layout, train_loader, validation_split
+from robustbench_sparse.training.evaluation import evaluate_all, robust_accuracy_all
+from robustbench_sparse.training.optim import build_optimizer, lr_factor
 
 logger = logging.getLogger(__name__)
-
-
-class OptimizerName(str, Enum):
-    """Supported optimizers."""
-
-    SGD = "sgd"
-    ADAM = "adam"
-    ADAMW = "adamw"
-
-
-class LRSchedule(str, Enum):
-    """Supported learning-rate schedules (all with optional linear warmup)."""
-
-    CONSTANT = "constant"
-    COSINE = "cosine"
-    STEP = "step"
-    MULTISTEP = "multistep"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings. Epoch-valued fields may be fractional."""
-
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: OptimizerName = OptimizerName.SGD
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    lr_schedule: LRSchedule = LRSchedule.COSINE
-    warmup_epochs: float = 1.0
-    step_size: float = 30.0
-    milestones: tuple[float, ...] = ()
-    gamma: float = 0.1
-    label_smoothing: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    num_workers: int = 0
-    sync_bn: bool = False  # DDP only: convert BatchNorm to SyncBatchNorm
-    scale_lr: bool = False  # DDP only: lr x world_size (linear scaling rule)
-    val_fraction: float = 0.1  # held out of the training set for model selection (0 = none)
-
-    def __post_init__(self) -> None:
-        # Normalise enum-like strings (direct construction, ``with_overrides``): identity checks
-        # on the enums in ``build_optimizer`` / ``lr_factor`` would silently fall through otherwise.
-        for name, enum in (("optimizer", OptimizerName), ("lr_schedule", LRSchedule)):
-            try:
-                object.__setattr__(self, name, enum(getattr(self, name)))
-            except ValueError:
-                valid = ", ".join(m.value for m in enum)
-                raise UserError(
-                    f"{name} {getattr(self, name)!r} is unknown; valid: {valid}"
-                ) from None
-        if self.epochs < 1:
-            raise UserError(f"epochs must be >= 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            raise UserError(f"batch size must be >= 1 (got {self.batch_size})")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"learning rate must be a positive number (got {self.lr})")
-        if self.weight_decay < 0:
-            raise UserError(f"weight decay must be >= 0 (got {self.weight_decay})")
-        if not 0 <= self.label_smoothing < 1:
-            raise UserError(f"label smoothing must be in [0, 1) (got {self.label_smoothing})")
-        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            raise UserError(
-                f"warmup epochs must be in [0, epochs = {self.epochs}] (got {self.warmup_epochs}); "
-                "lower --warmup-epochs ([train] warmup_epochs) or raise --epochs"
-            )
-        if not self.step_size > 0:
-            raise UserError(f"step size must be > 0 epochs (got {self.step_size})")
-        if not 0 <= self.val_fraction <= 0.5:
-            raise UserError(f"validation fraction must be in [0, 0.5] (got {self.val_fraction})")
 
 
 @dataclass
@@ -151,50 +79,6 @@ class EpochRecord:
     val_robust_accuracy: float | None = None
 
 
-@dataclass(frozen=True)
-class ValidationSplit:
-    """Indices of a seeded hold-out of the training set (:func:`validation_split`)."""
-
-    train_indices: list[int]
-    val_indices: list[int]
-    fraction: float
-    seed: int
-
-    def record(self) -> dict[str, Any]:
-        """What checkpoints store: rule, sizes and a SHA-256 of the sorted validation indices."""
-        digest = hashlib.sha256(",".join(map(str, sorted(self.val_indices))).encode()).hexdigest()
-        return {
-            "fraction": self.fraction,
-            "seed": self.seed,
-            "n_train": len(self.train_indices),
-            "n_val": len(self.val_indices),
-            "rule": "torch.randperm(n, generator=manual_seed(seed)); the first n_val are held out",
-            "val_indices_sha256": digest,
-        }
-
-
-def validation_split(n: int, fraction: float, seed: int) -> ValidationSplit:
-    """Hold out ``round(fraction * n)`` (at least 1 when ``fraction > 0``) of ``n`` examples.
-
-    The permutation comes from its own ``torch.Generator`` seeded with ``seed``, so the split does
-    not touch the global RNG and is the same on every rank and every resume. Both index lists
-    are sorted (the training order is shuffled by the loader anyway).
-
-    Raises:
-        UserError: the hold-out would leave no training example.
-    """
-    if fraction <= 0:
-        return ValidationSplit(list(range(n)), [], 0.0, seed)
-    n_val = max(1, round(fraction * n))
-    if n_val >= n:
-        raise UserError(
-            f"validation fraction {fraction} of {n} training examples leaves none to train on; "
-            "lower --val-fraction or use more training data"
-        )
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return ValidationSplit(sorted(perm[n_val:]), sorted(perm[:n_val]), fraction, seed)
-
-
 @dataclass
 class TrainResult:
     """What :func:`fit` returns: the trained model (train mode off) and its history."""
@@ -208,140 +92,6 @@ class TrainResult:
     best_epoch: int
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-# Per-dataset defaults, chosen so the default digits run trains a good small CNN in well under 2 min.
-_DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": {"epochs": 30, "batch_size": 64, "lr": 0.05, "warmup_epochs": 1.0},
-    "mnist": {"epochs": 12, "batch_size": 128, "lr": 0.05, "warmup_epochs": 1.0},
-    "fashion-mnist": {"epochs": 20, "batch_size": 128, "lr": 0.05, "warmup_epochs": 1.0},
-    "cifar10": {"epochs": 160, "batch_size": 128, "lr": 0.1, "warmup_epochs": 2.0},
-    "cifar100": {"epochs": 160, "batch_size": 128, "lr": 0.1, "warmup_epochs": 2.0},
-    "svhn": {"epochs": 40, "batch_size": 128, "lr": 0.05, "warmup_epochs": 1.0},
-    "imagefolder": {
-        "epochs": 90,
-        "batch_size": 256,
-        "lr": 0.1,
-        "warmup_epochs": 5.0,
-        "weight_decay": 1e-4,
-    },
-}
-
-
-def default_train_config(dataset: str) -> TrainConfig:
-    """The per-dataset default :class:`TrainConfig`."""
-    return TrainConfig(**_DATASET_DEFAULTS.get(dataset, {}))
-
-
-def default_prune_window(epochs: int) -> tuple[float, float]:
-    """Default Campfire schedule window in epochs: ramp from 10 % to 50 % of training.
-
-    Campfire fixes the mask part-way through training and fine-tunes with it for the rest.
-    """
-    return (round(0.1 * epochs, 3), round(0.5 * epochs, 3))
-
-
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Optimizer over all trainable parameters (no weight decay on BatchNorm and biases)."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for _, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    if config.optimizer is OptimizerName.SGD:
-        return torch.optim.SGD(
-            groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
-        )
-    if config.optimizer is OptimizerName.ADAM:
-        return torch.optim.Adam(groups, lr=config.lr)
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def lr_factor(step: int, steps_per_epoch: int, config: TrainConfig) -> float:
-    """Multiplier of the base LR at optimizer step ``step`` (pure; used by LambdaLR)."""
-    epoch = step / steps_per_epoch
-    total = float(config.epochs)
-    if config.warmup_epochs > 0 and epoch < config.warmup_epochs:
-        return min(1.0, (step + 1) / (config.warmup_epochs * steps_per_epoch))
-    if config.lr_schedule is LRSchedule.CONSTANT:
-        return 1.0
-    if config.lr_schedule is LRSchedule.COSINE:
-        span = max(total - config.warmup_epochs, 1e-12)
-        progress = min(max((epoch - config.warmup_epochs) / span, 0.0), 1.0)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    if config.lr_schedule is LRSchedule.STEP:
-        return float(config.gamma ** math.floor(epoch / config.step_size))
-    passed = sum(1 for m in config.milestones if epoch >= m)
-    return float(config.gamma**passed)
-
-
-def _loader(
-    dataset: Dataset[Any], config: TrainConfig, *, shuffle: bool, seed: int, epoch: int = 0
-) -> DataLoader:
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    if rdist.is_distributed():
-        # Every rank sees a disjoint ceil(N / W) part (padded by repetition), ordered by
-        # (config.seed, epoch) only: resumable like the single-process order.
-        sampler: DistributedSampler[Any] = DistributedSampler(
-            dataset, shuffle=shuffle, seed=config.seed, drop_last=False
-        )
-        sampler.set_epoch(epoch)
-        return DataLoader(
-            dataset,
-            batch_size=config.batch_size,
-            sampler=sampler,
-            drop_last=False,
-            num_workers=config.num_workers,
-            generator=generator,
-        )
-    return DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        shuffle=shuffle,
-        drop_last=False,
-        num_workers=config.num_workers,
-        generator=generator,
-    )
-
-
-def distributed_layout(config: TrainConfig, n_train: int) -> dict[str, Any]:
-    """World size, per-rank / effective batch and the LR actually used (recorded in checkpoints)."""
-    world = rdist.world_size()
-    per_rank = math.ceil(n_train / world)
-    return {
-        "world_size": world,
-        "backend": rdist.backend(),
-        "per_rank_batch_size": config.batch_size,
-        "effective_batch_size": config.batch_size * world,
-        "steps_per_epoch": max(math.ceil(per_rank / config.batch_size), 1),
-        "base_lr": config.lr,
-        "scale_lr": config.scale_lr,
-        "effective_lr": config.lr * world if config.scale_lr else config.lr,
-        "sync_bn": bool(config.sync_bn and world > 1),
-    }
-
-
-def evaluate_all(
-    model: nn.Module, dataset: Dataset[Any], *, device: torch.device, batch_size: int = 256
-) -> tuple[float, int, int]:
-    """:func:`evaluate` over the whole ``dataset``; sharded across ranks and all-reduced under DDP.
-
-    Every rank gets the same numbers (the sums are all-reduced in float64).
-    """
-    if not rdist.is_distributed():
-        return evaluate(model, dataset, device=device, batch_size=batch_size)
-    lo, hi = rdist.shard_range(len(dataset))  # type: ignore[arg-type]
-    mean, correct, n = evaluate(
-        model, Subset(dataset, range(lo, hi)), device=device, batch_size=batch_size
-    )
-    loss_sum, correct_f, n_f = rdist.all_reduce_sum([mean * n, correct, n])
-    return loss_sum / max(n_f, 1.0), round(correct_f), round(n_f)
 
 
 class _MaskSync:
@@ -359,24 +109,6 @@ class _MaskSync:
         self.seen = sp.update_count
         if rdist.verify_masks_identical(sp.masks):
             self.verified += 1
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, dataset: Dataset[Any], *, device: torch.device, batch_size: int = 256
-) -> tuple[float, int, int]:
-    """Mean cross-entropy loss, number correct and number of examples on ``dataset`` (eval mode)."""
-    was_training = model.training
-    model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        n += int(y.numel())
-    model.train(was_training)
-    return loss_sum / max(n, 1), correct, n
 
 
 def _learn_hydra_scores(
@@ -407,47 +139,6 @@ def _learn_hydra_scores(
     sparsifier.learn_scores(model, passes, loss_fn, seed=config.seed)  # type: ignore[attr-defined]
     if rdist.is_distributed():
         sparsifier.load_state_dict(rdist.broadcast_object(sparsifier.state_dict()))
-
-
-def robust_accuracy_all(
-    model: nn.Module,
-    dataset: Dataset[Any],
-    config: AdversarialConfig,
-    *,
-    device: torch.device,
-    seed: int,
-    batch_size: int = 256,
-) -> float:
-    """PGD robust accuracy of ``model`` on ``dataset`` at the training budget ``config.eps``.
-
-    The attack is the project's native PGD (``pgd`` / ``pgd-l2`` from :mod:`attacks.registry`,
-    ``config.effective_val_steps`` steps of ``2.5 / steps * eps``, random start, seeded), so every
-    adversarial is verified in the ball and ``[0, 1]`` before it counts. Sharded and all-reduced
-    under DDP (every rank gets the same number).
-    """
-    from attacks.registry import get_attack
-
-    steps = config.effective_val_steps
-    attack = get_attack(
-        "pgd" if config.norm.value == "linf" else "pgd-l2",
-        steps=steps,
-        rel_stepsize=2.5 / steps,
-        seed=seed,
-    )
-    subset: Dataset[Any] = dataset
-    if rdist.is_distributed():
-        lo, hi = rdist.shard_range(len(dataset))  # type: ignore[arg-type]
-        subset = Subset(dataset, range(lo, hi))
-    robust, n = 0.0, 0
-    for x, y in DataLoader(subset, batch_size=batch_size, shuffle=False):
-        x, y = x.to(device), y.to(device)
-        result = attack(model, x, y, epsilons=[config.eps])
-        robust += float((~result.success[0]).sum())
-        n += int(y.numel())
-    if rdist.is_distributed():
-        robust, n_f = rdist.all_reduce_sum([robust, n])
-        n = round(n_f)
-    return robust / max(n, 1)
 
 
 @dataclass
@@ -587,7 +278,7 @@ def fit(
         # Data order and augmentation of this epoch depend on (seed, epoch) only: resumable.
         # (Ranks > 0 offset the augmentation seed; rank 0 draws what a single process draws.)
         torch.manual_seed(config.seed * 100_003 + epoch + 1_000_003 * rdist.rank())
-        loader = _loader(
+        loader = train_loader(
             train_set, config, shuffle=True, seed=config.seed * 100_003 + epoch, epoch=epoch
         )
         train_model.train()
@@ -760,8 +451,3 @@ def fit(
             "best_robust_epoch": best_rob_epoch,
         },
     )
-
-
-def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
-    """``dataclasses.replace`` ignoring ``None`` values (CLI flags that were not given)."""
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
