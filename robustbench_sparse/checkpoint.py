@@ -10,22 +10,31 @@ Loading never executes code: safetensors holds raw tensors only, and plain PyTor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import pickle
-import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from robustbench_sparse.atomic import atomic_path, atomic_write_text
+from robustbench_sparse.checkpoint_files import (
+    FORMAT,
+    FORMAT_VERSION,
+    MASK_PREFIX,
+    META_FILE,
+    PACKED_SUFFIX,
+    WEIGHTS_FILE,
+    check_finite,
+    load_plain_state_dict,
+    load_safetensors,
+    read_meta,
+    resolve_checkpoint_files,
+    sha256_file,
+)
 from robustbench_sparse.datasets import (
     DatasetInfo,
     dataset_info,
@@ -35,24 +44,23 @@ from robustbench_sparse.datasets import (
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.imagefolder import resolve_layout
 from robustbench_sparse.models import create_model, load_state_dict_into
+from robustbench_sparse.packed_format import load_packed
 from robustbench_sparse.sparsity.detect import MEASURED_METHOD, measured_sparsity_report
 from robustbench_sparse.sparsity.report import SparsityReport
-from robustbench_sparse.state_dicts import (
-    fold_prune_masks,
-    resolve_normalization,
-    strip_wrapper_prefixes,
-)
+from robustbench_sparse.state_dicts import fold_prune_masks, resolve_normalization
+
+__all__ = [
+    "MASK_PREFIX",
+    "META_FILE",
+    "WEIGHTS_FILE",
+    "LoadedCheckpoint",
+    "load_checkpoint",
+    "load_train_state",
+    "save_checkpoint",
+    "save_train_state",
+]
 
 logger = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "checkpoint.safetensors"
-META_FILE = "checkpoint.json"
-FORMAT = "robustbench-sparse-checkpoint"
-PACKED_SUFFIX = ".rbsp"  # `rbs export --format packed` (robustbench_sparse.export)
-FORMAT_VERSION = 1
-MASK_PREFIX = "__mask__."
-# A safetensors header larger than this is not a model header: refuse before allocating it.
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 @dataclass
@@ -100,14 +108,6 @@ class LoadedCheckpoint:
         return sparsity_report(self.model, config, pruned)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_checkpoint(
     out_dir: str | Path,
     model: nn.Module,
@@ -136,135 +136,9 @@ def save_checkpoint(
         # The architecture and everything else live in checkpoint.json.
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
     full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
-    full_meta["weights_sha256"] = _sha256(weights)
+    full_meta["weights_sha256"] = sha256_file(weights)
     atomic_write_text(out / META_FILE, json.dumps(full_meta, indent=2, sort_keys=False) + "\n")
     return out
-
-
-def check_safetensors_header(path: Path) -> None:
-    """Validate the safetensors header size and offsets before anything is allocated."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise UserError(
-                f"{path} is truncated (no safetensors header); re-create the checkpoint"
-            )
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > MAX_HEADER_BYTES or header_len > size - 8:
-            raise UserError(
-                f"{path} is corrupt: safetensors header claims {header_len} bytes "
-                f"but the file has {size}; re-create the checkpoint"
-            )
-        try:
-            header = json.loads(fh.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise UserError(f"{path} is corrupt: unreadable safetensors header") from None
-    if not isinstance(header, dict):
-        raise UserError(f"{path} is corrupt: safetensors header is not a mapping")
-    data_len = size - 8 - header_len
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not 0 <= offsets[0] <= offsets[1] <= data_len
-        ):
-            raise UserError(
-                f"{path} is corrupt or truncated: tensor {name!r} lies outside the file; "
-                "re-create the checkpoint"
-            )
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"checkpoint metadata {path} is missing; was the checkpoint written fully?")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"checkpoint metadata {path} is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise UserError(f"{path} is not a robustbench-sparse checkpoint description")
-    for key in ("arch", "num_classes", "in_channels", "dataset"):
-        if key not in meta:
-            raise UserError(f"checkpoint metadata {path} lacks the field {key!r}")
-    return meta
-
-
-def _check_finite(state: dict[str, torch.Tensor], where: Path) -> None:
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise UserError(
-                f"{where}: tensor {name!r} contains NaN or Inf values; refusing to use it"
-            )
-
-
-def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file after validating its header; corrupt files are user errors."""
-    if not path.is_file():
-        raise UserError(f"checkpoint weights {path} do not exist")
-    check_safetensors_header(path)
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable safetensors file ({exc})") from None
-
-
-def _unpickling_reason(exc: Exception) -> str:
-    """The short reason in torch's long weights-only error (e.g. ``Unsupported global: ...``)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch puts ANSI bold in the message
-    found = re.search(
-        r"WeightsUnpickler error: (.*?)(?: was not an allowed global|\.?\s*$)", text, re.M
-    )
-    if found:
-        return found.group(1).strip()[:160]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0][:160] if lines else "unsupported object"
-
-
-def load_plain_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a torchvision-style ``.pt`` / ``.pth`` state dict without executing any pickled code."""
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UserError(
-            f"refusing to load {path}: it holds pickled Python objects, not only tensors "
-            f"({_unpickling_reason(exc)}); save a plain state dict or convert it to safetensors"
-        ) from None
-    except Exception as exc:  # garbage input makes the unpickler raise anything
-        # (IndexError, KeyError, ... on non-pickle bytes); weights_only already forbids code.
-        raise UserError(
-            f"{path} is not a readable PyTorch file ({type(exc).__name__}: {exc})"
-        ) from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"{path} does not contain a state dict of tensors")
-    # DataParallel / DDP prefix every key with "module.", torch.compile with "_orig_mod.".
-    return strip_wrapper_prefixes(obj)
-
-
-def resolve_checkpoint_files(path: str | Path) -> tuple[Path, Path]:
-    """Map a directory or a ``.safetensors`` / ``.json`` path to (weights, meta) paths."""
-    p = Path(path)
-    if p.is_dir():
-        return p / WEIGHTS_FILE, p / META_FILE
-    if p.suffix == ".json":
-        return p.with_suffix(".safetensors"), p
-    if p.suffix == ".safetensors":
-        return p, p.with_suffix(".json")
-    if not p.exists():
-        raise UserError(f"checkpoint {str(p)!r} does not exist")
-    raise UserError(
-        f"cannot tell what {str(p)!r} is: pass a checkpoint directory, a .safetensors file, "
-        f"a packed {PACKED_SUFFIX} file, or a .pt/.pth state dict with --arch and --dataset"
-    )
 
 
 def _info_for(
@@ -339,7 +213,7 @@ def _load_plain(
         raise UserError(f"{p} is a plain state dict: pass --arch and --dataset to load it")
     info = _info_for(dataset, data_root)
     state, masks = fold_prune_masks(load_plain_state_dict(p), str(p))
-    _check_finite(state, p)
+    check_finite(state, p)
     mean, std, norm_label = resolve_normalization(normalize, info)
     model = create_model(
         arch,
@@ -415,17 +289,15 @@ def load_checkpoint(
         )
 
     if p.suffix == PACKED_SUFFIX:  # `rbs export --format packed`: metadata in its header
-        from robustbench_sparse.export import load_packed  # export imports this module
-
         meta, tensors = load_packed(p)
         weights_path = p
     else:
         weights_path, meta_path = resolve_checkpoint_files(p)
-        meta = _read_meta(meta_path)
+        meta = read_meta(meta_path)
         if not weights_path.is_file():
             raise UserError(f"checkpoint weights {weights_path} are missing")
         expected = meta.get("weights_sha256")
-        if expected is not None and _sha256(weights_path) != expected:
+        if expected is not None and sha256_file(weights_path) != expected:
             raise UserError(
                 f"{weights_path} does not match {meta_path.name} (checksum differs): the pair is "
                 "torn or was edited; re-create or re-train this checkpoint"
@@ -433,7 +305,7 @@ def load_checkpoint(
         tensors = load_safetensors(weights_path)
     masks = {k[len(MASK_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
     state = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
-    _check_finite(state, weights_path)
+    check_finite(state, weights_path)
 
     ckpt_dataset = str(meta["dataset"])
     name = dataset or ckpt_dataset

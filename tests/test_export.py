@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,10 +11,7 @@ from robustbench_sparse.checkpoint import MASK_PREFIX, save_checkpoint
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.export import (
     MAGIC,
-    code_bits,
     compare_packed,
-    decode_groups,
-    encode_groups,
     pack_checkpoint,
     pack_tensors,
     unpack,
@@ -91,24 +86,6 @@ def test_values_and_masks_match_the_source(tmp_path: Path) -> None:
     for name, t in source.items():
         assert t.dtype == tensors[name].dtype and torch.equal(t, tensors[name]), name
     assert any(n.startswith(MASK_PREFIX) for n in tensors)
-
-
-@pytest.mark.parametrize(("n", "k"), [(9, 1), (9, 4), (9, 9), (32, 3), (40, 10), (300, 40), (5, 0)])
-def test_group_codes_round_trip(n: int, k: int) -> None:
-    rng = np.random.default_rng(n * 100 + k)
-    groups = 37
-    masks = np.zeros((groups, n), dtype=bool)
-    for g in range(groups):
-        masks[g, rng.choice(n, size=k, replace=False)] = True
-    data, bits = encode_groups(masks, k)
-    assert bits == groups * code_bits(n, k)
-    assert len(data) == math.ceil(bits / 8)
-    assert np.array_equal(decode_groups(data, groups, n, k), masks)
-
-
-def test_code_bits() -> None:
-    assert code_bits(9, 1) == 4 and code_bits(9, 4) == 7 and code_bits(9, 9) == 0
-    assert code_bits(64, 6) == math.ceil(math.log2(math.comb(64, 6)))
 
 
 def test_odd_tensors_fall_back_and_round_trip(tmp_path: Path) -> None:
@@ -191,7 +168,7 @@ def test_packed_without_signed_zeros_loads_as_the_same_numbers(tmp_path: Path) -
 
 def test_packed_file_with_edited_values_or_no_metadata_is_refused(tmp_path: Path) -> None:
     from robustbench_sparse.checkpoint import load_checkpoint
-    from robustbench_sparse.export import load_packed
+    from robustbench_sparse.packed_format import load_packed
 
     ckpt = _checkpoint(tmp_path, Granularity.WINDOW)
     packed = tmp_path / "model.rbsp"
