@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from evaluations.present.plots import (
-    _facets,
     layout_problems,
     plot_accuracy_vs_sparsity,
     plot_all,
@@ -20,6 +19,7 @@ from evaluations.present.plots import (
     plot_robustness_curves,
     thin_tick_labels,
 )
+from evaluations.present.plots_curves import _facets
 from evaluations.record.metrics import WORST_CASE
 from evaluations.record.results import read_min_norms
 from tests.test_evaluations_results import synthetic_results, write_synthetic_dir
@@ -61,7 +61,7 @@ def test_plot_all_writes_every_figure(tmp_path: Path) -> None:
 
 def test_figures_are_skipped_without_data(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     df, _ = synthetic_results(with_l2=False)
-    caplog.set_level(logging.INFO, logger="evaluations.present.plots")
+    caplog.set_level(logging.INFO, logger="evaluations.present")
     assert plot_cw_ecdf(read_min_norms(tmp_path, missing_ok=True), tmp_path) == []
     no_wc = df[df["attack"] != WORST_CASE]
     assert plot_accuracy_vs_sparsity(no_wc, tmp_path) == []
@@ -77,7 +77,7 @@ def test_chosen_epsilons(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
         plot_accuracy_vs_sparsity(df, tmp_path, epsilons=[0.1]), ["accuracy_vs_sparsity_linf"]
     )
     _assert_figures(plot_clean_vs_robust(df, tmp_path, epsilon=0.2), ["clean_vs_robust_linf"])
-    with caplog.at_level(logging.INFO, logger="evaluations.present.plots"):
+    with caplog.at_level(logging.INFO, logger="evaluations.present"):
         assert plot_clean_vs_robust(df, tmp_path / "none", epsilon=0.37) == []
     assert "not on the" in caplog.text
 
@@ -104,7 +104,7 @@ def test_figures_have_no_layout_problems(
     # crowded labels, and a single-checkpoint result (whose y label used to be cut off)
     df, _ = synthetic_results(with_l2=False)
     df = _crowded_results() if crowded else df[df["checkpoint"] == "window70"]
-    with caplog.at_level(logging.WARNING, logger="evaluations.present.plots"):
+    with caplog.at_level(logging.WARNING, logger="evaluations.present"):
         paths = plot_clean_vs_robust(df, tmp_path) + plot_robustness_curves(df, tmp_path)
         paths += plot_accuracy_vs_sparsity(df, tmp_path)
     assert paths
@@ -137,18 +137,18 @@ def test_curves_facet_by_granularity_and_trim_all_zero_budgets(tmp_path: Path) -
 def test_cw_ecdf_legend_counts_never_found_only_when_there_are_some(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import evaluations.present.plots as plots_mod
+    import evaluations.present.plots_points as plots_mod
 
     legends: list[list[str]] = []
     titles: list[str] = []
-    real = plots_mod._save
+    real = plots_mod.save_figure
 
     def capture(fig: Any, out_dir: Path, stem: str) -> list[Path]:
         legends.append([t.get_text() for lg in fig.legends for t in lg.get_texts()])
         titles.append(fig._suptitle.get_text() if fig._suptitle else "")
         return real(fig, out_dir, stem)
 
-    monkeypatch.setattr(plots_mod, "_save", capture)
+    monkeypatch.setattr(plots_mod, "save_figure", capture)
     df, min_norms = synthetic_results(with_l2=True)
     plot_cw_ecdf(min_norms, tmp_path, results=df)
     assert any("never found" in t for t in legends[-1])  # the synthetic data has misses
@@ -213,7 +213,7 @@ def test_robustness_curves_on_the_cifar_grid_have_readable_ticks(
     extra = df[df["epsilon"] == 4 / 255]
     frames = [df] + [extra.assign(epsilon=k / 255) for k in (1, 2, 8)]
     df = pd.concat(frames, ignore_index=True).sort_values(["checkpoint", "attack", "epsilon"])
-    with caplog.at_level(logging.WARNING, logger="evaluations.present.plots"):
+    with caplog.at_level(logging.WARNING, logger="evaluations.present"):
         paths = plot_robustness_curves(df, tmp_path)
     assert paths
     assert "tick labels overlap" not in caplog.text, caplog.text

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from evaluations.present.plots_training import plot_training_curves
 from evaluations.present.report import write_report
 from evaluations.record.metrics import WORST_CASE
 from evaluations.record.results import read_results, write_results
@@ -14,7 +15,6 @@ from evaluations.record.training_methods import (
     below_budget_warnings,
     checkpoint_training,
     has_training_methods,
-    plot_training_curves,
     robust_overfitting,
     structure_label,
     training_budgets,

@@ -17,7 +17,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import PercentFormatter
 
-from evaluations.present.plots import _checkpoint_styles, _describe, _eps_axis_label, _save, _theme
+from evaluations.present.plot_style import (
+    checkpoint_styles,
+    describe_results,
+    eps_axis_label,
+    save_figure,
+    seaborn_theme,
+)
 from evaluations.record.metrics import WORST_CASE
 from evaluations.record.security import security_curve
 
@@ -36,13 +42,13 @@ def plot_security_curves(
     if table.empty or results.empty:
         return []
     out = Path(out_dir)
-    styles = _checkpoint_styles(results)
+    styles = checkpoint_styles(results)
     paths: list[Path] = []
     for norm in [n for n in ("linf", "l2") if n in set(table["norm"])]:
         sub = table[table["norm"] == norm]
         wc = results[(results["attack"] == WORST_CASE) & (results["norm"] == norm)]
         right = float(wc["epsilon"].max()) if not wc.empty else float(np.nan)
-        with _theme():
+        with seaborn_theme():
             fig, ax = plt.subplots(figsize=(7.5, 4.5))
             names = [c for c in styles if c in set(sub["checkpoint"])]
             names += sorted(set(sub["checkpoint"]) - set(names))
@@ -75,14 +81,14 @@ def plot_security_curves(
                 ax.set_xlim(0, right * 1.02)
             ax.set_ylim(-0.02, 1.02)
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-            ax.set_xlabel(_eps_axis_label(norm))
+            ax.set_xlabel(eps_axis_label(norm))
             ax.set_ylabel("robust accuracy (smallest perturbation found)")
             ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, fontsize=8)
             ax.set_title(
                 f"Security curves ({'L∞' if norm == 'linf' else 'L2'}): every ε, "
-                f"grid worst case as markers\n{_describe(results)}",
+                f"grid worst case as markers\n{describe_results(results)}",
                 fontsize=11,
             )
             fig.tight_layout()
-            paths += _save(fig, out, f"security_curves_{norm}")
+            paths += save_figure(fig, out, f"security_curves_{norm}")
     return paths

@@ -18,7 +18,7 @@ best_robust_ep  int    the epoch of ``val_robust_best`` (``best-robust/``; -1: n
 :func:`training_matrix` is the training-method x sparsity matrix of clean and worst-case robust
 accuracy at each training budget; :func:`below_budget_warnings` flags adversarially trained models
 whose grid never reaches their training budget (a robust accuracy measured only below it says
-little about the model); :func:`plot_training_curves` draws worst-case robust accuracy vs epsilon,
+little about the model); :func:`evaluations.present.plots_training.plot_training_curves` draws worst-case robust accuracy vs epsilon,
 one panel per training method.
 """
 
@@ -37,11 +37,12 @@ __all__ = [
     "below_budget_warnings",
     "checkpoint_training",
     "has_training_methods",
-    "plot_training_curves",
     "robust_overfitting",
+    "structure_key",
     "structure_label",
     "training_budgets",
     "training_matrix",
+    "with_structure",
 ]
 
 _COLUMNS = ("training", "train_method", "train_norm", "train_eps")
@@ -96,7 +97,7 @@ def structure_label(granularity: str, target: float) -> str:
     return f"{granularity}-{round(float(target) * 100):02d}"
 
 
-def _with_structure(df: pd.DataFrame) -> pd.DataFrame:
+def with_structure(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     defaults: tuple[Any, ...] = ("standard", "none", "", 0.0)
     for col, default in zip(_COLUMNS, defaults, strict=True):
@@ -120,7 +121,7 @@ def training_budgets(df: pd.DataFrame) -> list[tuple[str, float]]:
     )
 
 
-def _structure_key(s: str) -> tuple[int, str, int]:
+def structure_key(s: str) -> tuple[int, str, int]:
     if s == "dense":
         return (0, "", 0)
     name, _, pct = s.rpartition("-")
@@ -136,7 +137,7 @@ def training_matrix(df: pd.DataFrame, norm: str, eps: float) -> pd.DataFrame | N
     evaluated at ``eps``). Rows: ``standard`` first, then the training labels. ``None`` when no
     checkpoint was attacked under ``norm``.
     """
-    data = _with_structure(df)
+    data = with_structure(df)
     data = data[(data["attack"] == WORST_CASE) & (data["norm"] == norm)]
     if data.empty:
         return None
@@ -152,7 +153,7 @@ def training_matrix(df: pd.DataFrame, norm: str, eps: float) -> pd.DataFrame | N
             "n": int(first["n"]),
         }
     rows = sorted(cells, key=lambda t: (t != "standard", t))
-    cols = sorted({s for r in cells.values() for s in r}, key=_structure_key)
+    cols = sorted({s for r in cells.values() for s in r}, key=structure_key)
     return pd.DataFrame([[cells[r].get(c) for c in cols] for r in rows], index=rows, columns=cols)
 
 
@@ -197,72 +198,3 @@ def below_budget_warnings(df: pd.DataFrame) -> list[str]:
                 f"({reached}): its robust accuracy at the training budget is not measured"
             )
     return out
-
-
-def plot_training_curves(df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Worst-case robust accuracy vs eps, one panel per training method, one line per structure.
-
-    One figure per training norm, ``training_curves_<norm>.{png,svg}``; nothing when the results
-    hold no adversarially trained checkpoint.
-    """
-    if not has_training_methods(df):
-        return []
-    import matplotlib.pyplot as plt
-
-    # The figure conventions (Agg backend, theme, atomic PNG+SVG with layout checks) of plots.py.
-    from evaluations.present.plots import _save, _theme
-
-    data = _with_structure(df)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: list[Path] = []
-    for norm in sorted({n for n, _ in training_budgets(df)}):
-        sub = data[(data["attack"] == WORST_CASE) & (data["norm"] == norm)]
-        if sub.empty:
-            continue
-        trainings = sorted(sub["training"].unique(), key=lambda t: (t != "standard", t))
-        structures = sorted(sub["structure"].unique(), key=_structure_key)
-        with _theme():
-            cmap = plt.get_cmap("tab10" if len(structures) <= 10 else "tab20")
-            fig, axes = plt.subplots(
-                1,
-                len(trainings),
-                figsize=(4.2 * len(trainings) + 1.5, 3.8),
-                sharey=True,
-                squeeze=False,
-            )
-            for ax, training in zip(axes[0], trainings, strict=True):
-                part = sub[sub["training"] == training]
-                for k, structure in enumerate(structures):
-                    line = part[part["structure"] == structure].sort_values("epsilon")
-                    if line.empty:
-                        continue
-                    ax.plot(
-                        line["epsilon"],
-                        100 * line["robust_accuracy"],
-                        marker="o",
-                        ms=3,
-                        lw=2.4 if structure == "dense" else 1.3,
-                        color="black" if structure == "dense" else cmap(k % cmap.N),
-                        label=structure,
-                    )
-                for n, e in training_budgets(df):
-                    if n == norm:
-                        ax.axvline(e, color="grey", ls=":", lw=1)
-                ax.set_title(str(training), fontsize=10)
-                ax.set_xlabel(
-                    f"epsilon ({'L∞' if norm == 'linf' else 'L2'}, pixel units in [0, 1])"
-                )
-                ax.set_ylim(0, 100)
-                ax.grid(alpha=0.3)
-            axes[0][0].set_ylabel("worst-case robust accuracy (%)")
-            legend: dict[str, Any] = {}
-            for ax in axes[0]:
-                for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-                    legend.setdefault(lab, h)
-            fig.legend(
-                list(legend.values()), list(legend), loc="center right", fontsize=8, frameon=False
-            )
-            fig.tight_layout(rect=(0, 0, 1 - 1.3 / fig.get_figwidth(), 1))
-            paths += _save(fig, out, f"training_curves_{norm}")
-    return paths
