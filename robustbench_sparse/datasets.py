@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,14 +30,17 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from robustbench_sparse import imagefolder
+from robustbench_sparse.dataset_sources import CIFAR10_CLASSES, cifar10_folder, load_raw_split
 from robustbench_sparse.errors import UserError, unknown_name
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CIFAR10_CLASSES",
     "DatasetInfo",
     "DatasetSplits",
     "balanced_subset",
+    "cifar10_folder",
     "dataset_info",
     "default_data_root",
     "default_eps_grid",
@@ -253,215 +256,9 @@ def evaluation_subset_record(dataset: Dataset[Any], limit: int | None) -> dict[s
     }
 
 
-# --------------------------------------------------------------------------------------------- digits
-
-
-def _digits_tensors(split: str) -> TensorDataset:
-    """sklearn's 8x8 digits (bundled, offline), stratified 1347/450 split, pixels 0..16 -> [0, 1]."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        bunch.data, bunch.target, test_size=0.25, stratify=bunch.target, random_state=0
-    )
-    x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
-    images = torch.as_tensor(x, dtype=torch.float32).div_(16.0).reshape(-1, 1, 8, 8)  # (N, 1, 8, 8)
-    return TensorDataset(images, torch.as_tensor(y, dtype=torch.long))
-
-
-# ------------------------------------------------------------------------------- torchvision datasets
-
-
-def _missing(name: str, split: str, expected: str, root: Path) -> UserError:
-    where = "" if root.is_dir() else f" (the data root {str(root)!r} does not exist)"
-    return UserError(
-        f"dataset {name!r} ({split} split) not found: expected {expected}{where}; "
-        "pass --download (download=True) to fetch it, or --data-root DIR pointing at a copy"
-    )
-
-
-def _mnist_split(
-    name: str, root: Path, train: bool, download: bool, transform: Any
-) -> Dataset[Any]:
-    """torchvision MNIST/FashionMNIST that requires only the requested split's two IDX files.
-
-    torchvision checks for all four files; here each split is checked alone. If only the ``.gz`` files
-    are present they are decompressed next to themselves (what torchvision's download does as well).
-    """
-    from torchvision import datasets as tvd
-    from torchvision.datasets.utils import extract_archive
-
-    base: type[tvd.MNIST] = tvd.MNIST if name == "mnist" else tvd.FashionMNIST
-    prefix = "train" if train else "t10k"
-    files = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
-    raw = root / base.__name__ / "raw"
-
-    def ensure_raw() -> bool:
-        for f in files:
-            if (raw / f).is_file():
-                continue
-            if (raw / f"{f}.gz").is_file():
-                extract_archive(str(raw / f"{f}.gz"), str(raw), remove_finished=False)
-            else:
-                return False
-        return True
-
-    class _SplitOnly(base):  # type: ignore[valid-type,misc]
-        @property
-        def raw_folder(self) -> str:
-            return str(raw)
-
-        @property
-        def processed_folder(self) -> str:
-            return str(root / base.__name__ / "processed")
-
-        def _check_exists(self) -> bool:
-            return ensure_raw()
-
-    if download:
-        raw.mkdir(parents=True, exist_ok=True)
-        if not ensure_raw():
-            base(str(root), train=train, download=True)
-    if not ensure_raw():
-        raise _missing(
-            name, "train" if train else "test", f"{raw}/{files[0]}[.gz] and {files[1]}[.gz]", root
-        )
-    return _SplitOnly(str(root), train=train, transform=transform, download=False)
-
-
-def _cifar_split(
-    name: str, root: Path, train: bool, download: bool, transform: Any
-) -> Dataset[Any]:
-    """torchvision CIFAR10/100 that checks (md5) only the requested split's batch files and the meta file."""
-    from torchvision import datasets as tvd
-    from torchvision.datasets.utils import check_integrity
-
-    base: type[tvd.CIFAR10] = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-    folder = root / base.base_folder
-
-    class _SplitOnly(base):  # type: ignore[valid-type,misc]
-        def _check_integrity(self) -> bool:
-            wanted = [
-                *(self.train_list if self.train else self.test_list),
-                (self.meta["filename"], self.meta["md5"]),
-            ]
-            return all(check_integrity(str(folder / fname), md5) for fname, md5 in wanted)
-
-    if download:
-        base(str(root), train=train, download=True)
-    try:
-        return _SplitOnly(str(root), train=train, transform=transform, download=False)
-    except RuntimeError as exc:
-        split = "train" if train else "test"
-        raise _missing(name, split, f"{folder}/ (torchvision layout, md5-checked)", root) from exc
-
-
-def _svhn_split(root: Path, train: bool, download: bool, transform: Any) -> Dataset[Any]:
-    from torchvision import datasets as tvd
-
-    split = "train" if train else "test"
-    try:
-        return tvd.SVHN(str(root), split=split, transform=transform, download=download)
-    except RuntimeError as exc:
-        raise _missing("svhn", split, f"{root / f'{split}_32x32.mat'} (md5-checked)", root) from exc
-
-
 IMAGEFOLDER_EVAL_SPLITS = imagefolder.EVAL_SPLITS
 imagefolder_split_dir = imagefolder.split_dir
 imagefolder_classes = imagefolder.class_names
-
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
-"""torchvision's CIFAR10 class order (alphabetical, so an ImageFolder copy gets the same labels)."""
-
-
-def _imagefolder_split(
-    root: Path, split: str, transform: Any, classes: Sequence[str] | None = None
-) -> Dataset[Any]:
-    from torchvision import datasets as tvd
-
-    folder = imagefolder.split_dir(root, split)
-    try:
-        dataset = tvd.ImageFolder(str(folder), transform=transform)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise UserError(f"imagefolder dataset at {folder} is unusable: {exc}") from exc
-    if classes is not None and list(dataset.classes) != list(classes):
-        raise UserError(
-            f"{folder} has class folders {dataset.classes} but {list(classes)} were expected"
-        )
-    return dataset
-
-
-def cifar10_folder(root: Path) -> Path | None:
-    """The ImageFolder copy of CIFAR-10 at ``root`` or ``root/cifar10-jpeg``, else ``None``.
-
-    Recognised by ``train/`` or ``test/`` holding exactly the ten CIFAR-10 class folders (e.g. the
-    JPEG copy in ``../shared/data/cifar10-jpeg``, extracted). torchvision's pickled batches
-    (``root/cifar-10-batches-py``) take precedence.
-    """
-    if (root / "cifar-10-batches-py").is_dir():
-        return None
-    for base in (root, root / "cifar10-jpeg"):
-        for split in ("train", "test"):
-            folder = base / split
-            if folder.is_dir() and tuple(imagefolder._classes_in(folder)) == CIFAR10_CLASSES:
-                return base
-    return None
-
-
-def _transform(name: str, train: bool, augment: bool) -> Callable[[Any], torch.Tensor]:
-    from torchvision import transforms as T
-
-    steps: list[Any] = []
-    if train and augment and name in ("cifar10", "cifar100"):
-        steps += [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
-    elif train and augment and name == "svhn":
-        # No horizontal flip: house-number digits are not mirror-symmetric (a flipped 2 is not a 2).
-        steps += [T.RandomCrop(32, padding=4)]
-    steps.append(
-        T.ToTensor()
-    )  # uint8 HWC -> float32 CHW in [0, 1]; no Normalize (it is in the model)
-    return T.Compose(steps)  # type: ignore[no-any-return]
-
-
-def _load_raw_split(
-    name: str,
-    split: str,
-    root: Path,
-    download: bool,
-    augment: bool,
-    layout: imagefolder.ImageFolderLayout | None = None,
-) -> Dataset[Any]:
-    train = split == "train"
-    if name == "digits":
-        return _digits_tensors(split)
-    if name == "imagefolder":
-        layout = layout or imagefolder.resolve_layout(root, [split])
-        return _imagefolder_split(root, split, imagefolder.transform(layout, train, augment))
-    transform = _transform(name, train, augment)
-    if name in ("mnist", "fashion-mnist"):
-        return _mnist_split(name, root, train, download, transform)
-    if name == "cifar10" and (folder := cifar10_folder(root)) is not None:
-        found = imagefolder.resolve_layout(folder, [split])
-        if found.size != (32, 32) or not found.native:
-            raise UserError(f"cifar10 images under {folder} must all be 32x32 (found {found.size})")
-        return _imagefolder_split(folder, split, transform, CIFAR10_CLASSES)
-    if name in ("cifar10", "cifar100"):
-        return _cifar_split(name, root, train, download, transform)
-    if name == "svhn":
-        return _svhn_split(root, train, download, transform)
-    raise AssertionError(f"dataset {name!r} registered without a loader")  # pragma: no cover
 
 
 def load_split(
@@ -505,9 +302,7 @@ def load_split(
         if name == "imagefolder"
         else None
     )
-    dataset = _load_raw_split(
-        name, split, root_path, download, augment and split == "train", layout
-    )
+    dataset = load_raw_split(name, split, root_path, download, augment and split == "train", layout)
     return balanced_subset(dataset, limit, seed, f"{split} limit")
 
 
@@ -531,7 +326,7 @@ def _imagefolder_info(
         sd = tuple(float(v) for v in std) * (3 // len(std))
         return DatasetInfo("imagefolder", len(layout.classes), (3, h, w), m, sd, "given")
     # Without augmentation and over the same (limited) training examples the model sees.
-    plain = _load_raw_split("imagefolder", "train", root, False, False, layout)
+    plain = load_raw_split("imagefolder", "train", root, False, False, layout)
     indices = subset_indices(train)
     stats_data = Subset(plain, indices) if indices is not None else plain
     m, sd = imagefolder.channel_mean_std(stats_data)
@@ -587,9 +382,9 @@ def load_dataset(
         if name == "imagefolder"
         else None
     )
-    raw_train = _load_raw_split(name, "train", root_path, download, augment, layout)
+    raw_train = load_raw_split(name, "train", root_path, download, augment, layout)
     train = balanced_subset(raw_train, train_limit, seed, "train limit")
-    raw_test = _load_raw_split(name, "test", root_path, download, False, layout)
+    raw_test = load_raw_split(name, "test", root_path, download, False, layout)
     test = balanced_subset(raw_test, test_limit, EVAL_SUBSET_SEED, "test limit")
     info = _INFOS[name]
     if layout is not None:

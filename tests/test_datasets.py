@@ -157,21 +157,6 @@ def test_imagefolder_reads_class_folders(tmp_path: Path) -> None:
     assert big.test[0][0].shape == (3, 224, 224)
 
 
-def test_transforms_augment_train_only() -> None:
-    from torchvision import transforms as T
-
-    def kinds(name: str, train: bool, augment: bool) -> set[type]:
-        return {type(t) for t in ds._transform(name, train, augment).transforms}  # type: ignore[attr-defined]
-
-    assert T.RandomHorizontalFlip in kinds("cifar10", True, True)
-    assert T.RandomCrop in kinds("cifar100", True, True)
-    assert T.RandomCrop in kinds("svhn", True, True)
-    assert T.RandomHorizontalFlip not in kinds("svhn", True, True)  # digits are not flip-symmetric
-    assert kinds("cifar10", False, True) == {T.ToTensor}
-    assert kinds("cifar10", True, False) == {T.ToTensor}
-    assert kinds("mnist", True, True) == {T.ToTensor}
-
-
 def test_default_eps_grids() -> None:
     for name in ds.list_datasets():
         for norm in ("linf", "l2"):

@@ -1,0 +1,53 @@
+"""dataset_sources: the per-source readers (digits, torchvision, ImageFolder) and transforms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustbench_sparse import dataset_sources as sources
+from robustbench_sparse.errors import UserError
+
+
+def test_transforms_augment_train_only() -> None:
+    from torchvision import transforms as T
+
+    def kinds(name: str, train: bool, augment: bool) -> set[type]:
+        return {type(t) for t in sources._transform(name, train, augment).transforms}
+
+    assert T.RandomHorizontalFlip in kinds("cifar10", True, True)
+    assert T.RandomCrop in kinds("cifar100", True, True)
+    assert T.RandomCrop in kinds("svhn", True, True)
+    assert T.RandomHorizontalFlip not in kinds("svhn", True, True)  # digits are not flip-symmetric
+    assert kinds("cifar10", False, True) == {T.ToTensor}
+    assert kinds("cifar10", True, False) == {T.ToTensor}
+    assert kinds("mnist", True, True) == {T.ToTensor}
+
+
+def test_digits_reader_gives_the_whole_split_in_unit_range() -> None:
+    train = sources.load_raw_split("digits", "train", Path("unused"), False, False)
+    test = sources.load_raw_split("digits", "test", Path("unused"), False, False)
+    assert len(train) == 1347 and len(test) == 450  # type: ignore[arg-type]
+    x, y = train[0]
+    assert x.shape == (1, 8, 8) and x.dtype == torch.float32
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0 and 0 <= int(y) < 10
+
+
+def test_missing_torchvision_files_name_the_expected_path(tmp_path: Path) -> None:
+    with pytest.raises(
+        UserError, match=r"dataset 'mnist' \(test split\) not found: expected .*t10k"
+    ):
+        sources.load_raw_split("mnist", "test", tmp_path, False, False)
+    with pytest.raises(UserError, match="does not exist"):
+        sources.load_raw_split("cifar10", "train", tmp_path / "nowhere", False, False)
+
+
+def test_cifar10_folder_is_recognised_by_its_ten_classes(tmp_path: Path) -> None:
+    assert sources.cifar10_folder(tmp_path) is None
+    for name in sources.CIFAR10_CLASSES:
+        (tmp_path / "cifar10-jpeg" / "test" / name).mkdir(parents=True)
+    assert sources.cifar10_folder(tmp_path) == tmp_path / "cifar10-jpeg"
+    (tmp_path / "cifar-10-batches-py").mkdir()  # torchvision's own batches take precedence
+    assert sources.cifar10_folder(tmp_path) is None
