@@ -115,6 +115,31 @@ def test_register_model_decorator(monkeypatch: pytest.MonkeyPatch) -> None:
         register_model("tv:toy")
 
 
+def test_register_namespace_routes_prefixed_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reg, "_NAMESPACES", dict(reg._NAMESPACES))
+    asked: list[str] = []
+
+    def resolve(rest: str) -> reg.ModelBuilder:
+        asked.append(rest)
+        if rest != "tiny":
+            raise UserError(f"no toy model {rest!r}")
+        return lambda *, num_classes, in_channels, **kw: nn.Sequential(
+            nn.Flatten(), nn.LazyLinear(num_classes)
+        )
+
+    reg.register_namespace("toy:", resolve, "<toy>")
+    reg.register_namespace("toy:", resolve, "<toy>")  # the same resolver again is harmless
+    model = create_model("toy:tiny", num_classes=3, in_channels=1)
+    assert model(torch.rand(2, 1, 2, 2)).shape == (2, 3) and asked == ["tiny"]
+    with pytest.raises(UserError, match="no toy model 'huge'"):
+        create_model("toy:huge", num_classes=3)
+    with pytest.raises(UserError, match=r"toy:<toy>") as err:
+        create_model("nothing-like-it", num_classes=3)
+    assert "tv:<torchvision model>" in str(err.value)
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register_namespace("toy:", lambda rest: resolve(rest), "<toy>")
+
+
 def test_first_conv_and_classifier_registration_order() -> None:
     class Net(nn.Module):
         def __init__(self) -> None:

@@ -6,9 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
 from robustbench_sparse.models.torchvision_models import (
     replace_first_conv,
+    tv_builder,
     tv_classification_models,
 )
 
@@ -48,3 +50,10 @@ def test_tv_prefix_models(name: str) -> None:
     model = create_model(name, num_classes=3).eval()
     with torch.no_grad():
         assert model(torch.rand(1, 3, 64, 64)).shape == (1, 3)
+
+
+def test_tv_builder_builds_torchvision_models_and_lists_them_when_unknown() -> None:
+    net = tv_builder("squeezenet1_1")(num_classes=4, in_channels=1)
+    assert net(torch.rand(1, 1, 64, 64)).shape == (1, 4)
+    with pytest.raises(UserError, match=r"arch 'tv:resnet181'.*tv:resnet18"):
+        tv_builder("resnet181")

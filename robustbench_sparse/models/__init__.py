@@ -9,7 +9,7 @@ parameter names look like ``net.conv1.weight``. Registered: ``small_cnn``, CIFAR
 
 from __future__ import annotations
 
-# Importing the builder modules registers their models.
+# Importing the builder modules registers their models (torchvision_models also the tv: namespace).
 from robustbench_sparse.models import (  # noqa: F401
     cifar_resnets,
     resnet_cifar,
@@ -26,6 +26,7 @@ from robustbench_sparse.models.registry import (
     list_models,
     load_state_dict_into,
     register_model,
+    register_namespace,
 )
 from robustbench_sparse.models.resnet_cifar import CifarResNet
 from robustbench_sparse.models.small_cnn import SmallCNN
@@ -42,4 +43,5 @@ __all__ = [
     "list_models",
     "load_state_dict_into",
     "register_model",
+    "register_namespace",
 ]

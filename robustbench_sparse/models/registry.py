@@ -1,4 +1,9 @@
-"""Model registry and factory: ``create_model("resnet20", num_classes=10)`` (timm-style)."""
+"""Model registry and factory: ``create_model("resnet20", num_classes=10)`` (timm-style).
+
+Builders register themselves (:func:`register_model`; a whole prefix such as ``tv:`` with
+:func:`register_namespace`) when :mod:`robustbench_sparse.models` imports their modules; the
+registry imports none of them.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ __all__ = [
     "list_models",
     "load_state_dict_into",
     "register_model",
+    "register_namespace",
 ]
 
 TV_PREFIX = "tv:"
@@ -36,6 +42,8 @@ ModelBuilder = Callable[..., nn.Module]
 
 _F = TypeVar("_F", bound=ModelBuilder)
 _REGISTRY: dict[str, ModelBuilder] = {}
+# prefix -> (resolver of the name after the prefix, placeholder shown in the list of valid names)
+_NAMESPACES: dict[str, tuple[Callable[[str], ModelBuilder], str]] = {}
 
 
 def register_model(name: str) -> Callable[[_F], _F]:
@@ -57,22 +65,28 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def register_namespace(
+    prefix: str, resolve: Callable[[str], ModelBuilder], placeholder: str
+) -> None:
+    """Route every name starting with ``prefix`` (e.g. ``tv:``) to ``resolve(rest_of_the_name)``.
+
+    ``resolve`` returns the builder or raises ``UserError`` listing the valid names; ``placeholder``
+    stands for the namespace in the list of valid names (``tv:<torchvision model>``). Builder
+    modules register their namespace on import, so the registry imports none of them.
+    """
+    if prefix in _NAMESPACES and _NAMESPACES[prefix][0] is not resolve:
+        raise ValueError(f"model namespace {prefix!r} is already registered")
+    _NAMESPACES[prefix] = (resolve, placeholder)
+
+
 def _resolve(name: str) -> ModelBuilder:
     if name in _REGISTRY:
         return _REGISTRY[name]
-    if name.startswith(TV_PREFIX):
-        from robustbench_sparse.models.torchvision_models import build_tv, tv_classification_models
-
-        tv_name = name[len(TV_PREFIX) :]
-        valid = tv_classification_models()
-        if tv_name not in valid:
-            raise unknown_name("arch", name, [TV_PREFIX + n for n in valid])
-
-        def builder(*, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
-            return build_tv(tv_name, num_classes=num_classes, in_channels=in_channels, **kwargs)
-
-        return builder
-    raise unknown_name("arch", name, [*list_models(), TV_PREFIX + "<torchvision model>"])
+    for prefix, (resolve, _) in _NAMESPACES.items():
+        if name.startswith(prefix):
+            return resolve(name[len(prefix) :])
+    namespaces = [prefix + placeholder for prefix, (_, placeholder) in _NAMESPACES.items()]
+    raise unknown_name("arch", name, [*list_models(), *namespaces])
 
 
 def create_model(

@@ -14,11 +14,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustbench_sparse.models.registry import register_model
+from robustbench_sparse.errors import unknown_name
+from robustbench_sparse.models.registry import (
+    TV_PREFIX,
+    ModelBuilder,
+    register_model,
+    register_namespace,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_tv", "replace_first_conv", "resnet18", "resnet50", "tv_classification_models"]
+__all__ = [
+    "build_tv",
+    "replace_first_conv",
+    "resnet18",
+    "resnet50",
+    "tv_builder",
+    "tv_classification_models",
+]
 
 
 def tv_classification_models() -> list[str]:
@@ -122,3 +135,22 @@ def resnet50(*, num_classes: int, in_channels: int = 3, **kwargs: Any) -> nn.Mod
     """torchvision ResNet-50 **v1.5** (stride 2 in the 3x3 conv of each bottleneck, not the 1x1); kwarg
     ``pretrained``."""
     return build_tv("resnet50", num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def tv_builder(tv_name: str) -> ModelBuilder:
+    """The builder of torchvision classification model ``tv_name`` (``tv:<tv_name>``).
+
+    Raises:
+        UserError: ``tv_name`` is not a torchvision classification model (the valid ones listed).
+    """
+    valid = tv_classification_models()
+    if tv_name not in valid:
+        raise unknown_name("arch", TV_PREFIX + tv_name, [TV_PREFIX + n for n in valid])
+
+    def builder(*, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
+        return build_tv(tv_name, num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+    return builder
+
+
+register_namespace(TV_PREFIX, tv_builder, "<torchvision model>")
