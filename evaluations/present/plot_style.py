@@ -30,7 +30,6 @@ from robustbench_sparse.atomic import atomic_path
 logger = logging.getLogger(__name__)
 
 
-FIGURES_DIR = "figures"
 DENSE = "dense"
 
 NORM_LABEL = {"linf": "L∞", "l2": "L2"}

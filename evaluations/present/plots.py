@@ -18,12 +18,12 @@ import logging
 import os
 from pathlib import Path
 
-from evaluations.present.plot_style import FIGURES_DIR, layout_problems, thin_tick_labels
+from evaluations.present.plot_style import layout_problems, thin_tick_labels
 from evaluations.present.plots_curves import plot_accuracy_vs_sparsity, plot_robustness_curves
 from evaluations.present.plots_points import plot_clean_vs_robust, plot_cw_ecdf
 from evaluations.present.plots_security import plot_security_curves
 from evaluations.present.plots_training import plot_training_curves
-from evaluations.record.results import read_min_norms, read_results
+from evaluations.record.results import FIGURES_DIR, read_min_norms, read_results
 from evaluations.record.security import read_min_norm_table
 
 __all__ = [

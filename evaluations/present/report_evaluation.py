@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from evaluations.present.report import Block, Bullets, Heading, Paragraph, Table
+from evaluations.present.document import Block, Bullets, Heading, Paragraph, Table
 from evaluations.record.security import read_min_norm_table, security_summary
 
 __all__ = ["deviation_blocks", "masking_blocks", "security_blocks"]

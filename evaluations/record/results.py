@@ -83,6 +83,8 @@ logger = logging.getLogger(__name__)
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 SIDECAR_FILE = "results.json"
+#: the figures of a results directory (``<results>/figures/*.png|svg``)
+FIGURES_DIR = "figures"
 #: per-attack minimal distances (the best over attacks is evaluations.record.security.MIN_NORMS_FILE)
 MIN_NORMS_FILE = "attack_min_norms.parquet"
 

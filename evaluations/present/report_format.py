@@ -1,0 +1,109 @@
+"""Formatting shared by the report's sections: percentages, epsilons, durations, orders and labels."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from evaluations.record.metrics import (
+    WORST_CASE,
+)
+
+NORM_LABEL = {"linf": "L∞", "l2": "L2"}
+ATTACK_ORDER = ("fgsm", "fgm", "pgd", "apgd", "cw", WORST_CASE)
+GRANULARITY_ORDER = ("dense", "window", "channel", "combined", "unstructured")
+FIGURE_ORDER = (
+    "robustness_curves",
+    "security_curves",
+    "accuracy_vs_sparsity",
+    "clean_vs_robust",
+    "cw_ecdf",
+)
+
+
+#: The denominator of every "achieved" sparsity in the report (LoadedCheckpoint.sparsity_achieved).
+ACHIEVED_NOTE = (
+    "Achieved sparsity = zero weights / all weights of the pruned layers (the first convolution and "
+    "the classifier count only when pruned), measured on the checkpoint's weights, next to the "
+    "target."
+)
+
+
+# --------------------------------------------------------------------------- formatting helpers
+
+
+def pct(value: Any, digits: int = 1) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return f"{100.0 * v:.{digits}f}" if math.isfinite(v) else "–"
+
+
+def fmt_eps(eps: float, norm: str) -> str:
+    short = f"{eps:g}"
+    if norm == "linf" and eps > 0 and len(short) > 6:
+        k = eps * 255.0
+        if abs(k - round(k)) < 1e-6:
+            return f"{round(k)}/255"
+    return f"{eps:.4g}"
+
+
+def fmt_seconds(seconds: Any) -> str:
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return str(seconds)
+    if not math.isfinite(s):
+        return "–"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def norm_label(norm: str) -> str:
+    return NORM_LABEL.get(norm, norm)
+
+
+def norms_of(df: pd.DataFrame) -> list[str]:
+    """Norms present, L∞ first."""
+    order = list(NORM_LABEL)
+    return sorted(
+        {str(n) for n in df["norm"].unique()},
+        key=lambda n: (order.index(n) if n in order else len(order), n),
+    )
+
+
+def attack_key(a: str) -> tuple[int, str]:
+    return (ATTACK_ORDER.index(a) if a in ATTACK_ORDER else len(ATTACK_ORDER) - 1, a)
+
+
+def joined(values: Any) -> str:
+    return ", ".join(sorted({str(v) for v in values}))
+
+
+def checkpoint_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per checkpoint, dense first, then by granularity and sparsity."""
+    table = (
+        df.groupby("checkpoint", sort=False)
+        .agg(
+            granularity=("granularity", "first"),
+            sparsity_target=("sparsity_target", "first"),
+            sparsity_achieved=("sparsity_achieved", "first"),
+            n=("n", "max"),
+            clean_correct=("clean_correct", "first"),
+            clean_accuracy=("clean_accuracy", "first"),
+        )
+        .reset_index()
+    )
+    rank = {g: i for i, g in enumerate(GRANULARITY_ORDER)}
+    table["_rank"] = table["granularity"].map(lambda g: rank.get(str(g), len(rank)))
+    return (
+        table.sort_values(["_rank", "sparsity_target", "checkpoint"])
+        .drop(columns="_rank")
+        .reset_index(drop=True)
+    )
