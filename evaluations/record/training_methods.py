@@ -25,8 +25,6 @@ one panel per training method.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
