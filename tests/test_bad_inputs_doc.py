@@ -31,8 +31,8 @@ import torch
 
 import evaluations.engine.spec as spec_module
 from attacks import get_attack
+from rbs import cli
 from rbs.cli import main
-from robustbench_sparse import cli
 from robustbench_sparse.checkpoint import META_FILE, WEIGHTS_FILE, save_checkpoint
 from robustbench_sparse.datasets import dataset_info, default_eps_grid
 from robustbench_sparse.models import create_model
@@ -691,8 +691,8 @@ def test_bugs_keep_their_traceback(command: str, capsys: pytest.CaptureFixture[s
 def test_a_bug_prints_a_traceback_in_a_real_process(tmp_path: Path) -> None:
     """An unexpected exception is not a user error: Python's traceback and exit status 1."""
     code = (
-        "import sys, rbs.cli as c\n"
-        "c._cmd_models = lambda args: 1 / 0\n"
+        "import sys, rbs.cli as c, rbs.commands.misc as m\n"
+        "m.cmd_models = lambda args: 1 / 0\n"
         "sys.exit(c.main(['models']))\n"
     )
     proc = subprocess.run(

@@ -1,0 +1,147 @@
+"""Flags and helpers shared by several subcommands (scale-out, normalization, protocol, numbers)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from robustbench_sparse.errors import UserError
+
+logger = logging.getLogger("robustbench_sparse")
+
+
+def bool_flag(parser: Any, name: str, help_: str) -> None:
+    """``--NAME / --no-NAME`` with default ``None`` (unset: the config decides)."""
+    parser.add_argument(
+        f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help_
+    )
+
+
+def add_normalize(parser: Any) -> None:
+    parser.add_argument(
+        "--normalize",
+        help="plain state dicts: input normalization the network expects: dataset (default: "
+        "the dataset's mean/std), none (raw [0,1] inputs), or MEAN,STD",
+    )
+
+
+def add_protocol(parser: Any, default: str) -> None:
+    parser.add_argument(
+        "--protocol",
+        help="evaluation protocol: quick (FGSM + PGD-20 + C&W), standard (+ AutoAttack, FMN), "
+        f"thorough (+ AutoAttack plus, PGD-100 x 5); {default}",
+    )
+
+
+def checked_protocol(name: str | None, with_attacks: bool) -> str | None:
+    """``--protocol NAME`` checked (one line listing the valid names); not with ``--attack``."""
+    from evaluations.engine.protocols import get_protocol
+
+    if name is None:
+        return None
+    get_protocol(name)  # one line listing the valid names
+    if with_attacks:
+        raise UserError("give --protocol or --attack, not both")
+    return name
+
+
+# ------------------------------------------------------------------------------- scale-out
+def add_nproc(parser: Any) -> None:
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        help="run N processes on this machine with torchrun (DDP: one per GPU, or CPU/gloo)",
+    )
+
+
+def strip_nproc(words: Sequence[str]) -> list[str]:
+    """``words`` without ``--nproc N`` / ``--nproc=N`` (what torchrun re-runs)."""
+    out: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--nproc":
+            skip = True
+        elif not word.startswith("--nproc="):
+            out.append(word)
+    return out
+
+
+def launch_torchrun(args: argparse.Namespace) -> int | None:
+    """Re-run this very command under ``torchrun --standalone --nproc_per_node N``.
+
+    Returns torchrun's exit status, or ``None`` when this process should do the work itself
+    (no ``--nproc``, ``--nproc 1``, or already launched by torchrun).
+    """
+    import shlex
+    import subprocess
+
+    nproc = getattr(args, "nproc", None)
+    if nproc is None:
+        return None
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1 (got {nproc})")
+    if "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ:
+        logger.warning("--nproc is ignored: this process was already started by torchrun")
+        return None
+    if nproc == 1:
+        return None
+    words = strip_nproc(getattr(args, "argv", None) or sys.argv[1:])
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "rbs",
+        *words,
+    ]
+    logger.info("launching: %s", shlex.join(cmd))
+    return subprocess.run(cmd, check=False).returncode
+
+
+# ------------------------------------------------------------------------------------ utils
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command as typed: ``argv`` given to :func:`rbs.cli.main`, else ``sys.argv``."""
+    import shlex
+
+    words = list(argv) if argv is not None else sys.argv[1:]
+    return "rbs " + " ".join(shlex.quote(a) for a in words)
+
+
+def parse_eps(text: str, flag: str) -> list[float]:
+    """``"0,2/255,8/255"`` -> a list of floats (fractions allowed)."""
+    values = [parse_float(v, flag) for v in text.split(",") if v.strip()]
+    if not values:
+        raise UserError(f"{flag}: empty epsilon list")
+    return values
+
+
+def parse_floats(text: str | None, flag: str) -> list[float] | None:
+    """``"0.49,0.48,0.45"`` -> ``[0.49, 0.48, 0.45]``; ``None`` passes through."""
+    if text is None:
+        return None
+    return [parse_float(v, flag) for v in text.split(",")]
+
+
+def parse_float(text: str, flag: str) -> float:
+    """A finite number from ``"0.1"`` or ``"8/255"``; anything else is a one-line user error."""
+    text = text.strip()
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"{flag}: {text!r} is not a number (use e.g. 0.1 or 8/255)") from None
+    if not math.isfinite(value):
+        raise UserError(f"{flag}: {text!r} is not a finite number")
+    return value
