@@ -117,12 +117,42 @@ def plan_experiment(
     ``protocol`` (``rbs run --protocol``) replaces the config's ``[attack] protocol`` / ``attacks``
     (and its ``[attack.params]``: a protocol brings its own parameters).
     """
-    cfg = json.loads(json.dumps(config if config is not None else default_config()))
+    cfg = _patched(config if config is not None else default_config(), overrides)
+    models_cfg, attack_cfg, eps_cfg = _checked_sections(cfg, protocol)
+    base = train_job_from_config(
+        {k: cfg[k] for k in ("data", "model", "train", "sparsity", "adversarial") if k in cfg}
+    )
+    plans = _model_plans(base, models_cfg)
+    chosen, grid = _attack_grid(attack_cfg, eps_cfg, seed=base.train.seed)
+    resolved = {
+        "name": cfg.get("name", "experiment"),
+        "models": [{"name": p.name, "job": to_jsonable(p.job)} for p in plans],
+        "grid": to_jsonable(grid),
+    }
+    return ExperimentPlan(
+        str(cfg.get("name", "experiment")),
+        tuple(plans),
+        grid,
+        resolved,
+        chosen if chosen is not None else identify(grid.attacks),
+    )
+
+
+def _patched(config: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """A deep copy of ``config`` with ``overrides`` applied section by section (``None``: unset)."""
+    cfg: dict[str, Any] = json.loads(json.dumps(config))
     for section, values in (overrides or {}).items():
         if isinstance(values, dict):
             cfg.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
         elif values is not None:
             cfg[section] = values
+    return cfg
+
+
+def _checked_sections(
+    cfg: dict[str, Any], protocol: str | None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``[models]``, ``[attack]``, ``[epsilons]``, keys checked; ``protocol`` applied."""
     check_keys("experiment", cfg, _TOP_KEYS)
     models_cfg = cfg.get("models", {})
     check_keys("models", models_cfg, _MODELS_KEYS)
@@ -135,10 +165,11 @@ def plan_experiment(
         attack_cfg["protocol"] = protocol
     eps_cfg = cfg.get("epsilons", {})
     check_keys("epsilons", eps_cfg, _EPS_KEYS)
+    return models_cfg, attack_cfg, eps_cfg
 
-    base = train_job_from_config(
-        {k: cfg[k] for k in ("data", "model", "train", "sparsity", "adversarial") if k in cfg}
-    )
+
+def _model_plans(base: TrainJob, models_cfg: dict[str, Any]) -> list[ModelPlan]:
+    """``[models]``: the dense baseline, methods x granularities x targets, extras, trainings."""
     targets = [float(t) for t in models_cfg.get("targets", [0.5, 0.7, 0.9])]
     granularities = [
         Granularity(g) if g in {m.value for m in Granularity} else _bad_granularity(g)
@@ -165,7 +196,13 @@ def plan_experiment(
     plans = _expand_trainings(base, plans, models_cfg.get("trainings"))
     if not plans:
         raise UserError("the experiment trains no model: set [models] dense or targets")
+    return plans
 
+
+def _attack_grid(
+    attack_cfg: dict[str, Any], eps_cfg: dict[str, Any], *, seed: int
+) -> tuple[Protocol | None, GridConfig]:
+    """``[attack]`` + ``[epsilons]`` -> (protocol, None for hand-picked attacks; the grid)."""
     params = attack_cfg.get("params", {})
     if not isinstance(params, dict):
         raise UserError("[attack.params] must be a table of per-attack tables")
@@ -197,22 +234,11 @@ def plan_experiment(
         batch_size=int(attack_cfg.get("batch_size", 500)),
         limit=attack_cfg.get("limit"),
         device=str(attack_cfg.get("device", "cpu")),
-        seed=base.train.seed,
+        seed=seed,
     )
     for spec in specs:
         spec.build()  # fail early on unknown attacks / parameters
-    resolved = {
-        "name": cfg.get("name", "experiment"),
-        "models": [{"name": p.name, "job": to_jsonable(p.job)} for p in plans],
-        "grid": to_jsonable(grid),
-    }
-    return ExperimentPlan(
-        str(cfg.get("name", "experiment")),
-        tuple(plans),
-        grid,
-        resolved,
-        chosen if chosen is not None else identify(specs),
-    )
+    return chosen, grid
 
 
 def _extra_models(base: TrainJob, extra: Any) -> list[ModelPlan]:

@@ -21,6 +21,7 @@ from typing import Any, TypeGuard
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.adversarial import AdversarialConfig
@@ -43,6 +44,7 @@ from robustbench_sparse.training import (
     Checkpointer,
     EpochRecord,
     TrainConfig,
+    TrainResult,
     distributed_layout,
     fit,
     validation_split,
@@ -177,9 +179,44 @@ def run_train_job(
     progress: bool = True,
     data: DatasetSplits | None = None,
 ) -> LoadedCheckpoint:
-    """Train one checkpoint into ``out_dir`` and return it loaded back from disk."""
+    """Train one checkpoint into ``out_dir`` and return it loaded back from disk.
+
+    Steps: check the job, prepare the directory (rank 0), load the data, fit with per-epoch
+    checkpoints (:class:`_EpochSaver`), save the final checkpoint.
+    """
     out = Path(out_dir)
-    # Validate before prepare_out_dir: with ``overwrite`` it deletes the old checkpoint.
+    _check_job(job, data)  # before the directory: with ``overwrite`` it deletes the old checkpoint
+
+    # Rank 0 alone touches the directory; its verdict (or error) reaches every rank.
+    def prepare() -> bool:
+        prepare_out_dir(out, overwrite=overwrite, resume=resume)
+        return bool(resume and is_finished(out))
+
+    if rdist.on_main(prepare):
+        logger.info("%s is already finished; skipping training", out)
+        return load_checkpoint(out)
+    data, plain_train = _load_job_data(job, data)
+    torch.manual_seed(job.train.seed)
+    model = create_model_for(job.arch, data.info, **dict(job.arch_kwargs))
+    name = job.name or out.name
+    saver = _EpochSaver(job, data, out, name, time.perf_counter())
+    result = fit(
+        model,
+        data,
+        job.train,
+        job.sparsity,
+        checkpointer=saver.checkpointer(),
+        resume=resume,
+        progress=progress,
+        adversarial=job.adversarial,
+        plain_train=plain_train,
+    )
+    _save_final(job, data, result, out, name)
+    return load_checkpoint(out)
+
+
+def _check_job(job: TrainJob, data: DatasetSplits | None) -> None:
+    """What can be refused before the output directory is touched."""
     if job.sparsity.end > job.train.epochs:
         raise UserError(
             f"pruning ends at epoch {job.sparsity.end} but training has only "
@@ -188,17 +225,13 @@ def run_train_job(
     if data is None:
         dataset_info(job.data.dataset)  # unknown names fail here, listing the valid ones
 
-    # Rank 0 alone touches the directory; its verdict (or error) reaches every rank.
-    def prepare() -> bool:
-        prepare_out_dir(out, overwrite=overwrite, resume=resume)
-        return bool(resume and is_finished(out))
 
-    finished = rdist.on_main(prepare)
-    if finished:
-        logger.info("%s is already finished; skipping training", out)
-        return load_checkpoint(out)
+def _load_job_data(job: TrainJob, data: DatasetSplits | None) -> tuple[DatasetSplits, Dataset[Any]]:
+    """The job's data (``data`` when given) and its training split without augmentation.
 
-    # Under torchrun rank 0 downloads first; the others then read its copy.
+    Under torchrun rank 0 downloads first; the others then read its copy. The validation
+    hold-out is read without training augmentation (same examples, same order).
+    """
     download_first = data is None and job.data.download and rdist.is_distributed()
     if download_first and not rdist.is_main():
         rdist.barrier()
@@ -217,7 +250,6 @@ def run_train_job(
         )
     if download_first and rdist.is_main():
         rdist.barrier()
-    # The validation hold-out is read without training augmentation (same examples, same order).
     plain_train = data.train
     if job.data.augment and job.train.val_fraction > 0 and job.data.dataset != "digits":
         plain_train = load_split(
@@ -229,15 +261,33 @@ def run_train_job(
             augment=False,
             seed=job.train.seed,
         )
-    torch.manual_seed(job.train.seed)
-    model = create_model_for(job.arch, data.info, **dict(job.arch_kwargs))
-    name = job.name or out.name
-    t0 = time.perf_counter()
+    return data, plain_train
 
-    def masks_of(sparsifier: CampfireSparsifier | None) -> dict[str, torch.Tensor]:
-        return dict(sparsifier.masks) if sparsifier is not None else {}
+
+def _masks_of(sparsifier: CampfireSparsifier | None) -> dict[str, torch.Tensor]:
+    return dict(sparsifier.masks) if sparsifier is not None else {}
+
+
+@dataclass
+class _EpochSaver:
+    """The per-epoch checkpoints ``fit`` writes: last (+ training state), best, best-robust."""
+
+    job: TrainJob
+    data: DatasetSplits
+    out: Path
+    name: str
+    t0: float
+
+    def checkpointer(self) -> Checkpointer:
+        return Checkpointer(
+            save_last=self.save_last,
+            save_best=self.save_best,
+            save_best_robust=self.save_best_robust,
+            load_state=lambda: load_train_state(self.out),
+        )
 
     def save_epoch(
+        self,
         where: Path,
         kind: str,
         ckpt_name: str,
@@ -246,10 +296,10 @@ def run_train_job(
         history: list[EpochRecord],
     ) -> None:
         rec = history[-1]
-        test_n = len(data.test)  # type: ignore[arg-type]
+        test_n = len(self.data.test)  # type: ignore[arg-type]
         meta = _meta(
-            job,
-            data,
+            self.job,
+            self.data,
             model,
             sparsifier,
             history,
@@ -257,11 +307,12 @@ def run_train_job(
             test_n=test_n,
             kind=kind,
             name=ckpt_name,
-            seconds=time.perf_counter() - t0,
+            seconds=time.perf_counter() - self.t0,
         )
-        save_checkpoint(where, model, meta, masks_of(sparsifier))
+        save_checkpoint(where, model, meta, _masks_of(sparsifier))
 
     def save_last(
+        self,
         model: nn.Module,
         sparsifier: CampfireSparsifier | None,
         history: list[EpochRecord],
@@ -269,38 +320,26 @@ def run_train_job(
     ) -> None:
         # Training state first, then the checkpoint: a kill in between resumes from the
         # newer state and rewrites the checkpoint at the next epoch.
-        save_train_state(out, train_state)
-        save_epoch(out, "last", name, model, sparsifier, history)
+        save_train_state(self.out, train_state)
+        self.save_epoch(self.out, "last", self.name, model, sparsifier, history)
 
     def save_best(
-        model: nn.Module, sparsifier: CampfireSparsifier | None, history: list[EpochRecord]
+        self, model: nn.Module, sparsifier: CampfireSparsifier | None, history: list[EpochRecord]
     ) -> None:
-        save_epoch(out / "best", "best", f"{name}-best", model, sparsifier, history)
+        where = self.out / "best"
+        self.save_epoch(where, "best", f"{self.name}-best", model, sparsifier, history)
 
     def save_best_robust(
-        model: nn.Module, sparsifier: CampfireSparsifier | None, history: list[EpochRecord]
+        self, model: nn.Module, sparsifier: CampfireSparsifier | None, history: list[EpochRecord]
     ) -> None:
-        save_epoch(
-            out / "best-robust", "best-robust", f"{name}-best-robust", model, sparsifier, history
-        )
+        where, kind = self.out / "best-robust", "best-robust"
+        self.save_epoch(where, kind, f"{self.name}-{kind}", model, sparsifier, history)
 
-    checkpointer = Checkpointer(
-        save_last=save_last,
-        save_best=save_best,
-        save_best_robust=save_best_robust,
-        load_state=lambda: load_train_state(out),
-    )
-    result = fit(
-        model,
-        data,
-        job.train,
-        job.sparsity,
-        checkpointer=checkpointer,
-        resume=resume,
-        progress=progress,
-        adversarial=job.adversarial,
-        plain_train=plain_train,
-    )
+
+def _save_final(
+    job: TrainJob, data: DatasetSplits, result: TrainResult, out: Path, name: str
+) -> None:
+    """The final checkpoint (rank 0 writes; every rank waits), and its summary log line."""
     meta = _meta(
         job,
         data,
@@ -318,7 +357,7 @@ def run_train_job(
     if job.adversarial.enabled:
         meta["best_robust_epoch"] = result.extra.get("best_robust_epoch", -1)
     if rdist.is_main():
-        save_checkpoint(out, result.model.to("cpu"), meta, masks_of(result.sparsifier))
+        save_checkpoint(out, result.model.to("cpu"), meta, _masks_of(result.sparsifier))
         (out / "train_state.pt").unlink(missing_ok=True)
     rdist.barrier()
     logger.info(
@@ -330,7 +369,6 @@ def run_train_job(
         meta["sparsity_report"].get("achieved_pruned", 0.0),
         result.seconds,
     )
-    return load_checkpoint(out)
 
 
 def job_with(job: TrainJob, **changes: Any) -> TrainJob:
