@@ -61,10 +61,10 @@ from attacks.base import (
     AttackKind,
     FixedBudgetOutput,
 )
-from attacks.config import _check, _check_apgd, _check_n_target_classes, _is_int
 from attacks.engine import EpsRun, ascent_direction, nested_grid
 from attacks.gradients import finite_gradient
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
+from attacks.params import check, check_apgd, check_n_target_classes, check_seed
 
 __all__ = [
     "APGDCE",
@@ -278,13 +278,10 @@ class APGDParams:
     parallel: bool = True
 
     def __post_init__(self) -> None:
-        _check_apgd(self.steps, self.restarts, self.rho)
-        _check(
-            self.seed is None or _is_int(self.seed),
-            f"seed must be an int or None (got {self.seed!r})",
-        )
-        _check(isinstance(self.nested, bool), f"nested must be a bool (got {self.nested!r})")
-        _check(isinstance(self.parallel, bool), f"parallel must be a bool (got {self.parallel!r})")
+        check_apgd(self.steps, self.restarts, self.rho)
+        check_seed(self.seed)
+        check(isinstance(self.nested, bool), f"nested must be a bool (got {self.nested!r})")
+        check(isinstance(self.parallel, bool), f"parallel must be a bool (got {self.parallel!r})")
 
 
 @dataclass(frozen=True)
@@ -295,7 +292,7 @@ class APGDTargetedParams(APGDParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_n_target_classes(self.n_target_classes)
+        check_n_target_classes(self.n_target_classes)
 
 
 class _APGDBase(Attack):

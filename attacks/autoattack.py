@@ -48,8 +48,8 @@ from attacks.base import (
     FixedBudgetOutput,
     _predict,
 )
-from attacks.config import _check, _is_int
 from attacks.norms import Norm
+from attacks.params import check_seed
 from attacks.registry import attack_class
 
 __all__ = [
@@ -270,10 +270,7 @@ class _CascadeParams:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        _check(
-            self.seed is None or _is_int(self.seed),
-            f"seed must be an int or None (got {self.seed!r})",
-        )
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True, repr=False)

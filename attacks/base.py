@@ -50,6 +50,7 @@ from attacks.contracts import (
 )
 from attacks.guard import frozen_eval, seeded
 from attacks.norms import Norm, perturbation_norm, verify_adversarials
+from attacks.params import AttackConfigError
 from attacks.wrappers import CastInputs
 
 __all__ = [
@@ -75,10 +76,6 @@ class AttackKind(str, Enum):
 
     FIXED_BUDGET = "fixed_budget"
     MINIMUM_NORM = "minimum_norm"
-
-
-class AttackConfigError(ValueError):
-    """An attack name, backend or parameter is unknown or invalid (a user mistake)."""
 
 
 @dataclass

@@ -29,43 +29,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attacks.base import AttackConfigError
+from attacks.params import check, check_positive_int, check_seed, is_number
 
 __all__ = ["CWFixedCParams", "CWParams", "FGSMParams", "PGDParams"]
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise AttackConfigError(message)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _check_apgd(steps: int, restarts: int, rho: float) -> None:
-    """Validate the APGD parameters every backend shares (native, adv-lib, autoattack)."""
-    _check(_is_int(steps) and steps >= 1, f"steps must be an int >= 1 (got {steps!r})")
-    _check(
-        _is_int(restarts) and restarts >= 1,
-        f"restarts must be an int >= 1 (got {restarts!r})",
-    )
-    _check(
-        _is_number(rho) and 0 < rho < 1,
-        f"rho must be a number in (0, 1) (got {rho!r})",
-    )
-
-
-def _check_n_target_classes(n_target_classes: int) -> None:
-    """Validate ``n_target_classes`` of a targeted attack (APGD-T, FAB-T, any backend)."""
-    _check(
-        _is_int(n_target_classes) and n_target_classes >= 1,
-        f"n_target_classes must be an int >= 1 (got {n_target_classes!r})",
-    )
 
 
 @dataclass(frozen=True)
@@ -85,31 +51,22 @@ class PGDParams:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        _check(
-            _is_int(self.steps) and self.steps >= 1,
-            f"steps must be an int >= 1 (got {self.steps!r})",
-        )
-        _check(
-            _is_number(self.rel_stepsize) and self.rel_stepsize > 0,
+        check_positive_int("steps", self.steps)
+        check(
+            is_number(self.rel_stepsize) and self.rel_stepsize > 0,
             f"rel_stepsize must be > 0 (got {self.rel_stepsize!r})",
         )
-        _check(
-            self.abs_stepsize is None or (_is_number(self.abs_stepsize) and self.abs_stepsize > 0),
+        check(
+            self.abs_stepsize is None or (is_number(self.abs_stepsize) and self.abs_stepsize > 0),
             f"abs_stepsize must be None or > 0 (got {self.abs_stepsize!r})",
         )
-        _check(isinstance(self.random_start, bool), "random_start must be a bool")
-        _check(
-            _is_int(self.restarts) and self.restarts >= 1,
-            f"restarts must be an int >= 1 (got {self.restarts!r})",
-        )
-        _check(
+        check(isinstance(self.random_start, bool), "random_start must be a bool")
+        check_positive_int("restarts", self.restarts)
+        check(
             self.restarts == 1 or self.random_start,
             "restarts > 1 needs random_start=True (a deterministic start repeats the same run)",
         )
-        _check(
-            self.seed is None or _is_int(self.seed),
-            f"seed must be an int or None (got {self.seed!r})",
-        )
+        check_seed(self.seed)
 
     def stepsize(self, eps: float) -> float:
         """Absolute step size used at budget ``eps``."""
@@ -130,27 +87,21 @@ class CWParams:
     abort_early: bool = True
 
     def __post_init__(self) -> None:
-        _check(
-            _is_int(self.binary_search_steps) and self.binary_search_steps >= 1,
-            f"binary_search_steps must be an int >= 1 (got {self.binary_search_steps!r})",
-        )
-        _check(
-            _is_int(self.steps) and self.steps >= 1,
-            f"steps must be an int >= 1 (got {self.steps!r})",
-        )
-        _check(
-            _is_number(self.stepsize) and self.stepsize > 0,
+        check_positive_int("binary_search_steps", self.binary_search_steps)
+        check_positive_int("steps", self.steps)
+        check(
+            is_number(self.stepsize) and self.stepsize > 0,
             f"stepsize must be > 0 (got {self.stepsize!r})",
         )
-        _check(
-            _is_number(self.confidence) and self.confidence >= 0,
+        check(
+            is_number(self.confidence) and self.confidence >= 0,
             f"confidence must be >= 0 (got {self.confidence!r})",
         )
-        _check(
-            _is_number(self.initial_const) and self.initial_const > 0,
+        check(
+            is_number(self.initial_const) and self.initial_const > 0,
             f"initial_const must be > 0 (got {self.initial_const!r})",
         )
-        _check(isinstance(self.abort_early, bool), "abort_early must be a bool")
+        check(isinstance(self.abort_early, bool), "abort_early must be a bool")
 
 
 @dataclass(frozen=True)
@@ -163,16 +114,13 @@ class CWFixedCParams:
     stepsize: float = 0.01
 
     def __post_init__(self) -> None:
-        _check(_is_number(self.c) and self.c > 0, f"c must be > 0 (got {self.c!r})")
-        _check(
-            _is_number(self.confidence) and self.confidence >= 0,
+        check(is_number(self.c) and self.c > 0, f"c must be > 0 (got {self.c!r})")
+        check(
+            is_number(self.confidence) and self.confidence >= 0,
             f"confidence must be >= 0 (got {self.confidence!r})",
         )
-        _check(
-            _is_int(self.steps) and self.steps >= 1,
-            f"steps must be an int >= 1 (got {self.steps!r})",
-        )
-        _check(
-            _is_number(self.stepsize) and self.stepsize > 0,
+        check_positive_int("steps", self.steps)
+        check(
+            is_number(self.stepsize) and self.stepsize > 0,
             f"stepsize must be > 0 (got {self.stepsize!r})",
         )

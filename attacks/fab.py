@@ -43,9 +43,9 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import Attack, AttackKind, MinimumNormOutput
-from attacks.config import _check, _check_n_target_classes, _is_int, _is_number
 from attacks.gradients import finite_gradient
 from attacks.norms import Norm, perturbation_norm
+from attacks.params import check, check_n_target_classes, check_positive_int, check_seed, is_number
 
 __all__ = [
     "FABParams",
@@ -84,35 +84,26 @@ class FABParams:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        _check(
-            _is_int(self.n_iter) and self.n_iter >= 1,
-            f"n_iter must be an int >= 1 (got {self.n_iter!r})",
-        )
-        _check(
-            _is_number(self.alpha_max) and 0 <= self.alpha_max <= 1,
+        check_positive_int("n_iter", self.n_iter)
+        check(
+            is_number(self.alpha_max) and 0 <= self.alpha_max <= 1,
             f"alpha_max must be in [0, 1] (got {self.alpha_max!r})",
         )
-        _check(
-            _is_number(self.eta) and self.eta >= 1,
+        check(
+            is_number(self.eta) and self.eta >= 1,
             f"eta must be >= 1 (got {self.eta!r})",
         )
-        _check(
-            _is_number(self.beta) and 0 < self.beta <= 1,
+        check(
+            is_number(self.beta) and 0 < self.beta <= 1,
             f"beta must be in (0, 1] (got {self.beta!r})",
         )
-        _check(
-            _is_int(self.restarts) and self.restarts >= 1,
-            f"restarts must be an int >= 1 (got {self.restarts!r})",
-        )
-        _check(
+        check_positive_int("restarts", self.restarts)
+        check(
             self.restart_radius is None
-            or (_is_number(self.restart_radius) and self.restart_radius > 0),
+            or (is_number(self.restart_radius) and self.restart_radius > 0),
             f"restart_radius must be None or > 0 (got {self.restart_radius!r})",
         )
-        _check(
-            self.seed is None or _is_int(self.seed),
-            f"seed must be an int or None (got {self.seed!r})",
-        )
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -123,7 +114,7 @@ class FABTParams(FABParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_n_target_classes(self.n_target_classes)
+        check_n_target_classes(self.n_target_classes)
 
 
 @dataclass

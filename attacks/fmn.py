@@ -50,9 +50,9 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import Attack, AttackKind, MinimumNormOutput
-from attacks.config import _check, _is_int, _is_number
 from attacks.gradients import finite_gradient
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
+from attacks.params import check, check_positive_int, is_number
 
 __all__ = ["FMNParams", "FMNRun", "NativeFMN", "NativeFMNL2", "fmn"]
 
@@ -69,22 +69,19 @@ class FMNParams:
     box_aware: bool = True
 
     def __post_init__(self) -> None:
-        _check(
-            _is_int(self.steps) and self.steps >= 1,
-            f"steps must be an int >= 1 (got {self.steps!r})",
-        )
-        _check(
-            _is_number(self.alpha_init) and self.alpha_init > 0,
+        check_positive_int("steps", self.steps)
+        check(
+            is_number(self.alpha_init) and self.alpha_init > 0,
             f"alpha_init must be > 0 (got {self.alpha_init!r})",
         )
-        _check(
-            self.alpha_final is None or (_is_number(self.alpha_final) and self.alpha_final > 0),
+        check(
+            self.alpha_final is None or (is_number(self.alpha_final) and self.alpha_final > 0),
             f"alpha_final must be None or > 0 (got {self.alpha_final!r})",
         )
         for name in ("gamma_init", "gamma_final"):
             v = getattr(self, name)
-            _check(_is_number(v) and 0 <= v < 1, f"{name} must be in [0, 1) (got {v!r})")
-        _check(
+            check(is_number(v) and 0 <= v < 1, f"{name} must be in [0, 1) (got {v!r})")
+        check(
             isinstance(self.box_aware, bool), f"box_aware must be a bool (got {self.box_aware!r})"
         )
 

@@ -39,9 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import Attack, AttackInputError, AttackKind, FixedBudgetOutput
-from attacks.config import _check, _is_int, _is_number
 from attacks.engine import EpsRun, nested_grid
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
+from attacks.params import check, check_positive_int, check_seed, is_number
 
 __all__ = ["NativeSquare", "NativeSquareL2", "SquareParams", "SquareRun", "square_attack"]
 
@@ -64,23 +64,14 @@ class SquareParams:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        _check(
-            _is_int(self.n_queries) and self.n_queries >= 1,
-            f"n_queries must be an int >= 1 (got {self.n_queries!r})",
-        )
-        _check(
-            _is_number(self.p_init) and 0 < self.p_init <= 1,
+        check_positive_int("n_queries", self.n_queries)
+        check(
+            is_number(self.p_init) and 0 < self.p_init <= 1,
             f"p_init must be in (0, 1] (got {self.p_init!r})",
         )
-        _check(isinstance(self.rescale_schedule, bool), "rescale_schedule must be a bool")
-        _check(
-            _is_int(self.restarts) and self.restarts >= 1,
-            f"restarts must be an int >= 1 (got {self.restarts!r})",
-        )
-        _check(
-            self.seed is None or _is_int(self.seed),
-            f"seed must be an int or None (got {self.seed!r})",
-        )
+        check(isinstance(self.rescale_schedule, bool), "rescale_schedule must be a bool")
+        check_positive_int("restarts", self.restarts)
+        check_seed(self.seed)
 
     def p_at(self, it: int) -> float:
         """Fraction ``p`` of the image a square covers at iteration ``it`` (0-based)."""

@@ -47,10 +47,18 @@ from attacks.base import (
     FixedBudgetOutput,
     MinimumNormOutput,
 )
-from attacks.config import _check, _check_apgd, _check_n_target_classes, _is_int, _is_number
 from attacks.fab import FABParams, FABTParams
 from attacks.fmn import FMNParams
 from attacks.norms import Norm
+from attacks.params import (
+    check,
+    check_apgd,
+    check_int_seed,
+    check_n_target_classes,
+    check_positive_int,
+    is_int,
+    is_number,
+)
 
 try:
     from adv_lib.attacks import apgd, apgd_targeted, ddn, fab, fmn
@@ -83,10 +91,6 @@ _P = {Norm.LINF: math.inf, Norm.L2: 2.0}
 _FAB_RADIUS = {Norm.LINF: 0.3, Norm.L2: 1.0}
 
 
-def _check_int_seed(seed: object) -> None:
-    _check(_is_int(seed), f"seed must be an int for backend adv-lib (got {seed!r})")
-
-
 def _min_norm(run: Callable[[nn.Module], Tensor], model: nn.Module) -> MinimumNormOutput:
     """Run ``run(counted_model)`` -> (n, ...) once; success is decided by the template."""
     counter = GradCounter(model)
@@ -107,8 +111,8 @@ class AdvlibAPGDParams:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        _check_apgd(self.steps, self.restarts, self.rho)
-        _check_int_seed(self.seed)
+        check_apgd(self.steps, self.restarts, self.rho)
+        check_int_seed(self.seed, "adv-lib")
 
 
 class _APGDBase(AdvlibAPGDParams, Attack):
@@ -185,7 +189,7 @@ class AdvlibAPGDTParams(AdvlibAPGDParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_n_target_classes(self.n_target_classes)
+        check_n_target_classes(self.n_target_classes)
 
 
 class _APGDTBase(AdvlibAPGDTParams, Attack):
@@ -247,7 +251,7 @@ class AdvlibFMNParams(FMNParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(
+        check(
             self.box_aware is False,
             "box_aware=True is native-only; adv-lib's fmn is the published algorithm (box_aware=False)",
         )
@@ -329,7 +333,7 @@ class _FABTBase(FABTParams, Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_int_seed(self.seed)
+        check_int_seed(self.seed, "adv-lib")
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
@@ -346,7 +350,7 @@ class _FABBase(FABParams, Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_int_seed(self.seed)
+        check_int_seed(self.seed, "adv-lib")
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
@@ -399,20 +403,17 @@ class DDNParams:
     levels: int | None = 256
 
     def __post_init__(self) -> None:
-        _check(
-            _is_int(self.steps) and self.steps >= 1,
-            f"steps must be an int >= 1 (got {self.steps!r})",
-        )
-        _check(
-            _is_number(self.gamma) and 0 < self.gamma < 1,
+        check_positive_int("steps", self.steps)
+        check(
+            is_number(self.gamma) and 0 < self.gamma < 1,
             f"gamma must be in (0, 1) (got {self.gamma!r})",
         )
-        _check(
-            _is_number(self.init_norm) and self.init_norm > 0,
+        check(
+            is_number(self.init_norm) and self.init_norm > 0,
             f"init_norm must be > 0 (got {self.init_norm!r})",
         )
-        _check(
-            self.levels is None or (_is_int(self.levels) and self.levels >= 2),
+        check(
+            self.levels is None or (is_int(self.levels) and self.levels >= 2),
             f"levels must be None or an int >= 2 (got {self.levels!r})",
         )
 

@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from attacks.backends.common import per_eps, target_count
 from attacks.base import Attack, AttackKind, FixedBudgetOutput
-from attacks.config import _check, _check_apgd, _check_n_target_classes, _is_int
 from attacks.norms import Norm
+from attacks.params import check_apgd, check_int_seed, check_n_target_classes
 
 __all__ = [
     "PyAutoAttack",
@@ -55,7 +55,7 @@ class _AutoAttackParams:
     seed: int | None = 0  # must be an int (None: the library seeds from the clock)
 
     def __post_init__(self) -> None:
-        _check(_is_int(self.seed), f"seed must be an int (got {self.seed!r})")
+        check_int_seed(self.seed)
 
 
 class _AutoAttackBase(_AutoAttackParams, Attack):
@@ -105,8 +105,8 @@ class _APGDParams:
     seed: int | None = 0  # must be an int (None: the library seeds from the clock)
 
     def __post_init__(self) -> None:
-        _check_apgd(self.steps, self.restarts, self.rho)
-        _check(_is_int(self.seed), f"seed must be an int (got {self.seed!r})")
+        check_apgd(self.steps, self.restarts, self.rho)
+        check_int_seed(self.seed)
 
 
 class _APGDCEBase(_APGDParams, Attack):
@@ -140,7 +140,7 @@ class _APGDTParams(_APGDParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_n_target_classes(self.n_target_classes)
+        check_n_target_classes(self.n_target_classes)
 
 
 class _APGDTBase(_APGDTParams, Attack):
