@@ -22,14 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from evaluations.engine.data_checks import check_input_shape
-from evaluations.engine.grid import GridRun, grid_evidence, run_grid
-from evaluations.engine.masking import evaluation_evidence
+from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig, validate_epsilons
-from evaluations.present.plots import plot_all
-from evaluations.present.report import write_report
-from evaluations.record.compute_time import previous_sidecar, run_timing
-from evaluations.record.results import write_sidecar
+from rbs.finish import finish_run
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -210,38 +206,20 @@ def run_attack_command(
         lambda: prepare_results_dir(out, request.fingerprint(), overwrite=overwrite, resume=resume)
     )
     grid_run = run_grid(checkpoints, data, grid, out_dir=out, progress=progress)
-    previous = previous_sidecar(out)  # the last invocation's, for reuse and accumulated time
-    evidence = grid_evidence(grid_run, checkpoints, grid)
-    protocol = request.attack_plan()[0] or identify(grid.attacks)
-    evidence.update(
-        evaluation_evidence(
-            grid_run,
-            checkpoints,
-            data,
-            grid,
-            protocol,
-            [s.name for s in grid.attacks],
-            previous_masking=previous.get("masking"),
-        )
-    )
-    sidecar = {
-        "command": command,
-        "request": to_jsonable(request),
-        "config": to_jsonable(grid),
-        "seeds": {"attack": evidence.pop("attack_seeds")},
-        "evaluation_subset": {
+    finished = finish_run(
+        out,
+        grid_run,
+        checkpoints,
+        data,
+        grid,
+        request.attack_plan()[0] or identify(grid.attacks),
+        header={"request": to_jsonable(request), "config": to_jsonable(grid)},
+        seeds={},
+        evaluation_subset={
             name: evaluation_subset_record(test, request.limit) for name, test in data.items()
         },
-        **evidence,
-        # accumulated over resumed runs (evaluations.record.compute_time), not this invocation only
-        **run_timing(previous, grid_run, checkpoints, time.perf_counter() - t0, command, evidence),
-    }
-    html: Path | None = None
-    if rdist.is_main():  # under torchrun rank 0 alone writes
-        sidecar["distributed"] = rdist.run_description()
-        write_sidecar(out, sidecar)
-        if request.report:
-            plot_all(out)
-            _, html = write_report(out, command=command)  # returns (md, html)
-    html = rdist.broadcast_object(html)
-    return AttackRunOutcome(out, html, grid_run)
+        t0=t0,
+        command=command,
+        report=request.report,
+    )
+    return AttackRunOutcome(out, finished.report_html, grid_run)

@@ -25,14 +25,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from evaluations.engine.grid import GridRun, grid_evidence, run_grid
-from evaluations.engine.masking import evaluation_evidence
+from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, get_protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig, validate_epsilons
-from evaluations.present.plots import plot_all
-from evaluations.present.report import write_report
-from evaluations.record.compute_time import previous_sidecar, run_timing
-from evaluations.record.results import write_sidecar
+from rbs.finish import finish_run
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.atomic import atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint
@@ -412,42 +408,23 @@ def run_experiment(
 
     results_dir = out / "results"
     grid_run = run_grid(checkpoints, data.test, plan.grid, out_dir=results_dir, progress=progress)
-    previous = previous_sidecar(
-        results_dir
-    )  # the last invocation's, for reuse and accumulated time
-    evidence = grid_evidence(grid_run, checkpoints, plan.grid)
-    evidence.update(
-        evaluation_evidence(
-            grid_run,
-            checkpoints,
-            data.test,
-            plan.grid,
-            plan.protocol,
-            [s.name for s in plan.grid.attacks],
-            previous_masking=previous.get("masking"),
-        )
-    )
-    invariants = evidence["invariants"]
-    sidecar = {
-        "command": command,
-        "experiment": plan.name,
-        "config": plan.config,
+    finished = finish_run(
+        results_dir,
+        grid_run,
+        checkpoints,
+        data.test,
+        plan.grid,
+        plan.protocol,
+        header={"experiment": plan.name, "config": plan.config},
         # The seeds that matter: training (data subset, order, init) and each attack's own.
-        "seeds": {"train": first.train.seed, "attack": evidence.pop("attack_seeds")},
-        "evaluation_subset": {data.info.name: evaluation_subset_record(data.test, plan.grid.limit)},
-        **evidence,
-        # accumulated over resumed runs (evaluations.record.compute_time), not this invocation only
-        **run_timing(previous, grid_run, checkpoints, time.perf_counter() - t0, command, evidence),
-    }
-    # Under torchrun only rank 0 writes; every rank returns the same outcome.
-    md, html = results_dir / "report.md", results_dir / "report.html"
-    if rdist.is_main():
-        sidecar["distributed"] = rdist.run_description()
-        write_sidecar(results_dir, sidecar)
-        plot_all(results_dir)
-        md, html = write_report(results_dir, command=command)
-    rdist.barrier()
-    failed = [k for k, v in invariants.items() if not v.get("passed", False)]
+        seeds={"train": first.train.seed},
+        evaluation_subset={data.info.name: evaluation_subset_record(data.test, plan.grid.limit)},
+        t0=t0,
+        command=command,
+    )
+    failed = [k for k, v in finished.invariants.items() if not v.get("passed", False)]
     if failed:
         logger.warning("invariant checks FAILED: %s (see the report)", ", ".join(failed))
+    md = finished.report_md or results_dir / "report.md"
+    html = finished.report_html or results_dir / "report.html"
     return ExperimentOutcome(out, results_dir, html, md, grid_run, time.perf_counter() - t0)
