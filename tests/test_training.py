@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-import robustbench_sparse.training.loop as training_module
+import robustbench_sparse.training.epoch as training_module
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model_for
 from robustbench_sparse.sparsity import Granularity, SparsityConfig, kept_per_group

@@ -4,7 +4,9 @@ Modules: :mod:`~robustbench_sparse.training.config` (:class:`TrainConfig` and de
 :mod:`~robustbench_sparse.training.optim` (optimizer, LR schedule),
 :mod:`~robustbench_sparse.training.data` (validation hold-out, per-epoch loader, DDP layout),
 :mod:`~robustbench_sparse.training.evaluation` (clean and robust accuracy),
-:mod:`~robustbench_sparse.training.loop` (:func:`fit`).
+:mod:`~robustbench_sparse.training.records` (history, result, checkpoint callbacks),
+:mod:`~robustbench_sparse.training.epoch` (one training epoch),
+:mod:`~robustbench_sparse.training.loop` (:func:`fit` and its named steps).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from robustbench_sparse.training.config import (
 )
 from robustbench_sparse.training.data import ValidationSplit, distributed_layout, validation_split
 from robustbench_sparse.training.evaluation import evaluate, evaluate_all, robust_accuracy_all
-from robustbench_sparse.training.loop import Checkpointer, EpochRecord, TrainResult, fit
+from robustbench_sparse.training.loop import fit
 from robustbench_sparse.training.optim import build_optimizer, lr_factor
+from robustbench_sparse.training.records import Checkpointer, EpochRecord, TrainResult
 
 __all__ = [
     "Checkpointer",
