@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from robustbench_sparse.sparsity.base import LossFn, PrunedLayer, Sparsifier, TrainingContext
 from robustbench_sparse.sparsity.config import (
     FilterNorm,
     LayerDistribution,
@@ -22,17 +23,22 @@ from robustbench_sparse.sparsity.methods import (
 from robustbench_sparse.sparsity.report import LayerSparsity, SparsityReport, sparsity_report
 from robustbench_sparse.sparsity.schedule import cubic_sparsity, epochs_to_steps
 from robustbench_sparse.sparsity.selection import select_layers
-from robustbench_sparse.sparsity.sparsifier import CampfireSparsifier
+from robustbench_sparse.sparsity.sparsifier import CampfireSparsifier, GradualSparsifier
 
 __all__ = [
     "CampfireSparsifier",
     "FilterNorm",
+    "GradualSparsifier",
     "Granularity",
     "LayerDistribution",
     "LayerSparsity",
+    "LossFn",
+    "PrunedLayer",
     "PruningMethod",
+    "Sparsifier",
     "SparsityConfig",
     "SparsityReport",
+    "TrainingContext",
     "achievable_sparsity",
     "calibration_batches",
     "combined_counts",

@@ -1,8 +1,9 @@
-"""One training epoch: seeded batches, forward/backward (clean or adversarial), sparsifier steps.
+"""One training epoch: seeded batches, forward/backward (clean or adversarial), sparsifier hooks.
 
 :func:`train_one_epoch` runs the optimizer over one epoch's batches of a :class:`TrainingRun`
-and returns the epoch's summed losses and counts (all-reduced under DDP); the sparsifier is
-stepped after every optimizer step (HYDRA learns its scores first when they are due).
+and returns the epoch's summed losses and counts (all-reduced under DDP). The sparsifier's
+:meth:`~robustbench_sparse.sparsity.Sparsifier.on_batch_start` hook runs before every step and
+:meth:`~robustbench_sparse.sparsity.Sparsifier.step` after it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from robustbench_sparse import distributed as rdist
 from robustbench_sparse.adversarial import AdversarialConfig, robust_loss
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.progress import progress_bar
-from robustbench_sparse.sparsity import CampfireSparsifier, calibration_batches
+from robustbench_sparse.sparsity import Sparsifier, TrainingContext
 from robustbench_sparse.training.config import TrainConfig
 from robustbench_sparse.training.data import train_loader
 from robustbench_sparse.training.records import BestEpochs, Checkpointer, EpochRecord
@@ -30,7 +31,7 @@ __all__ = ["EpochTotals", "MaskSync", "TrainingRun", "share_rank0_masks", "train
 class MaskSync:
     """Verifies the masks across ranks whenever the sparsifier recomputed or loaded them."""
 
-    def __init__(self, sparsifier: CampfireSparsifier | None) -> None:
+    def __init__(self, sparsifier: Sparsifier | None) -> None:
         self.sparsifier = sparsifier
         self.seen = -1
         self.verified = 0
@@ -45,7 +46,7 @@ class MaskSync:
             self.verified += 1
 
 
-def share_rank0_masks(sparsifier: CampfireSparsifier) -> None:
+def share_rank0_masks(sparsifier: Sparsifier) -> None:
     """Under DDP, make every rank load rank 0's sparsifier state (masks scored on a GPU need
     not be bitwise equal across ranks). A no-op in a single process."""
     if rdist.is_distributed():
@@ -71,8 +72,9 @@ class TrainingRun:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     criterion: nn.Module
-    sparsifier: CampfireSparsifier | None
+    sparsifier: Sparsifier | None
     mask_sync: MaskSync
+    context: TrainingContext
     checkpointer: Checkpointer | None
     progress: bool
     history: list[EpochRecord] = field(default_factory=list)
@@ -161,30 +163,6 @@ def _train_step(
     return loss, logits, logits_adv
 
 
-def _learn_hydra_scores(run: TrainingRun) -> None:
-    """HYDRA's prune phase (:class:`~robustbench_sparse.sparsity.HydraSparsifier`) inside ``fit``.
-
-    The scores are learned with the run's own training loss (its adversarial method at the full
-    budget, or the cross-entropy for standard training) on seeded, unsharded training batches;
-    under DDP rank 0's masks are broadcast (GPU scoring need not be bitwise equal across ranks).
-    """
-    config, adv, device = run.config, run.adv, run.device
-    assert run.sparsifier is not None
-
-    def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if adv is None:
-            return nn.functional.cross_entropy(net(x), y, label_smoothing=config.label_smoothing)
-        return robust_loss(net, x, y, adv, adv.eps, label_smoothing=config.label_smoothing).loss
-
-    def passes(k: int) -> Any:
-        return calibration_batches(
-            run.train_set, batch_size=config.batch_size, seed=config.seed * 7919 + k, device=device
-        )
-
-    run.sparsifier.learn_scores(run.model, passes, loss_fn, seed=config.seed)  # type: ignore[attr-defined]
-    share_rank0_masks(run.sparsifier)
-
-
 def train_one_epoch(run: TrainingRun, epoch: int) -> EpochTotals:
     """Train over epoch ``epoch`` (0-based); the totals are summed over all ranks.
 
@@ -209,8 +187,8 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> EpochTotals:
     )
     for i, (x, y) in enumerate(bar):
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-        if sparsifier is not None and getattr(sparsifier, "scores_due", False):
-            _learn_hydra_scores(run)
+        if sparsifier is not None and sparsifier.on_batch_start(run.context):
+            share_rank0_masks(sparsifier)
             run.mask_sync.check()
         loss, logits, logits_adv = _train_step(run, x, y, epoch * run.steps_per_epoch + i, totals)
         if sparsifier is not None:
@@ -219,6 +197,9 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> EpochTotals:
         postfix = totals.add(loss, logits, logits_adv, y)
         postfix["sparsity"] = f"{sparsifier.current_sparsity:.2f}" if sparsifier else "0"
         bar.set_postfix(postfix)
+    if sparsifier is not None:
+        sparsifier.on_epoch_end(epoch)
+        run.mask_sync.check()
     if rdist.is_distributed():
         totals.all_reduce()
         # DDP broadcasts buffers before each forward, so the last batch left every rank

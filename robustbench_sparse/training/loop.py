@@ -1,9 +1,9 @@
 """Training loop: dense or Campfire-sparse, seeded, resumable, with per-epoch history.
 
 ``fit`` owns the optimisation only: the sparsity logic lives in the sparsifier (a
-:class:`~robustbench_sparse.sparsity.CampfireSparsifier` or a subclass) and the file
+:class:`~robustbench_sparse.sparsity.Sparsifier`, reached only through its hooks) and the file
 format in :mod:`robustbench_sparse.checkpoint`. Its named steps: set up the run (hold-out,
-placement, sparsifier, optimizer), restore a saved state, calibrate GraSP, then per epoch
+placement, sparsifier, optimizer), restore a saved state, start the sparsifier, then per epoch
 :func:`~robustbench_sparse.training.epoch.train_one_epoch`, evaluate, select the best epochs and
 save; finally freeze what is left and evaluate once more.
 
@@ -41,13 +41,15 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from robustbench_sparse import distributed as rdist
-from robustbench_sparse.adversarial import AdversarialConfig
+from robustbench_sparse.adversarial import AdversarialConfig, robust_loss
 from robustbench_sparse.datasets import DatasetSplits
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.sparsity import (
-    CampfireSparsifier,
+    LossFn,
+    Sparsifier,
     SparsityConfig,
+    TrainingContext,
     calibration_batches,
     create_sparsifier,
 )
@@ -102,7 +104,7 @@ def fit(
     model = _place_model(model, config, layout, device)
     # The sparsifier holds the unwrapped model's parameters (names without a "module." prefix);
     # DDP shares those very Parameter objects, so masks applied here are what DDP trains.
-    sparsifier: CampfireSparsifier | None = None
+    sparsifier: Sparsifier | None = None
     if sparsity is not None and sparsity.target > 0:
         sparsifier = create_sparsifier(sparsity, steps_per_epoch)  # sparsity.method
         sparsifier.prepare(model)
@@ -129,19 +131,13 @@ def fit(
         criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
         sparsifier=sparsifier,
         mask_sync=mask_sync,
+        context=_training_context(model, train_set, config, adv, device),
         checkpointer=checkpointer,
         progress=progress,
     )
     if resume:
         _resume(run)
-    if sparsifier is not None and not sparsifier.frozen and hasattr(sparsifier, "calibrate"):
-        # Pruning at init from data (GraSP): score on a few seeded batches, same on every rank.
-        sparsifier.calibrate(
-            model,
-            calibration_batches(
-                train_set, batch_size=config.batch_size, seed=config.seed, device=device
-            ),
-        )
+    if sparsifier is not None and sparsifier.on_train_start(run.context):
         share_rank0_masks(sparsifier)  # GPU scoring need not be bitwise equal across ranks
     mask_sync.check()
     run.train_model = _wrap_ddp(model, device)
@@ -198,6 +194,35 @@ def _place_model(
         logger.info("sync_bn has no effect in a single process")
     model.to(device)
     return model
+
+
+def _training_loss(config: TrainConfig, adv: AdversarialConfig | None) -> LossFn:
+    """The run's training loss of a module on ``(x, y)``: its adversarial method at the full
+    budget, or the cross-entropy for standard training (label smoothing included)."""
+
+    def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if adv is None:
+            return nn.functional.cross_entropy(net(x), y, label_smoothing=config.label_smoothing)
+        return robust_loss(net, x, y, adv, adv.eps, label_smoothing=config.label_smoothing).loss
+
+    return loss_fn
+
+
+def _training_context(
+    model: nn.Module,
+    train_set: Dataset[Any],
+    config: TrainConfig,
+    adv: AdversarialConfig | None,
+    device: torch.device,
+) -> TrainingContext:
+    """What the sparsifier hooks may use: seeded unsharded batches (the same on every rank)."""
+
+    def batches(seed: int) -> Any:
+        return calibration_batches(
+            train_set, batch_size=config.batch_size, seed=seed, device=device
+        )
+
+    return TrainingContext(model, batches, _training_loss(config, adv), config.seed)
 
 
 def _resume(run: TrainingRun) -> None:
@@ -324,16 +349,8 @@ def _save_last(run: TrainingRun) -> None:
 
 def _finish(run: TrainingRun, split: ValidationSplit, seconds: float) -> TrainResult:
     """Freeze an unfinished schedule, evaluate the final model (eval mode), build the result."""
-    sp = run.sparsifier
-    if sp is not None and not sp.frozen:
-        logger.warning(
-            "training ended before the pruning schedule finished (end epoch %.2f > %d epochs); "
-            "freezing masks at sparsity %.3f",
-            sp.config.end,
-            run.config.epochs,
-            sp.current_sparsity,
-        )
-        sp.freeze()
+    if run.sparsifier is not None:
+        run.sparsifier.on_train_end(run.config.epochs)
     run.model.eval()
     _, test_correct, test_n = evaluate_all(run.model, run.test_set, device=run.device)
     run.layout["masks_verified"] = run.mask_sync.verified

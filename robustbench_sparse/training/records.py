@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from robustbench_sparse.sparsity import CampfireSparsifier
+from robustbench_sparse.sparsity import Sparsifier
 
 __all__ = ["BestEpochs", "Checkpointer", "EpochRecord", "TrainResult"]
 
@@ -40,7 +40,7 @@ class TrainResult:
 
     model: nn.Module
     history: list[EpochRecord]
-    sparsifier: CampfireSparsifier | None
+    sparsifier: Sparsifier | None
     test_accuracy: float
     test_correct: int
     test_n: int

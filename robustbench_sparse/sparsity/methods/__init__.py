@@ -1,16 +1,19 @@
 """Pluggable pruning methods behind the one sparsifier interface (``prepare`` / ``step`` / ...).
 
 :func:`create_sparsifier` maps ``SparsityConfig.method`` to its sparsifier; every one is a
-:class:`CampfireSparsifier` (subclass), so ``fit``, checkpoints and reports treat them alike:
+:class:`~robustbench_sparse.sparsity.base.Sparsifier` subclass, so ``fit``, checkpoints and
+reports treat them alike, reaching method-specific steps only through the base's hooks:
 
 - ``campfire``: :class:`CampfireSparsifier` (structured gradual magnitude pruning).
-- ``gmp``: :class:`GMPSparsifier` (Zhu & Gupta, unstructured, layer-wise).
+- ``gmp``: :class:`GMPSparsifier` (Zhu & Gupta, unstructured, layer-wise; Campfire's
+  unstructured masks under its own name).
 - ``random``: :class:`RandomSparsifier` (random masks at init, uniform / ERK; Liu et al. 2022).
-- ``grasp``: :class:`GraspSparsifier` (GraSP at init; Wang et al. 2020). Needs
-  ``calibrate(model, batches)`` before training (``fit`` calls it).
+- ``grasp``: :class:`GraspSparsifier` (GraSP at init; Wang et al. 2020): its
+  ``on_train_start`` hook runs ``calibrate(model, batches)`` before training.
 - ``filter``: :class:`FilterSparsifier` (gradual whole-filter pruning with BatchNorm masked).
 - ``hydra``: :class:`HydraSparsifier` (HYDRA, Sehwag et al. 2020: scores learned with the robust
-  loss at epoch ``start``, weights frozen; ``fit`` calls ``learn_scores`` when ``scores_due``).
+  loss at epoch ``start``, weights frozen; its ``on_batch_start`` hook runs ``learn_scores``
+  when ``scores_due``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from robustbench_sparse.sparsity.base import Sparsifier
 from robustbench_sparse.sparsity.config import PruningMethod, SparsityConfig
 from robustbench_sparse.sparsity.methods.filter import (
     FilterSparsifier,
@@ -35,7 +39,7 @@ from robustbench_sparse.sparsity.methods.hydra import HydraSparsifier
 from robustbench_sparse.sparsity.methods.random import RandomSparsifier
 from robustbench_sparse.sparsity.sparsifier import CampfireSparsifier
 
-_CLASSES: dict[PruningMethod, type[CampfireSparsifier]] = {
+_CLASSES: dict[PruningMethod, type[Sparsifier]] = {
     PruningMethod.CAMPFIRE: CampfireSparsifier,
     PruningMethod.GMP: GMPSparsifier,
     PruningMethod.RANDOM: RandomSparsifier,
@@ -45,15 +49,15 @@ _CLASSES: dict[PruningMethod, type[CampfireSparsifier]] = {
 }
 
 
-def create_sparsifier(config: SparsityConfig, steps_per_epoch: int) -> CampfireSparsifier:
-    """The sparsifier of ``config.method`` (a :class:`CampfireSparsifier` or a subclass)."""
+def create_sparsifier(config: SparsityConfig, steps_per_epoch: int) -> Sparsifier:
+    """The sparsifier of ``config.method`` (a :class:`~robustbench_sparse.sparsity.base.Sparsifier`)."""
     return _CLASSES[config.method](config, steps_per_epoch)
 
 
 def calibration_batches(
     dataset: Dataset[Any], *, batch_size: int, seed: int, device: torch.device
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Seeded shuffled training batches on ``device`` for methods that score at init (GraSP).
+    """Seeded shuffled training batches on ``device`` for methods that score from data (GraSP, HYDRA).
 
     Not sharded under DDP: every rank sees the same batches, so every rank computes the same masks.
     """

@@ -1,29 +1,21 @@
-"""Shared base of the pruning-at-initialization methods (``random``, ``grasp``)."""
+"""Shared base of the pruning-at-initialization methods (``random``, ``grasp``, ``hydra``)."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from robustbench_sparse.sparsity.sparsifier import CampfireSparsifier
+from robustbench_sparse.sparsity.base import Sparsifier
 
 
-class PruneAtInitSparsifier(CampfireSparsifier):
-    """A sparsifier whose masks are set once, before training, and frozen immediately.
+class PruneAtInitSparsifier(Sparsifier):
+    """A sparsifier whose masks are set once, as a whole, and frozen immediately.
 
-    The schedule fields of the config (``initial``, ``start``, ``end``, ``update_every``) are
-    ignored: :meth:`_due` is never true. Subclasses compute the masks and call :meth:`_install`.
-    Everything else (gradient hooks, re-applying masks after every step, zeroing optimizer state,
-    ``state_dict``) is the Campfire machinery unchanged.
+    The schedule fields of the config (``initial``, ``end``, ``update_every``) are ignored:
+    :meth:`mask_update_due` is never true. Subclasses compute the masks and call
+    :meth:`_install`. Everything else (gradient hooks, re-applying masks after every step,
+    zeroing optimizer state, ``state_dict``) is the :class:`Sparsifier` machinery.
     """
 
-    def _due(self, t: int) -> bool:
-        return False
-
-    def _install(self, masks: dict[str, Tensor]) -> None:
-        """Set every layer's mask, freeze, and zero the pruned weights."""
-        for name, mask in masks.items():
-            self._set_mask(name, mask)
-        self._sparsity = self.config.target
-        self._updates += 1
-        self._frozen = True
-        self.apply_masks()
+    def _install(self, masks: dict[str, Tensor], sparsity: float | None = None) -> None:
+        """Set every layer's mask at the target sparsity, freeze, and zero the pruned weights."""
+        super()._install(masks, self.config.target if sparsity is None else sparsity)

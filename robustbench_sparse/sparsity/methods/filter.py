@@ -34,12 +34,12 @@ import logging
 
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.sparsity.base import PrunedLayer
 from robustbench_sparse.sparsity.config import FilterNorm, PruningMethod, SparsityConfig
 from robustbench_sparse.sparsity.masks import _keep_top, kept_per_group
-from robustbench_sparse.sparsity.sparsifier import CampfireSparsifier, _GradMask
+from robustbench_sparse.sparsity.sparsifier import GradualSparsifier
 
 logger = logging.getLogger(__name__)
 
@@ -95,87 +95,49 @@ def filter_mask(
     return keep.reshape(n_filters, 1, 1, 1).expand(weight.shape).clone()
 
 
-class FilterSparsifier(CampfireSparsifier):
+class FilterSparsifier(GradualSparsifier):
     """Gradual whole-filter pruning of the selected convs; the consuming BatchNorm is masked too."""
 
     def __init__(self, config: SparsityConfig, steps_per_epoch: int) -> None:
         if config.method is not PruningMethod.FILTER:
             raise ValueError(f"FilterSparsifier needs method 'filter', got {config.method.value!r}")
         super().__init__(config, steps_per_epoch)
-        # conv weight name -> [(extra parameter, its float (K,) mask)]: conv bias, BN weight/bias
-        self._extras: dict[str, list[tuple[Tensor, Tensor]]] = {}
-        self._extra_hooks: list[RemovableHandle] = []
         self.bn_of: dict[str, str | None] = {}  # conv weight name -> BN module name (or None)
 
-    def _select_layers(self, model: nn.Module) -> list[str]:
+    def select_layers(self, model: nn.Module) -> list[str]:
+        """The configured selection narrowed to ``Conv2d`` weights (Linear layers stay dense)."""
         modules = dict(model.named_modules())
-        names = super()._select_layers(model)
+        names = super().select_layers(model)
         convs = [n for n in names if isinstance(modules.get(n.rsplit(".", 1)[0]), nn.Conv2d)]
         skipped = sorted(set(names) - set(convs))
         if skipped:
             logger.info("filter pruning skips non-conv layers: %s", ", ".join(skipped))
         return convs
 
-    def prepare(self, model: nn.Module) -> None:
-        """Find each conv's BatchNorm, register the extra masks, then prepare as Campfire."""
+    def channel_params(self, model: nn.Module, name: str) -> list[Tensor]:
+        """The conv's bias and the affine parameters of the BatchNorm that reads its output."""
         modules = dict(model.named_modules())
-        pairs = conv_bn_pairs(model)
-        for name in self._select_layers(model):
-            module_name = name.rsplit(".", 1)[0]
-            conv = modules[module_name]
-            assert isinstance(conv, nn.Conv2d)
-            extras: list[Tensor] = [] if conv.bias is None else [conv.bias]
-            bn_name = pairs.get(module_name)
-            self.bn_of[name] = bn_name
-            if bn_name is None:
-                logger.warning(
-                    "filter pruning %s: no BatchNorm2d found after it; only the conv weight "
-                    "(and bias) are masked",
-                    module_name,
-                )
-            else:
-                bn = modules[bn_name]
-                assert isinstance(bn, nn.BatchNorm2d)
-                extras += [p for p in (bn.weight, bn.bias) if p is not None]
-            self._extras[name] = []
-            for param in extras:
-                fmask = torch.ones_like(param)
-                self._extras[name].append((param, fmask))
-                self._extra_hooks.append(param.register_hook(_GradMask(fmask)))
-        super().prepare(model)
+        module_name = name.rsplit(".", 1)[0]
+        conv = modules[module_name]
+        assert isinstance(conv, nn.Conv2d)
+        extras: list[Tensor] = [] if conv.bias is None else [conv.bias]
+        bn_name = conv_bn_pairs(model).get(module_name)
+        self.bn_of[name] = bn_name
+        if bn_name is None:
+            logger.warning(
+                "filter pruning %s: no BatchNorm2d found after it; only the conv weight "
+                "(and bias) are masked",
+                module_name,
+            )
+        else:
+            bn = modules[bn_name]
+            assert isinstance(bn, nn.BatchNorm2d)
+            extras += [p for p in (bn.weight, bn.bias) if p is not None]
+        return extras
 
-    def _compute_layer_mask(self, name: str, param: Tensor, sparsity: float) -> Tensor:
-        return filter_mask(param, sparsity, self.config.filter_norm, previous=self._masks[name])
-
-    def _set_mask(self, name: str, mask: Tensor) -> None:
-        super()._set_mask(name, mask)
-        alive = self._masks[name].reshape(mask.shape[0], -1).any(dim=1)  # (K,)
-        for _, fmask in self._extras.get(name, []):
-            fmask.copy_(alive)
-
-    def apply_masks(self) -> None:
-        """Multiply conv weights, conv biases and the BatchNorm affine parameters by their masks."""
-        super().apply_masks()
-        with torch.no_grad():
-            for extras in self._extras.values():
-                for param, fmask in extras:
-                    param.mul_(fmask)
-
-    def remove_hooks(self) -> None:
-        """Remove all gradient hooks (conv weights and the extra parameters)."""
-        super().remove_hooks()
-        for handle in self._extra_hooks:
-            handle.remove()
-        self._extra_hooks.clear()
-
-    def _mask_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
-        super()._mask_optimizer_state(optimizer)
-        with torch.no_grad():
-            for extras in self._extras.values():
-                for param, fmask in extras:
-                    for value in (optimizer.state.get(param) or {}).values():
-                        if isinstance(value, Tensor) and value.shape == param.shape:
-                            value.mul_(fmask)
+    def update_mask(self, layer: PrunedLayer, sparsity: float) -> Tensor:
+        """Keep the ``kept_per_group(K, sparsity)`` filters of largest norm; dead ones stay dead."""
+        return filter_mask(layer.param, sparsity, self.config.filter_norm, previous=layer.mask)
 
 
 def _dead_channels(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tensor:

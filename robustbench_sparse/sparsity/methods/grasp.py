@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from robustbench_sparse.sparsity.allocation import kept_count
+from robustbench_sparse.sparsity.base import TrainingContext
 from robustbench_sparse.sparsity.config import PruningMethod, SparsityConfig
 from robustbench_sparse.sparsity.methods._base import PruneAtInitSparsifier
 
@@ -109,7 +110,7 @@ class GraspSparsifier(PruneAtInitSparsifier):
         A no-op when already frozen (e.g. the masks were restored from a checkpoint).
         """
         self._require_prepared()
-        if self._frozen or not self._params:
+        if self._frozen or not self._layers:
             return
         taken: list[Batch] = []
         for batch in batches:
@@ -120,12 +121,12 @@ class GraspSparsifier(PruneAtInitSparsifier):
             raise ValueError("GraSP calibration needs at least one batch")
         scorer = copy.deepcopy(model)
         scorer.train()
-        scores = grasp_scores(scorer, list(self._params), taken, self.config.grasp_temperature)
+        scores = grasp_scores(scorer, list(self._layers), taken, self.config.grasp_temperature)
         masks = global_keep_masks(scores, self.config.target)
         for name, mask in masks.items():
             if not bool(mask.any()):
                 logger.warning("GraSP pruned layer %s entirely", name)
-        self._install({n: m.to(self._params[n].device) for n, m in masks.items()})
+        self._install({n: m.to(self._layers[n].param.device) for n, m in masks.items()})
         logger.info(
             "GraSP: %d layers scored on %d batch(es), layer densities %s",
             len(masks),
@@ -133,8 +134,15 @@ class GraspSparsifier(PruneAtInitSparsifier):
             ", ".join(f"{float(m.float().mean()):.3f}" for m in masks.values()),
         )
 
+    def on_train_start(self, context: TrainingContext) -> bool:
+        """Calibrate on the run's seeded batches unless the masks are already fixed (resume)."""
+        if self.frozen:
+            return False
+        self.calibrate(context.model, context.batches(context.seed))
+        return True
+
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """As :meth:`CampfireSparsifier.step`; GraSP must have been calibrated first."""
-        if self._params and not self._frozen:
+        """As :meth:`Sparsifier.step`; GraSP must have been calibrated first."""
+        if self._layers and not self._frozen:
             raise RuntimeError("GraspSparsifier.calibrate(model, batches) must run before training")
         super().step(optimizer)

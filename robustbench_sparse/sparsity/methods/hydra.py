@@ -10,7 +10,8 @@ keeps the ``k`` largest ``|s|`` of every layer and the gradient reaches ``s`` st
 ``m`` (``∂L/∂s = ∂L/∂(w ⊙ m) ⊙ w``), (3) *fine-tune* the kept weights with the mask fixed.
 
 In this project one ``fit`` run holds all three: epochs ``[0, start)`` are the dense (adversarial)
-pre-training, at the first optimizer step ``t >= epochs_to_steps(start)`` ``fit`` calls
+pre-training, at the first optimizer step ``t >= epochs_to_steps(start)`` the
+:meth:`HydraSparsifier.on_batch_start` hook (which ``fit`` calls before every step) runs
 :meth:`HydraSparsifier.learn_scores` with the run's own robust loss (the same
 :mod:`robustbench_sparse.adversarial` method and threat model, at the full budget) for
 ``hydra_score_epochs`` passes over the training set, and the remaining epochs fine-tune with the
@@ -48,14 +49,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from robustbench_sparse.sparsity.base import LossFn, TrainingContext
 from robustbench_sparse.sparsity.config import PruningMethod, SparsityConfig
 from robustbench_sparse.sparsity.masks import compute_mask
 from robustbench_sparse.sparsity.methods._base import PruneAtInitSparsifier
 
 logger = logging.getLogger(__name__)
-
-#: (module, x, y) -> scalar training loss; the module's forward is the scored sub-network.
-LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
 def initial_scores(weight: Tensor) -> Tensor:
@@ -101,7 +100,7 @@ class HydraSparsifier(PruneAtInitSparsifier):
     """HYDRA: masks from importance scores learned at epoch ``start``, fixed afterwards.
 
     Until :meth:`learn_scores` ran the model is dense (all-True masks, not frozen);
-    :attr:`scores_due` tells ``fit`` when to call it.
+    :meth:`on_batch_start` runs it as soon as :attr:`scores_due`.
     """
 
     def __init__(self, config: SparsityConfig, steps_per_epoch: int) -> None:
@@ -112,7 +111,23 @@ class HydraSparsifier(PruneAtInitSparsifier):
     @property
     def scores_due(self) -> bool:
         """True once the dense pre-training is over and the scores have not been learned yet."""
-        return not self.frozen and self.step_count >= self.start_step and bool(self._params)
+        return not self.frozen and self.step_count >= self.start_step and bool(self._layers)
+
+    def on_batch_start(self, context: TrainingContext) -> bool:
+        """Learn the scores (and fix the masks) at the first step of epoch ``start``.
+
+        The passes read the run's seeded batches (pass ``k`` seeded ``seed * 7919 + k``) and
+        the run's own training loss; True when the masks were set here.
+        """
+        if not self.scores_due:
+            return False
+        seed = context.seed
+
+        def passes(k: int) -> Iterable[tuple[Tensor, Tensor]]:
+            return context.batches(seed * 7919 + k)
+
+        self.learn_scores(context.model, passes, context.loss, seed=seed)
+        return True
 
     def learn_scores(
         self,
@@ -130,7 +145,7 @@ class HydraSparsifier(PruneAtInitSparsifier):
         seeded with ``seed``, so the learned masks are reproducible and resumable.
         """
         epochs = self.config.hydra_score_epochs
-        weights = {n: p.detach() for n, p in self._params.items()}
+        weights = {n: p.detach() for n, p in self.weights.items()}
         scores = {n: initial_scores(w).requires_grad_(True) for n, w in weights.items()}
         target = self.config.target
 

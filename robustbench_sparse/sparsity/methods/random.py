@@ -50,9 +50,10 @@ class RandomSparsifier(PruneAtInitSparsifier):
     @property
     def layer_densities(self) -> dict[str, float]:
         """The density allocated to each pruned layer (from the shapes and the config)."""
-        names = list(self._params)
+        weights = self.weights
+        names = list(weights)
         densities = layer_densities(
-            [tuple(self._params[n].shape) for n in names],
+            [tuple(weights[n].shape) for n in names],
             self.config.target,
             self.config.random_distribution,
         )
@@ -61,8 +62,8 @@ class RandomSparsifier(PruneAtInitSparsifier):
     def prepare(self, model: nn.Module) -> None:
         """Select the layers, then draw and freeze the random masks."""
         super().prepare(model)
-        if not self._params:
+        if not self._layers:
             return
         self.mask_seed = int(torch.randint(0, 2**62, (1,)).item())
         generator = torch.Generator().manual_seed(self.mask_seed)
-        self._install(random_masks(self._params, self.layer_densities, generator))
+        self._install(random_masks(self.weights, self.layer_densities, generator))
