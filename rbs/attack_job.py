@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +26,16 @@ from evaluations.engine.protocols import Protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig, validate_epsilons
 from rbs.finish import finish_run
 from robustbench_sparse import distributed as rdist
-from robustbench_sparse.atomic import atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
 from robustbench_sparse.config import to_jsonable
 from robustbench_sparse.datasets import evaluation_subset_record, load_split
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.outdir import ATTACK_RULES, prepare_output_dir
 
 logger = logging.getLogger(__name__)
 
-REQUEST_FILE = "request.json"
+REQUEST_FILE = str(ATTACK_RULES.marker)
 
 
 @dataclass(frozen=True)
@@ -119,29 +118,10 @@ class AttackRunOutcome:
 
 
 def prepare_results_dir(out: Path, fingerprint: str, *, overwrite: bool, resume: bool) -> None:
-    """Apply the output rules (see the module docstring)."""
-    marker = out / REQUEST_FILE
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        else:
-            same = False
-            if marker.is_file():
-                try:
-                    same = json.loads(marker.read_text()).get("fingerprint") == fingerprint
-                except (OSError, ValueError):
-                    same = False
-            if not same and not (resume and marker.is_file()):
-                raise UserError(
-                    f"output directory {str(out)!r} already exists and holds a different run; "
-                    "pass --resume to continue it (finished cells are reused), --overwrite to "
-                    "replace it, or choose another --out"
-                )
-            logger.info("resuming the run in %s (finished cells are reused)", out)
-            if same:
-                return
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, json.dumps({"fingerprint": fingerprint}, indent=2) + "\n")
+    """Apply the output rules (:data:`~robustbench_sparse.outdir.ATTACK_RULES`)."""
+    prepare_output_dir(
+        out, ATTACK_RULES, overwrite=overwrite, resume=resume, fingerprint=fingerprint
+    )
 
 
 def load_request_checkpoints(request: AttackRunRequest) -> list[LoadedCheckpoint]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -30,19 +29,19 @@ from evaluations.engine.protocols import Protocol, get_protocol, identify, resol
 from evaluations.engine.spec import AttackSpec, GridConfig, validate_epsilons
 from rbs.finish import finish_run
 from robustbench_sparse import distributed as rdist
-from robustbench_sparse.atomic import atomic_write_text
 from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.config import check_keys, load_toml, to_jsonable
 from robustbench_sparse.datasets import evaluation_subset_record, load_dataset
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
+from robustbench_sparse.outdir import RUN_RULES, prepare_output_dir
 from robustbench_sparse.sparsity import Granularity, PruningMethod
 from robustbench_sparse.train_job import TrainJob, job_with, run_train_job, train_job_from_config
 
 logger = logging.getLogger(__name__)
 
-EXPERIMENT_FILE = "experiment.json"
+EXPERIMENT_FILE = str(RUN_RULES.marker)
 _TOP_KEYS = [
     "name",
     "recipe",
@@ -307,36 +306,15 @@ def _with_target(sp: Any, target: float, granularity: Granularity | None) -> Any
 def prepare_experiment_dir(
     out: Path, plan: ExperimentPlan, *, overwrite: bool, resume: bool
 ) -> bool:
-    """Apply the output rules; returns True when resuming an earlier run of the same plan."""
-    marker = out / EXPERIMENT_FILE
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        else:
-            same = False
-            if marker.is_file():
-                try:
-                    same = json.loads(marker.read_text()).get("fingerprint") == plan.fingerprint()
-                except (OSError, ValueError):
-                    same = False
-            if resume and marker.is_file() and not same:
-                raise UserError(
-                    f"{str(out)!r} holds a different experiment (config changed); "
-                    "use another --out or pass --overwrite"
-                )
-            if not same:
-                raise UserError(
-                    f"output directory {str(out)!r} already exists and holds something else; "
-                    "pass --overwrite to replace it or choose another --out"
-                )
-            logger.info("resuming the experiment in %s", out)
-            return True
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        marker,
-        json.dumps({"fingerprint": plan.fingerprint(), "plan": plan.config}, indent=2) + "\n",
+    """Apply the output rules (:data:`~robustbench_sparse.outdir.RUN_RULES`); True: resuming."""
+    return prepare_output_dir(
+        out,
+        RUN_RULES,
+        overwrite=overwrite,
+        resume=resume,
+        fingerprint=plan.fingerprint(),
+        record={"plan": plan.config},
     )
-    return False
 
 
 @dataclass

@@ -12,7 +12,6 @@ nodes, ``out_dir`` must be on a filesystem every node sees).
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -38,6 +37,7 @@ from robustbench_sparse.datasets import DatasetSplits, dataset_info, load_datase
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model_for
+from robustbench_sparse.outdir import TRAIN_RULES, prepare_output_dir
 from robustbench_sparse.provenance import provenance
 from robustbench_sparse.sparsity import CampfireSparsifier, SparsityConfig, sparsity_report
 from robustbench_sparse.training import (
@@ -158,16 +158,8 @@ def is_finished(out_dir: str | Path) -> bool:
 
 
 def prepare_out_dir(out_dir: Path, *, overwrite: bool, resume: bool) -> None:
-    """Apply the output-directory rules (refuse to clobber without ``overwrite``)."""
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if overwrite:
-            shutil.rmtree(out_dir)
-        elif not resume:
-            raise UserError(
-                f"output directory {str(out_dir)!r} already exists and is not empty; "
-                "pass --overwrite to replace it or --resume to continue it"
-            )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Apply ``rbs train``'s output-directory rules (:data:`~robustbench_sparse.outdir.TRAIN_RULES`)."""
+    prepare_output_dir(out_dir, TRAIN_RULES, overwrite=overwrite, resume=resume)
 
 
 def run_train_job(
