@@ -62,9 +62,10 @@ from attacks.base import (
     FixedBudgetOutput,
 )
 from attacks.engine import EpsRun, ascent_direction, nested_grid
-from attacks.gradients import finite_gradient
+from attacks.gradients import input_gradient
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
 from attacks.params import check, check_apgd, check_n_target_classes, check_seed
+from attacks.tensors import generator, per_row
 
 __all__ = [
     "APGDCE",
@@ -121,19 +122,10 @@ def _loss_and_grad(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One forward+backward: logits (m, C), per-example loss (m,), its gradient wrt ``x``.
 
-    Non-finite gradient entries are made finite (:func:`attacks.gradients.finite_gradient`), as in
-    the grid engine, so one such pixel cannot turn an example's iterates into NaN.
+    Non-finite gradient entries are made finite (:func:`attacks.gradients.input_gradient`), as
+    in the grid engine, so one such pixel cannot turn an example's iterates into NaN.
     """
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        logits = model(xg)
-        values = loss(logits, y, target)
-        (grad,) = torch.autograd.grad(values.sum(), xg)  # sum: rows stay independent
-    return logits.detach(), values.detach(), finite_gradient(grad.detach())
-
-
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape((-1,) + (1,) * (like.ndim - 1))  # (m,) -> (m, 1, ..., 1)
+    return input_gradient(model, x, lambda logits: loss(logits, y, target))
 
 
 def boundary_start(x: Tensor, eps: Tensor, norm: Norm, gen: torch.Generator) -> Tensor:
@@ -143,7 +135,7 @@ def boundary_start(x: Tensor, eps: Tensor, norm: Norm, gen: torch.Generator) -> 
     else:
         t = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
     scale = eps / (perturbation_norm(t, norm) + 1e-12)  # (m,)
-    return clip_to_ball(x + t * _bcast(scale, x), x, eps, norm)
+    return clip_to_ball(x + t * per_row(scale, x), x, eps, norm)
 
 
 @dataclass
@@ -254,7 +246,7 @@ def apgd_run(
         a = 1.0 if i == 0 else MOMENTUM
         adv, xa, ea = st["adv"], st["x"], st["eps"]
         z = clip_to_ball(
-            adv + _bcast(st["step"], adv) * ascent_direction(st["grad"], norm), xa, ea, norm
+            adv + per_row(st["step"], adv) * ascent_direction(st["grad"], norm), xa, ea, norm
         )
         nxt = clip_to_ball(adv + a * (z - adv) + (1 - a) * (adv - st["old"]), xa, ea, norm)
         logits, cur, grad = _loss_and_grad(model, nxt, st["y"], st.get("target"), loss)
@@ -324,7 +316,7 @@ class _APGDBase(Attack):
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
     ) -> FixedBudgetOutput:
-        gen = _generator(self.seed, x.device)
+        gen = generator(self.seed, x.device)
         with torch.no_grad():
             n_classes = int(model(x[:1]).shape[1])
         if n_classes < self.min_classes:
@@ -431,15 +423,6 @@ class _APGDBase(Attack):
 
     def _target(self, model: nn.Module, x: Tensor, rank: int, forwards: list[int]) -> Tensor | None:
         return None
-
-
-def _generator(seed: int | None, device: torch.device) -> torch.Generator:
-    gen = torch.Generator(device=device)
-    if seed is None:
-        gen.seed()  # non-deterministic, without touching the global RNG
-    else:
-        gen.manual_seed(seed)
-    return gen
 
 
 _LOSSES: dict[str, Loss] = {

@@ -51,6 +51,7 @@ from attacks.contracts import (
 from attacks.guard import frozen_eval, seeded
 from attacks.norms import Norm, perturbation_norm, verify_adversarials
 from attacks.params import AttackConfigError
+from attacks.tensors import expand_like
 from attacks.wrappers import CastInputs
 
 __all__ = [
@@ -245,7 +246,7 @@ class Attack(ABC):
                 norm_t, best, grad_evals = self._minimum_norm(model, x[todo], y[todo], eps)
                 min_norm[todo] = norm_t.float()
                 for k, e in enumerate(eps):
-                    take = _expand(norm_t <= e, best)  # inf never passes
+                    take = expand_like(norm_t <= e, best)  # inf never passes
                     adversarials[k, todo] = torch.where(take, best, x[todo])
 
         # Verify every adversarial before counting it, then re-classify it.
@@ -262,13 +263,13 @@ class Attack(ABC):
                     n,
                     e,
                 )
-                adversarials[k] = torch.where(_expand(ok, x), adversarials[k], x)
+                adversarials[k] = torch.where(expand_like(ok, x), adversarials[k], x)
                 verified[k] = ok
         predictions = torch.stack([_predict(model, adversarials[k]) for k in range(k_eps)])
         success = verified & (predictions != y)  # (K, N)
         # Clean-misclassified examples: adversarial = x is a verified success at every eps.
         # Not broken: the adversarial is x itself (the documented contract, for every kind).
-        adversarials = torch.where(_expand(success, adversarials), adversarials, x.unsqueeze(0))
+        adversarials = torch.where(expand_like(success, adversarials), adversarials, x.unsqueeze(0))
         predictions = torch.where(success, predictions, y.unsqueeze(0))
         norms = torch.stack(
             [perturbation_norm(adversarials[k] - x, self.norm) for k in range(k_eps)]
@@ -301,7 +302,7 @@ class Attack(ABC):
                 break
             new, more, _ = self._run_fixed(model, x[rem], y[rem], eps)  # (K, m, ...)
             evals += more
-            keep = _expand(broken[:, rem], new)
+            keep = expand_like(broken[:, rem], new)
             adv[:, rem] = torch.where(keep, adv[:, rem], new)
         return adv, evals, details
 
@@ -346,19 +347,13 @@ class Attack(ABC):
         best = out.adversarials.detach().to(x.dtype)
         flat = best.reshape(best.shape[0], -1)
         ok = (torch.isfinite(flat) & (flat >= 0) & (flat <= 1)).all(dim=1)
-        ok &= _predict(model, torch.where(_expand(ok, x), best, x)) != y
+        ok &= _predict(model, torch.where(expand_like(ok, x), best, x)) != y
         if out.found is not None:
             ok &= out.found.to(ok.device)
-        best = torch.where(_expand(ok, x), best, x)
+        best = torch.where(expand_like(ok, x), best, x)
         dist = perturbation_norm(best.double() - x.double(), self.norm)  # (n,) float64
         dist = torch.where(ok, dist, torch.full_like(dist, math.inf))
         return dist, best, out.grad_evals
-
-
-def _expand(mask: Tensor, like: Tensor) -> Tensor:
-    """Reshape a mask (..., n) to broadcast against ``like`` (..., n, C, H, W)."""
-    extra = like.ndim - mask.ndim
-    return mask.reshape(tuple(mask.shape) + (1,) * extra)
 
 
 def _labels(logits: Tensor) -> Tensor:

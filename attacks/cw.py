@@ -13,6 +13,7 @@ from attacks.base import Attack, AttackKind, MinimumNormOutput
 from attacks.config import CWParams
 from attacks.gradients import finite_gradient
 from attacks.norms import Norm, perturbation_norm
+from attacks.tensors import per_row
 
 __all__ = ["NativeCW"]
 
@@ -84,7 +85,7 @@ class NativeCW(CWParams, Attack):
                     dist = perturbation_norm(x_adv - x, Norm.L2)
                     better = is_adv & (dist < best_norm)
                     best_norm = torch.where(better, dist, best_norm)
-                    best = torch.where(better.reshape((-1,) + (1,) * (x.ndim - 1)), x_adv, best)
+                    best = torch.where(per_row(better, x), x_adv, best)
 
                 if self.abort_early and step % check_every == 0:
                     value = float(loss.detach())

@@ -29,11 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks.gradients import finite_gradient
+from attacks.gradients import logits_and_gradient
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
+from attacks.tensors import per_row
 
 __all__ = [
     "EpsRun",
@@ -45,38 +45,18 @@ __all__ = [
 ]
 
 
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape((-1,) + (1,) * (like.ndim - 1))  # (M,) -> (M, 1, ..., 1)
-
-
 def random_start(x: Tensor, eps: Tensor, norm: Norm) -> Tensor:
     """Uniform random point of the eps ball around ``x`` (M, ...), eps (M,); clipped to [0, 1]."""
     if norm is Norm.LINF:
-        delta = (torch.rand_like(x) * 2 - 1) * _bcast(eps, x)
+        delta = (torch.rand_like(x) * 2 - 1) * per_row(eps, x)
     else:
         # Uniform in the L2 ball: Gaussian direction, radius eps · U^(1/d).
         direction = torch.randn_like(x)
-        direction = direction / _bcast(perturbation_norm(direction, Norm.L2).clamp_min(1e-12), x)
+        direction = direction / per_row(perturbation_norm(direction, Norm.L2).clamp_min(1e-12), x)
         d = x[0].numel()
         radius = eps * torch.rand(x.shape[0], dtype=x.dtype, device=x.device) ** (1.0 / d)
-        delta = direction * _bcast(radius, x)
+        delta = direction * per_row(radius, x)
     return clip_to_ball(x + delta, x, eps, norm)
-
-
-def logits_and_gradient(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """One forward+backward: logits (M, classes) and the gradient of the summed CE wrt ``x``.
-
-    Sum reduction keeps each example's gradient independent of the batch (and of which other
-    examples are still in it); only the input gets a gradient, no parameter ``.grad`` is written.
-    NaN / inf gradient entries are made finite (:func:`attacks.gradients.finite_gradient`), so they
-    never reach an iterate.
-    """
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        logits = model(xg)
-        loss = F.cross_entropy(logits, y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, xg)
-    return logits.detach(), finite_gradient(grad.detach())
 
 
 def ascent_direction(grad: Tensor, norm: Norm) -> Tensor:
@@ -87,7 +67,7 @@ def ascent_direction(grad: Tensor, norm: Norm) -> Tensor:
     if norm is Norm.LINF:
         return grad.sign()
     g_norm = perturbation_norm(grad, Norm.L2).clamp_min(1e-12)
-    return grad / _bcast(g_norm, grad)
+    return grad / per_row(g_norm, grad)
 
 
 @dataclass
@@ -140,7 +120,7 @@ def pgd_early_stop(
                 xa, ya, ea, sa = xa[keep], ya[keep], ea[keep], sa[keep]
                 if active.numel() == 0:
                     break
-        adv = clip_to_ball(adv + _bcast(sa, adv) * ascent_direction(grad, norm), xa, ea, norm)
+        adv = clip_to_ball(adv + per_row(sa, adv) * ascent_direction(grad, norm), xa, ea, norm)
     if active.numel() > 0:
         out[active] = adv
         with torch.no_grad():

@@ -43,9 +43,10 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import Attack, AttackKind, MinimumNormOutput
-from attacks.gradients import finite_gradient
+from attacks.gradients import finite_gradient, input_gradient
 from attacks.norms import Norm, perturbation_norm
 from attacks.params import check, check_n_target_classes, check_positive_int, check_seed, is_number
+from attacks.tensors import generator_or_global, per_row
 
 __all__ = [
     "FABParams",
@@ -127,15 +128,6 @@ class FABRun:
     forwards: int  # example classification-only forward passes
 
 
-def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    """A local generator seeded with ``seed``; ``None`` draws from torch's global RNG."""
-    return None if seed is None else torch.Generator(device=device).manual_seed(seed)
-
-
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape((-1,) + (1,) * (like.ndim - 1))  # (m,) -> (m, 1, ..., 1)
-
-
 def _hyperplane_box_step(t: Tensor, w: Tensor, c: Tensor, norm: Norm) -> Tensor:
     """Smallest step ``d`` (Linf or L2) with ``<w, d> = c`` and ``t + d`` in ``[0, 1]^D``.
 
@@ -152,7 +144,7 @@ def _hyperplane_box_step(t: Tensor, w: Tensor, c: Tensor, norm: Norm) -> Tensor:
     breakpoint; the segment holding ``c`` gives θ in closed form.
     """
     flip = c < 0
-    w = torch.where(_bcast(flip, w), -w, w)
+    w = torch.where(per_row(flip, w), -w, w)
     c = c.abs()
     a_abs = w.abs()
     room = torch.where(w > 0, 1 - t, t).clamp_min(0)  # (m, D) u_i
@@ -189,12 +181,8 @@ def _targeted_boundary(model: nn.Module, y: Tensor, target: Tensor) -> Boundary:
     rows = torch.arange(y.shape[0], device=y.device)
 
     def boundary(x1: Tensor) -> tuple[Tensor, Tensor, int]:
-        with torch.enable_grad():
-            xg = x1.detach().requires_grad_(True)
-            logits = model(xg)
-            diff = logits[rows, target] - logits[rows, y]  # (m,)
-            (grad,) = torch.autograd.grad(diff.sum(), xg)
-        return diff.detach(), finite_gradient(grad.detach()), x1.shape[0]
+        _, diff, grad = input_gradient(model, x1, lambda z: z[rows, target] - z[rows, y])
+        return diff, grad, x1.shape[0]
 
     return boundary
 
@@ -272,7 +260,7 @@ def _fab_single(
         d1, d2 = steps[:m].reshape(x0.shape), steps[m:].reshape(x0.shape)
         a = perturbation_norm(steps, norm).clamp_min(1e-8)  # (2m,)
         alpha = (a[:m] / (a[:m] + a[m:])).clamp(0.0, params.alpha_max)
-        alpha = _bcast(alpha, x0)
+        alpha = per_row(alpha, x0)
         x1 = ((x1 + params.eta * d1) * (1 - alpha) + (x0 + params.eta * d2) * alpha).clamp(0, 1)
 
         with torch.no_grad():
@@ -280,9 +268,9 @@ def _fab_single(
         forwards += m
         dist = perturbation_norm(x1 - x0, norm)
         better = is_adv & (dist < best_norm)
-        best = torch.where(_bcast(better, x0), x1, best)
+        best = torch.where(per_row(better, x0), x1, best)
         best_norm = torch.where(better, dist, best_norm)
-        x1 = torch.where(_bcast(is_adv, x0), x0 + (x1 - x0) * params.beta, x1)
+        x1 = torch.where(per_row(is_adv, x0), x0 + (x1 - x0) * params.beta, x1)
     return best, best_norm, grad_evals, forwards
 
 
@@ -292,8 +280,8 @@ def _random_start(x0: Tensor, radius: Tensor, norm: Norm, gen: torch.Generator |
         t = torch.rand(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype) * 2 - 1
     else:
         t = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
-    t = t / _bcast(perturbation_norm(t, norm).clamp_min(1e-12), t)
-    return (x0 + _bcast(radius, x0) * t).clamp(0, 1)
+    t = t / per_row(perturbation_norm(t, norm).clamp_min(1e-12), t)
+    return (x0 + per_row(radius, x0) * t).clamp(0, 1)
 
 
 def fab_targeted(
@@ -363,7 +351,7 @@ def _fab_rounds(
     n = x.shape[0]
     best = x.clone()
     best_norm = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
-    gen = _generator(params.seed, x.device)
+    gen = generator_or_global(params.seed, x.device)
     radius_cap = params.restart_radius or RESTART_RADIUS[norm]
     grad_evals = forwards = 0
     for make_boundary in rounds:

@@ -53,6 +53,7 @@ from attacks.base import Attack, AttackKind, MinimumNormOutput
 from attacks.gradients import finite_gradient
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
 from attacks.params import check, check_positive_int, is_number
+from attacks.tensors import per_row
 
 __all__ = ["FMNParams", "FMNRun", "NativeFMN", "NativeFMNL2", "fmn"]
 
@@ -101,10 +102,6 @@ class FMNRun:
     grad_evals: int  # example forward+backward passes
 
 
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape((-1,) + (1,) * (like.ndim - 1))  # (m,) -> (m, 1, ..., 1)
-
-
 def _dual_norm(g: Tensor, norm: Norm) -> Tensor:
     """Per-example dual norm of ``g`` (n, ...) -> (n,): L1 for Linf, L2 for L2."""
     if norm is Norm.LINF:
@@ -143,7 +140,7 @@ def fmn(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, params: FMNParams
         is_adv = logits.detach().argmax(dim=1) != y  # (n,)
         d_norm = perturbation_norm(delta, norm)
         better = is_adv & (d_norm < best_norm)
-        best = torch.where(_bcast(better, x), x + delta, best)
+        best = torch.where(per_row(better, x), x + delta, best)
         best_norm = torch.where(better, d_norm, best_norm)
         found |= is_adv
 
@@ -154,7 +151,7 @@ def fmn(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, params: FMNParams
             torch.where(found, eps * (1 + gamma), d_norm + to_boundary),
         )
         eps = torch.minimum(eps, worst)
-        step = grad / _bcast(perturbation_norm(grad, Norm.L2).clamp_min(1e-12), grad)
+        step = grad / per_row(perturbation_norm(grad, Norm.L2).clamp_min(1e-12), grad)
         delta = clip_to_ball(x + delta + alpha * step, x, eps, norm) - x
     return FMNRun(adversarials=best.clamp(0, 1), norms=best_norm, grad_evals=params.steps * n)
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["finite_gradient", "finite_input_gradient", "loss_gradient"]
+__all__ = [
+    "finite_gradient",
+    "finite_input_gradient",
+    "input_gradient",
+    "logits_and_gradient",
+    "loss_gradient",
+]
 
 
 #: an infinite gradient entry becomes this many times its example's largest finite |entry|.
@@ -66,15 +74,39 @@ def finite_input_gradient(x: Tensor) -> Tensor:
     return out
 
 
+def input_gradient(
+    model: nn.Module, x: Tensor, objective: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One forward+backward: logits, ``objective(logits)`` and its input gradient, made finite.
+
+    ``objective`` maps the logits (m, C) to a scalar or to per-example values (m,); the gradient
+    is that of their sum wrt ``x`` (m, ...), so every example's gradient is independent of the
+    batch (and of which other examples are still in it). Only the input gets a gradient
+    (``torch.autograd.grad``), so no parameter ``.grad`` is ever written. Non-finite entries are
+    made finite (:func:`finite_gradient`). Returns ``(logits, values, gradient)``, all detached.
+    """
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        logits = model(xg)
+        values = objective(logits)
+        total = values if values.ndim == 0 else values.sum()
+        (grad,) = torch.autograd.grad(total, xg)
+    return logits.detach(), values.detach(), finite_gradient(grad.detach())
+
+
+def logits_and_gradient(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Logits (M, classes) and the gradient of the summed cross-entropy wrt ``x`` (M, ...).
+
+    One forward+backward (:func:`input_gradient`); used by PGD, FGSM and adversarial training.
+    """
+    logits, _, grad = input_gradient(model, x, lambda z: F.cross_entropy(z, y, reduction="sum"))
+    return logits, grad
+
+
 def loss_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Gradient of the summed cross-entropy wrt the input ``x`` (N, ...) -> (N, ...).
 
     Sum reduction keeps every example's gradient independent of the batch size. Only the input
-    gets a gradient (``torch.autograd.grad``), so no parameter ``.grad`` is ever written.
-    Non-finite entries are made finite (:func:`finite_gradient`).
+    gets a gradient, and non-finite entries are made finite (:func:`input_gradient`).
     """
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        loss = F.cross_entropy(model(xg), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, xg)
-    return finite_gradient(grad.detach())
+    return logits_and_gradient(model, x, y)[1]

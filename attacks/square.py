@@ -42,6 +42,7 @@ from attacks.base import Attack, AttackInputError, AttackKind, FixedBudgetOutput
 from attacks.engine import EpsRun, nested_grid
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
 from attacks.params import check, check_positive_int, check_seed, is_number
+from attacks.tensors import generator_or_global, per_row
 
 __all__ = ["NativeSquare", "NativeSquareL2", "SquareParams", "SquareRun", "square_attack"]
 
@@ -88,15 +89,6 @@ class SquareRun:
     adversarials: Tensor  # (m, ...) inside the ball and [0, 1]
     broken: Tensor  # bool (m,): margin <= 0 at the returned point
     queries: Tensor  # (m,) forward passes spent per example (int64)
-
-
-def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    """A local generator seeded with ``seed``; ``None`` draws from torch's global RNG."""
-    return None if seed is None else torch.Generator(device=device).manual_seed(seed)
-
-
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape((-1,) + (1,) * (like.ndim - 1))  # (m,) -> (m, 1, ..., 1)
 
 
 def _margin(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -181,7 +173,7 @@ def _positions(m: int, limit: int, like: Tensor, gen: torch.Generator | None) ->
 
 def _to_norm(delta: Tensor, eps: Tensor) -> Tensor:
     """Rescale each row of ``delta`` (m, ...) to L2 norm ``eps`` (m,)."""
-    return delta * _bcast(eps / perturbation_norm(delta, Norm.L2).clamp_min(1e-12), delta)
+    return delta * per_row(eps / perturbation_norm(delta, Norm.L2).clamp_min(1e-12), delta)
 
 
 def _init_l2(x: Tensor, eps: Tensor, gen: torch.Generator | None) -> Tensor:
@@ -221,7 +213,7 @@ def square_attack(
     m, c, h, w = x.shape
     if norm is Norm.LINF:
         stripes = _signs((m, c, 1, w), x, gen)
-        best = clip_to_ball(x + _bcast(eps, x) * stripes, x, eps, norm)
+        best = clip_to_ball(x + per_row(eps, x) * stripes, x, eps, norm)
     else:
         best = _init_l2(x, eps, gen)
     margin = _margin(model, best, y)  # (m,)
@@ -236,7 +228,7 @@ def square_attack(
         if norm is Norm.LINF:
             s = min(max(round(math.sqrt(p * h * w)), 1), h, w)
             mask = _square_mask(_positions(a, h - s, x, gen), _positions(a, w - s, x, gen), s, h, w)
-            step = 2 * _bcast(ea, xa) * _signs((a, c, 1, 1), x, gen)
+            step = 2 * per_row(ea, xa) * _signs((a, c, 1, 1), x, gen)
             cand = clip_to_ball(ba + mask * step, xa, ea, norm)
         else:
             s = max(round(math.sqrt(p * h * w)), 3)
@@ -263,10 +255,10 @@ def _l2_candidate(
     union = _square_mask(ph1, pw1, s, h, w) | _square_mask(ph2, pw2, s, h, w)  # (a, 1, h, w)
     old = _get_window(delta, win1)  # (a, c, s, s)
     old_norm = old.square().sum(dim=(2, 3), keepdim=True).sqrt()  # (a, c, 1, 1)
-    img_norm = _bcast(perturbation_norm(delta, Norm.L2), x)  # (a, 1, 1, 1)
+    img_norm = per_row(perturbation_norm(delta, Norm.L2), x)  # (a, 1, 1, 1)
     union_norm = (delta * union).square().sum(dim=(2, 3), keepdim=True).sqrt()  # (a, c, 1, 1)
     new = _random_eta(a, s, x, gen) * _signs((a, c, 1, 1), x, gen) + old / (1e-12 + old_norm)
-    budget = ((_bcast(eps, x) ** 2 - img_norm**2).clamp_min(0) / c + union_norm**2).sqrt()
+    budget = ((per_row(eps, x) ** 2 - img_norm**2).clamp_min(0) / c + union_norm**2).sqrt()
     new = new / (1e-12 + new.square().sum(dim=(2, 3), keepdim=True).sqrt()) * budget
     _set_window(delta, win2, torch.zeros_like(new))
     _set_window(delta, win1, new)
@@ -287,7 +279,7 @@ class _SquareBase(SquareParams, Attack):
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
     ) -> FixedBudgetOutput:
-        gen = _generator(self.seed, x.device)
+        gen = generator_or_global(self.seed, x.device)
         queries = [0]
 
         def attack_at(xs: Tensor, ys: Tensor, e: float, prev: Tensor | None) -> EpsRun:
