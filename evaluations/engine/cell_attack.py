@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from attacks import Attack, AttackKind
+from attacks.registry import attack_class
 from evaluations.record.cells import CellOutcome, concat_or_none, sum_failed
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.datasets import balanced_subset
@@ -62,6 +63,26 @@ def expected_forwards(params: Mapping[str, Any]) -> int:
     except (TypeError, ValueError):
         return 0
     return steps * searches * restarts if steps > 1 else 0
+
+
+def _smaller_batch(
+    size: int, halved: bool, batch_size: int, device: torch.device
+) -> tuple[int, bool]:
+    """After an out-of-memory batch: half the batch size once, else a :class:`UserError`."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if halved:
+        raise UserError(
+            f"out of memory on a batch of {batch_size} examples even after retrying "
+            f"with {size}; pass a smaller --batch-size"
+        ) from None
+    if size == 1:
+        raise UserError(
+            "out of memory on a batch of 1 example; free memory or use another --device"
+        ) from None
+    size, halved = max(1, size // 2), True
+    logger.warning("out of memory on a batch of %d examples; retrying with %d", batch_size, size)
+    return size, halved
 
 
 def attack_cell(
@@ -123,21 +144,7 @@ def attack_cell(
             oom = False
         if oom:
             del xb, yb
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            if halved:
-                raise UserError(
-                    f"out of memory on a batch of {batch_size} examples even after retrying "
-                    f"with {size}; pass a smaller --batch-size"
-                ) from None
-            if size == 1:
-                raise UserError(
-                    "out of memory on a batch of 1 example; free memory or use another --device"
-                ) from None
-            size, halved = max(1, size // 2), True
-            logger.warning(
-                "out of memory on a batch of %d examples; retrying with %d", batch_size, size
-            )
+            size, halved = _smaller_batch(size, halved, batch_size, device)
             continue
         clean.append(clean_ok.cpu().numpy())
         robust.append((~result.success).cpu().numpy())  # (K, B)
@@ -173,7 +180,6 @@ def black_box_broken(result: Any) -> np.ndarray | None:
     details = getattr(result, "details", None)
     if not details or "broken_by" not in details or "stages" not in details:
         return None
-    from attacks.registry import attack_class
 
     free = [
         i

@@ -46,7 +46,7 @@ from evaluations.record.cells import (
     save_cell,
     worst_case,
 )
-from evaluations.record.metrics import WORST_CASE
+from evaluations.record.metrics import WORST_CASE, check_invariants, pgd_vs_fgsm
 from evaluations.record.results import (
     OPTIONAL_COLUMNS,
     RESULT_COLUMNS,
@@ -60,6 +60,7 @@ from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.progress import progress_bar
+from robustbench_sparse.provenance import provenance
 
 logger = logging.getLogger(__name__)
 
@@ -122,142 +123,217 @@ def run_grid(
     attacks = [(spec, spec.build()) for spec in grid.attacks]
     if not attacks:
         raise UserError("no attacks configured")
-    device = resolve_device(grid.device)
-    out = Path(out_dir) if out_dir is not None else None
     main = rdist.is_main()  # under DDP only rank 0 reads/writes cells and shows progress
-    progress = progress and main
-
-    rows: list[dict[str, Any]] = []
-    min_frames: list[pd.DataFrame] = []
-    total_evals = naive_evals = computed = reused = 0
-    clean_checks: list[dict[str, Any]] = []
-    records: list[CellRecord] = []
-    cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    eps_warnings: list[str] = []
-    total_cells = len(checkpoints) * len(attacks)
-    for ckpt in checkpoints:  # every checkpoint's data is checked before any attack runs
+    tally = _Tally(
+        out=Path(out_dir) if out_dir is not None else None,
+        main=main,
+        progress=progress and main,
+        device=resolve_device(grid.device),
+    )
+    cache = _check_data(checkpoints, data, grid, attacks, tally)
+    bar = progress_bar(
+        total=len(checkpoints) * len(attacks),
+        desc="attack grid",
+        disable=not tally.progress,
+        unit="cell",
+    )
+    for ckpt in checkpoints:
         key = ckpt.info.name
         if key not in cache:
-            dataset = data[key] if isinstance(data, Mapping) else data
-            cache[key] = evaluation_tensors(dataset, grid.limit)
+            cache[key] = evaluation_tensors(_dataset_for(data, key), grid.limit)
+        _attack_checkpoint(ckpt, cache[key], grid, attacks, tally, bar)
+    bar.close()
+    return _finish_grid(tally)
+
+
+@dataclass
+class _Tally:
+    """What :func:`run_grid` accumulates over its cells (one object instead of ten locals)."""
+
+    out: Path | None
+    main: bool
+    progress: bool
+    device: torch.device
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    min_frames: list[pd.DataFrame] = field(default_factory=list)
+    grad_evals: int = 0
+    naive_grad_evals: int = 0
+    computed: int = 0
+    reused: int = 0
+    clean_checks: list[dict[str, Any]] = field(default_factory=list)
+    records: list[CellRecord] = field(default_factory=list)
+    eps_warnings: list[str] = field(default_factory=list)
+
+
+def _dataset_for(data: Dataset[Any] | Mapping[str, Dataset[Any]], key: str) -> Dataset[Any]:
+    return data[key] if isinstance(data, Mapping) else data
+
+
+def _check_data(
+    checkpoints: Sequence[LoadedCheckpoint],
+    data: Dataset[Any] | Mapping[str, Dataset[Any]],
+    grid: GridConfig,
+    attacks: list[tuple[AttackSpec, Attack]],
+    tally: _Tally,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every checkpoint's data is checked before any attack runs; the epsilon-unit warnings are
+    logged once per grid (and recorded in the sidecar). Returns the tensors per dataset name."""
+    cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for ckpt in checkpoints:
+        key = ckpt.info.name
+        if key not in cache:
+            cache[key] = evaluation_tensors(_dataset_for(data, key), grid.limit)
         if cache[key][0].shape[0] == 0:  # like --limit 0: nothing to attack is an error
             raise UserError(f"dataset '{key}' has no test examples to attack")
         check_input_shape(ckpt.name, ckpt.meta, key, cache[key][0])
         dim = math.prod(cache[key][0].shape[1:])
         for grid_norm in sorted({a.norm for _, a in attacks}, key=lambda nm: nm.value):
             for message in epsilon_unit_warnings(grid.epsilons(grid_norm, key), grid_norm, dim):
-                if message not in eps_warnings:  # once per grid, recorded in the sidecar
+                if message not in tally.eps_warnings:  # once per grid, recorded in the sidecar
                     logger.warning("%s", message)
-                    eps_warnings.append(message)
-    bar = progress_bar(total=total_cells, desc="attack grid", disable=not progress, unit="cell")
-    for ckpt in checkpoints:
-        dataset = data[ckpt.info.name] if isinstance(data, Mapping) else data
-        key = ckpt.info.name
-        if key not in cache:
-            cache[key] = evaluation_tensors(dataset, grid.limit)
-        x, y = cache[key]
-        model = ckpt.model.to(device).eval()
-        by_norm: dict[str, list[tuple[AttackSpec, Attack, CellOutcome]]] = {}
-        for spec, attack in attacks:
-            eps = grid.epsilons(attack.norm, ckpt.info.name)
-            params = attack.params()
-            fp = _fingerprint(ckpt, spec, params, eps, int(x.shape[0]))
-            cell = load_cell(out, ckpt.name, spec.label, fp) if out is not None and main else None
-            cell = rdist.broadcast_object(cell)
-            if cell is None:
-                bar.set_postfix_str(f"{ckpt.name} {spec.label}")
-                cell = attack_cell_sharded(
-                    model,
-                    attack,
-                    x,
-                    y,
-                    eps,
-                    batch_size=grid.batch_size,
-                    device=device,
-                    progress=progress,
-                    desc=f"{ckpt.name} {spec.label}",
-                )
-                computed += 1
-                if out is not None and main:
-                    save_cell(out, ckpt.name, spec.label, fp, cell)
-            else:
-                reused += 1
-                logger.info("reusing finished cell %s / %s", ckpt.name, spec.label)
-            total_evals += cell.grad_evals
-            steps = (
-                int(params.get("steps", 1))
-                * int(params.get("restarts", 1))
-                * (int(params.get("binary_search_steps", 1)))
+                    tally.eps_warnings.append(message)
+    return cache
+
+
+def _naive_grad_evals(attack: Attack, params: dict[str, Any], eps: list[float], n: int) -> int:
+    """Gradient evaluations of the naive loop: every example, every epsilon, the full budget."""
+    steps = (
+        int(params.get("steps", 1))
+        * int(params.get("restarts", 1))
+        * (int(params.get("binary_search_steps", 1)))
+    )
+    per_eps = len([e for e in eps if e > 0]) if attack.kind is AttackKind.FIXED_BUDGET else 1
+    return n * per_eps * steps
+
+
+def _cell(
+    ckpt: LoadedCheckpoint,
+    model: torch.nn.Module,
+    spec: AttackSpec,
+    attack: Attack,
+    params: dict[str, Any],
+    xy: tuple[torch.Tensor, torch.Tensor],
+    eps: list[float],
+    grid: GridConfig,
+    tally: _Tally,
+    bar: Any,
+) -> CellOutcome:
+    """One cell: reuse the finished one with the same fingerprint, else attack and store it."""
+    x, y = xy
+    fp = _fingerprint(ckpt, spec, params, eps, int(x.shape[0]))
+    out = tally.out
+    cell = load_cell(out, ckpt.name, spec.label, fp) if out is not None and tally.main else None
+    cell = rdist.broadcast_object(cell)
+    if cell is not None:
+        tally.reused += 1
+        logger.info("reusing finished cell %s / %s", ckpt.name, spec.label)
+        return cell
+    bar.set_postfix_str(f"{ckpt.name} {spec.label}")
+    cell = attack_cell_sharded(
+        model,
+        attack,
+        x,
+        y,
+        eps,
+        batch_size=grid.batch_size,
+        device=tally.device,
+        progress=tally.progress,
+        desc=f"{ckpt.name} {spec.label}",
+    )
+    tally.computed += 1
+    if out is not None and tally.main:
+        save_cell(out, ckpt.name, spec.label, fp, cell)
+    return cell
+
+
+def _attack_checkpoint(
+    ckpt: LoadedCheckpoint,
+    xy: tuple[torch.Tensor, torch.Tensor],
+    grid: GridConfig,
+    attacks: list[tuple[AttackSpec, Attack]],
+    tally: _Tally,
+    bar: Any,
+) -> None:
+    """Every attack on one checkpoint, then its worst case per norm and its clean check."""
+    x = xy[0]
+    model = ckpt.model.to(tally.device).eval()
+    by_norm: dict[str, list[tuple[AttackSpec, Attack, CellOutcome]]] = {}
+    for spec, attack in attacks:
+        eps = grid.epsilons(attack.norm, ckpt.info.name)
+        params = attack.params()
+        cell = _cell(ckpt, model, spec, attack, params, xy, eps, grid, tally, bar)
+        tally.grad_evals += cell.grad_evals
+        tally.naive_grad_evals += _naive_grad_evals(attack, params, eps, int(x.shape[0]))
+        by_norm.setdefault(attack.norm.value, []).append((spec, attack, cell))
+        tally.records.append(
+            CellRecord(
+                ckpt.name,
+                spec.name,
+                spec.backend,
+                attack.norm.value,
+                attack.kind,
+                bool(getattr(type(attack), "gradient_free", False)),
+                cell,
             )
-            per_eps = (
-                len([e for e in eps if e > 0]) if attack.kind is AttackKind.FIXED_BUDGET else 1
-            )
-            naive_evals += int(x.shape[0]) * per_eps * steps
-            by_norm.setdefault(attack.norm.value, []).append((spec, attack, cell))
-            records.append(
-                CellRecord(
-                    ckpt.name,
-                    spec.name,
-                    spec.backend,
-                    attack.norm.value,
-                    attack.kind,
-                    bool(getattr(type(attack), "gradient_free", False)),
-                    cell,
-                )
-            )
-            rows.extend(cell_rows(ckpt, spec.name, spec.backend, attack.norm.value, cell))
-            if cell.min_norm is not None:
-                min_frames.append(
-                    make_min_norms(
-                        ckpt.name, spec.name, spec.backend, cell.min_norm, cell.clean_correct
-                    )
-                )
-            bar.update(1)
-            if out is not None and main:
-                write_results(pd.DataFrame(rows), out)  # after every finished cell
-        for norm, cells in by_norm.items():
-            wc = worst_case([c for _, _, c in cells])
-            backend = "+".join(sorted({s.backend for s, _, _ in cells}))
-            rows.extend(cell_rows(ckpt, WORST_CASE, backend, norm, wc))
-        clean = int(by_norm[next(iter(by_norm))][0][2].clean_correct.sum())
-        warning = accuracy_warning(
-            ckpt.name, ckpt.meta, ckpt.info.num_classes, clean, int(x.shape[0])
         )
-        if warning is not None:
-            logger.warning("%s", warning)
-        clean_checks.append(
-            {
-                "checkpoint": ckpt.name,
-                "clean_correct": clean,
-                "n": int(x.shape[0]),
-                "recorded_test_correct": ckpt.meta.get("test_correct"),
-                "recorded_test_n": ckpt.meta.get("test_n"),
-                "warning": warning,
-            }
-        )
-        model.to("cpu")
-    bar.close()
-    results = pd.DataFrame(rows)
+        tally.rows.extend(cell_rows(ckpt, spec.name, spec.backend, attack.norm.value, cell))
+        if cell.min_norm is not None:
+            tally.min_frames.append(
+                make_min_norms(
+                    ckpt.name, spec.name, spec.backend, cell.min_norm, cell.clean_correct
+                )
+            )
+        bar.update(1)
+        if tally.out is not None and tally.main:
+            write_results(pd.DataFrame(tally.rows), tally.out)  # after every finished cell
+    for norm, cells in by_norm.items():
+        wc = worst_case([c for _, _, c in cells])
+        backend = "+".join(sorted({s.backend for s, _, _ in cells}))
+        tally.rows.extend(cell_rows(ckpt, WORST_CASE, backend, norm, wc))
+    clean = int(by_norm[next(iter(by_norm))][0][2].clean_correct.sum())
+    tally.clean_checks.append(_clean_check(ckpt, clean, int(x.shape[0])))
+    model.to("cpu")
+
+
+def _clean_check(ckpt: LoadedCheckpoint, clean: int, n: int) -> dict[str, Any]:
+    """Clean accuracy on the grid's examples next to what the checkpoint recorded (warns if low)."""
+    warning = accuracy_warning(ckpt.name, ckpt.meta, ckpt.info.num_classes, clean, n)
+    if warning is not None:
+        logger.warning("%s", warning)
+    return {
+        "checkpoint": ckpt.name,
+        "clean_correct": clean,
+        "n": n,
+        "recorded_test_correct": ckpt.meta.get("test_correct"),
+        "recorded_test_n": ckpt.meta.get("test_n"),
+        "warning": warning,
+    }
+
+
+def _finish_grid(tally: _Tally) -> GridRun:
+    """Order the results table, build the minimum-norm tables, write the files (rank 0)."""
+    results = pd.DataFrame(tally.rows)
     # The order the results files use (schema, then the optional columns, then any others).
     ordered = [c for c in RESULT_COLUMNS + OPTIONAL_COLUMNS if c in results.columns]
     results = results[ordered + [c for c in results.columns if c not in ordered]]
+    min_frames = tally.min_frames
     min_norms = pd.concat(min_frames, ignore_index=True) if min_frames else pd.DataFrame()
-    security = min_norm_table(records)
-    if out is not None and main:
-        write_results(results, out)
+    security = min_norm_table(tally.records)
+    if tally.out is not None and tally.main:
+        write_results(results, tally.out)
         if not min_norms.empty:
-            write_min_norms(out, min_norms)
-        write_min_norm_table(out, security)
+            write_min_norms(tally.out, min_norms)
+        write_min_norm_table(tally.out, security)
     return GridRun(
         results=results,
         min_norms=min_norms,
-        grad_evals=total_evals,
-        naive_grad_evals=naive_evals,
-        cells_computed=computed,
-        cells_reused=reused,
-        clean_checks=clean_checks,
-        epsilon_warnings=eps_warnings,
-        cells=records,
+        grad_evals=tally.grad_evals,
+        naive_grad_evals=tally.naive_grad_evals,
+        cells_computed=tally.computed,
+        cells_reused=tally.reused,
+        clean_checks=tally.clean_checks,
+        epsilon_warnings=tally.eps_warnings,
+        cells=tally.records,
         security=security,
     )
 
@@ -269,8 +345,6 @@ def grid_evidence(
 
     Shared by ``rbs attack`` and ``rbs run`` so both sidecars carry the same evidence.
     """
-    from evaluations.record.metrics import check_invariants, pgd_vs_fgsm
-    from robustbench_sparse.provenance import provenance
 
     return {
         "checkpoints": [

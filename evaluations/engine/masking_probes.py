@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks import AttackConfigError, AttackKind, frozen_eval, get_attack, list_attacks
+from attacks.registry import attack_class
 from evaluations.engine.masking_checks import unbounded_budget, white_box_robust
 from evaluations.engine.protocols import (
     MaskingProbes,
@@ -101,7 +102,6 @@ def _black_box_attack(probes: MaskingProbes, norm: str) -> Any | None:
     name = probes.black_box if norm == "linf" else f"{probes.black_box}-l2"
     if name not in list_attacks("native"):
         return None
-    from attacks.registry import attack_class
 
     cls = attack_class(name)
     valid = {f.name for f in fields(cls)}  # type: ignore[arg-type]

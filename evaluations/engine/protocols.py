@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from attacks import get_attack
 from robustbench_sparse.errors import UserError
 
 __all__ = [
@@ -356,7 +357,6 @@ def identify(specs: Sequence[Any]) -> Protocol | None:
     ``build()``). Lets ``rbs attack --attack fgsm --attack pgd --attack cw`` be recorded as
     ``quick``: the same attacks with the same parameters are the same protocol.
     """
-    from attacks import get_attack
 
     if any(s.backend != "native" for s in specs):
         return None

@@ -5,6 +5,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -22,6 +23,7 @@ from evaluations.present.plot_style import (
     LINESTYLES,
     MARKERS,
     TRIM_FLOOR,
+    CheckpointStyle,
     attack_rank,
     checkpoint_handles,
     checkpoint_styles,
@@ -68,6 +70,48 @@ def _facets(df: pd.DataFrame) -> list[str]:
     if len(kinds) > 1 and len({t for _, t in sparse}) > 1:
         return kinds
     return [""]
+
+
+def _draw_curves(
+    ax: Any,
+    sub: pd.DataFrame,
+    shown: pd.DataFrame,
+    styles: dict[str, CheckpointStyle],
+    multi_backend: bool,
+) -> None:
+    """One robust-accuracy curve with its Wilson band per (checkpoint, backend) of ``shown``."""
+    for (name, backend), curve in shown.groupby(["checkpoint", "backend"], sort=False):
+        s = styles[str(name)]
+        c = curve.sort_values("epsilon")
+        eps = c["epsilon"].to_numpy(float)
+        ax.fill_between(
+            eps,
+            c["robust_accuracy_low"].to_numpy(float),
+            c["robust_accuracy_high"].to_numpy(float),
+            color=s.color,
+            alpha=0.10,
+            linewidth=0,
+            zorder=s.zorder - 1,
+        )
+        ax.plot(
+            eps,
+            c["robust_accuracy"].to_numpy(float),
+            color=s.color,
+            linestyle=s.linestyle,
+            marker=s.marker,
+            markersize=7 if s.marker == "*" else 4,
+            linewidth=s.linewidth,
+            zorder=s.zorder,
+            alpha=0.95 if not multi_backend or backend == sub["backend"].iloc[0] else 0.6,
+        )
+
+
+def _panel_title(attack: str, sub: pd.DataFrame, facet: str) -> str:
+    """``PGD (native) · window``: the attack (with its backends) and the facet, if any."""
+    title = "worst case" if attack == WORST_CASE else attack.upper()
+    if attack != WORST_CASE:
+        title += f" ({', '.join(sorted({str(b) for b in sub['backend'].unique()}))})"
+    return f"{title} · {facet}" if facet else title
 
 
 def plot_robustness_curves(df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[Path]:
@@ -121,40 +165,8 @@ def plot_robustness_curves(df: pd.DataFrame, out_dir: str | os.PathLike[str]) ->
                         str(c) in dense_names or not facet or gran_of.get(str(c)) == facet
                         for c in sub["checkpoint"]
                     ]
-                    for (name, backend), curve in sub[keep].groupby(
-                        ["checkpoint", "backend"], sort=False
-                    ):
-                        s = styles[str(name)]
-                        c = curve.sort_values("epsilon")
-                        eps = c["epsilon"].to_numpy(float)
-                        ax.fill_between(
-                            eps,
-                            c["robust_accuracy_low"].to_numpy(float),
-                            c["robust_accuracy_high"].to_numpy(float),
-                            color=s.color,
-                            alpha=0.10,
-                            linewidth=0,
-                            zorder=s.zorder - 1,
-                        )
-                        ax.plot(
-                            eps,
-                            c["robust_accuracy"].to_numpy(float),
-                            color=s.color,
-                            linestyle=s.linestyle,
-                            marker=s.marker,
-                            markersize=7 if s.marker == "*" else 4,
-                            linewidth=s.linewidth,
-                            zorder=s.zorder,
-                            alpha=0.95
-                            if not multi_backend or backend == sub["backend"].iloc[0]
-                            else 0.6,
-                        )
-                    title = "worst case" if attack == WORST_CASE else attack.upper()
-                    if attack != WORST_CASE:
-                        title += (
-                            f" ({', '.join(sorted({str(b) for b in sub['backend'].unique()}))})"
-                        )
-                    ax.set_title(f"{title} · {facet}" if facet else title, fontsize=10)
+                    _draw_curves(ax, sub, sub[keep], styles, multi_backend)
+                    ax.set_title(_panel_title(attack, sub, facet), fontsize=10)
                     eps_axis(ax, grid, norm, right)
                     if i < len(attacks) - 1:
                         ax.set_xlabel("")
@@ -172,6 +184,73 @@ def plot_robustness_curves(df: pd.DataFrame, out_dir: str | os.PathLike[str]) ->
             fig.tight_layout()
             paths += save_figure(fig, out, f"robustness_curves_{norm}")
     return paths
+
+
+def _draw_sparsity_panel(
+    ax: Any, data: pd.DataFrame, eps: float, granularities: list[str], colors: dict[str, Any]
+) -> None:
+    """At one epsilon: one error-bar line per granularity and the dense baseline (star + line)."""
+    at = data[np.isclose(data["epsilon"].to_numpy(float), eps, rtol=1e-9, atol=0)]
+    dense = at[
+        [
+            is_dense_model(str(g), float(t))
+            for g, t in zip(at["granularity"], at["sparsity_target"], strict=True)
+        ]
+    ]
+    for g in granularities:
+        pts = at[at["granularity"] == g].sort_values("sparsity_achieved")
+        if pts.empty:
+            continue
+        x = 100.0 * pts["sparsity_achieved"].to_numpy(float)
+        y = pts["robust_accuracy"].to_numpy(float)
+        yerr = np.vstack(
+            [
+                y - pts["robust_accuracy_low"].to_numpy(float),
+                pts["robust_accuracy_high"].to_numpy(float) - y,
+            ]
+        )
+        ax.errorbar(
+            x,
+            y,
+            yerr=yerr,
+            color=colors[g],
+            marker=MARKERS.get(g, "v"),
+            linestyle=LINESTYLES.get(g, "-"),
+            capsize=2,
+            linewidth=1.6,
+            markersize=5,
+            label=g,
+        )
+    for row in iter_rows(dense):
+        ax.axhline(row.robust_accuracy, color="black", linestyle=":", linewidth=1.0)
+        ax.plot(
+            100.0 * float(row.sparsity_achieved),
+            row.robust_accuracy,
+            marker="*",
+            color="black",
+            markersize=11,
+            linestyle="none",
+            zorder=5,
+        )
+
+
+def _granularity_handles(granularities: list[str], colors: dict[str, Any]) -> list[Line2D]:
+    """Legend entries: one per granularity, plus the dense baseline."""
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=colors[g],
+            marker=MARKERS.get(g, "v"),
+            linestyle=LINESTYLES.get(g, "-"),
+            label=g,
+        )
+        for g in granularities
+    ]
+    handles.append(
+        Line2D([], [], color="black", marker="*", linestyle=":", markersize=9, label="dense")
+    )
+    return handles
 
 
 def plot_accuracy_vs_sparsity(
@@ -213,48 +292,7 @@ def plot_accuracy_vs_sparsity(
                 1, len(chosen), figsize=(3.6 * len(chosen) + 0.8, 3.8), sharey=True, squeeze=False
             )
             for ax, eps in zip(axes[0], chosen, strict=True):
-                at = data[np.isclose(data["epsilon"].to_numpy(float), eps, rtol=1e-9, atol=0)]
-                dense = at[
-                    [
-                        is_dense_model(str(g), float(t))
-                        for g, t in zip(at["granularity"], at["sparsity_target"], strict=True)
-                    ]
-                ]
-                for g in granularities:
-                    pts = at[at["granularity"] == g].sort_values("sparsity_achieved")
-                    if pts.empty:
-                        continue
-                    x = 100.0 * pts["sparsity_achieved"].to_numpy(float)
-                    y = pts["robust_accuracy"].to_numpy(float)
-                    yerr = np.vstack(
-                        [
-                            y - pts["robust_accuracy_low"].to_numpy(float),
-                            pts["robust_accuracy_high"].to_numpy(float) - y,
-                        ]
-                    )
-                    ax.errorbar(
-                        x,
-                        y,
-                        yerr=yerr,
-                        color=colors[g],
-                        marker=MARKERS.get(g, "v"),
-                        linestyle=LINESTYLES.get(g, "-"),
-                        capsize=2,
-                        linewidth=1.6,
-                        markersize=5,
-                        label=g,
-                    )
-                for row in iter_rows(dense):
-                    ax.axhline(row.robust_accuracy, color="black", linestyle=":", linewidth=1.0)
-                    ax.plot(
-                        100.0 * float(row.sparsity_achieved),
-                        row.robust_accuracy,
-                        marker="*",
-                        color="black",
-                        markersize=11,
-                        linestyle="none",
-                        zorder=5,
-                    )
+                _draw_sparsity_panel(ax, data, eps, granularities, colors)
                 ax.set_title(
                     f"ε = {epsilon_label(eps, grid)}" + (" (anchor)" if eps == anchor else "")
                 )
@@ -263,22 +301,7 @@ def plot_accuracy_vs_sparsity(
                 ax.set_ylim(-0.02, 1.02)
                 ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
             axes[0][0].set_ylabel("worst-case robust accuracy")
-            handles = [
-                Line2D(
-                    [],
-                    [],
-                    color=colors[g],
-                    marker=MARKERS.get(g, "v"),
-                    linestyle=LINESTYLES.get(g, "-"),
-                    label=g,
-                )
-                for g in granularities
-            ]
-            handles.append(
-                Line2D(
-                    [], [], color="black", marker="*", linestyle=":", markersize=9, label="dense"
-                )
-            )
+            handles = _granularity_handles(granularities, colors)
             legend_outside(fig, handles, "granularity")
             fig.suptitle(
                 f"Worst-case robust accuracy vs sparsity ({norm_label(str(norm))}) — "

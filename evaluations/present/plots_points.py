@@ -140,6 +140,37 @@ def plot_cw_ecdf(
         return save_figure(fig, out, "cw_ecdf")
 
 
+def _zoom_axes(ax: Any, at: pd.DataFrame, lo_clean: float) -> None:
+    """Axes zoomed on the points, percent ticks at 1/2/5 steps."""
+    # Zoomed on the points (the question is how they differ), never past 100 %.
+    margin = max(0.01, 0.25 * (1.0 - lo_clean))
+    ax.set_xlim(max(0.0, lo_clean - margin), 1.0)
+    lo_r, hi_r = float(at["robust_accuracy"].min()), float(at["robust_accuracy"].max())
+    pad = max(0.05, 0.2 * (hi_r - lo_r))
+    ax.set_ylim(max(-0.02, lo_r - pad), min(1.02, hi_r + pad))
+    for coll in ax.collections:
+        coll.set_clip_on(False)  # a point at 100 % clean accuracy stays whole
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        # at most 5 ticks at 1/2/5 steps; ticks 0.5 % apart need a decimal, or two read "98%"
+        axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10]))
+        axis.set_major_formatter(PercentFormatter(1.0, decimals=1 if hi - lo < 0.08 else 0))
+
+
+def _legend_right(ax: Any) -> None:
+    """Move seaborn's legend outside the axes, with the size entries named as sparsity targets."""
+    handles, labels = ax.get_legend_handles_labels()
+    old_legend = ax.get_legend()
+    if old_legend is not None:
+        old_legend.remove()
+    ax.legend(
+        handles,
+        [lab.replace("sparsity", "sparsity target (%)") for lab in labels],
+        loc="center left",
+        bbox_to_anchor=(1.02, 0.5),
+        frameon=False,
+    )
+
+
 def plot_clean_vs_robust(
     df: pd.DataFrame,
     out_dir: str | os.PathLike[str],
@@ -219,31 +250,10 @@ def plot_clean_vs_robust(
                     label="dense",
                     zorder=4,
                 )
-            # Zoomed on the points (the question is how they differ), never past 100 %.
-            margin = max(0.01, 0.25 * (1.0 - lo_clean))
-            ax.set_xlim(max(0.0, lo_clean - margin), 1.0)
-            lo_r, hi_r = float(at["robust_accuracy"].min()), float(at["robust_accuracy"].max())
-            pad = max(0.05, 0.2 * (hi_r - lo_r))
-            ax.set_ylim(max(-0.02, lo_r - pad), min(1.02, hi_r + pad))
-            for coll in ax.collections:
-                coll.set_clip_on(False)  # a point at 100 % clean accuracy stays whole
-            for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
-                # at most 5 ticks at 1/2/5 steps; ticks 0.5 % apart need a decimal, or two read "98%"
-                axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10]))
-                axis.set_major_formatter(PercentFormatter(1.0, decimals=1 if hi - lo < 0.08 else 0))
+            _zoom_axes(ax, at, lo_clean)
             ax.set_xlabel("clean accuracy")
             ax.set_ylabel("worst-case robust accuracy")
-            handles, labels = ax.get_legend_handles_labels()
-            old_legend = ax.get_legend()
-            if old_legend is not None:
-                old_legend.remove()
-            ax.legend(
-                handles,
-                [lab.replace("sparsity", "sparsity target (%)") for lab in labels],
-                loc="center left",
-                bbox_to_anchor=(1.02, 0.5),
-                frameon=False,
-            )
+            _legend_right(ax)
             ax.set_title(
                 f"Clean vs robust accuracy ({norm_label(str(norm))}, "
                 f"ε = {epsilon_label(eps, grid)})\n{describe_results(data)}",

@@ -31,6 +31,13 @@ from evaluations.record.metrics import (
     robustness_auc,
     wilson_interval,
 )
+from evaluations.record.training_methods import (
+    below_budget_warnings,
+    has_training_methods,
+    robust_overfitting,
+    training_budgets,
+    training_matrix,
+)
 
 # --------------------------------------------------------------------------- sections
 
@@ -230,13 +237,6 @@ def relative_blocks(budgets: dict[str, BudgetChoice], rel: pd.DataFrame) -> list
 
 def training_method_blocks(df: pd.DataFrame) -> list[Block]:
     """Training method x sparsity matrix at each training budget, and below-budget warnings."""
-    from evaluations.record.training_methods import (
-        below_budget_warnings,
-        has_training_methods,
-        robust_overfitting,
-        training_budgets,
-        training_matrix,
-    )
 
     if not has_training_methods(df):
         return []

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from evaluations.record.metrics import WORST_CASE
+from evaluations.record.results import read_sidecar
 from robustbench_sparse.errors import UserError
 
 __all__ = [
@@ -152,7 +153,6 @@ def run_timing(
 def previous_sidecar(results_dir: Any) -> dict[str, Any]:
     """The sidecar already in ``results_dir`` (``{}`` when there is none or it is unreadable:
     an unreadable old sidecar is replaced, as before)."""
-    from evaluations.record.results import read_sidecar
 
     try:
         return dict(read_sidecar(results_dir, missing_ok=True))

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from evaluations.record.metrics import WORST_CASE
+from robustbench_sparse.adversarial import threat_label
 
 __all__ = [
     "below_budget_warnings",
@@ -49,7 +50,6 @@ _NAN = float("nan")
 
 def checkpoint_training(meta: dict[str, Any]) -> dict[str, Any]:
     """The four training columns of a checkpoint from its metadata (standard when unrecorded)."""
-    from robustbench_sparse.adversarial import threat_label
 
     rec = meta.get("adversarial_training") or {}
     method = str(rec.get("method", "none"))
