@@ -145,6 +145,7 @@ class _Schedule:
     period: int  # current checkpoint spacing k
     min_period: int
     decrement: int
+    since_check: int = 0  # iterations since the last checkpoint
 
     @classmethod
     def for_steps(cls, steps: int) -> _Schedule:
@@ -153,6 +154,100 @@ class _Schedule:
             min_period=max(int(0.06 * steps), 1),
             decrement=max(int(0.03 * steps), 1),
         )
+
+
+#: per-row state of an APGD run, every tensor indexed like the rows still attacked
+_State = dict[str, Tensor]
+
+
+def _initial_state(
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor,
+    start: tuple[Tensor, Tensor, Tensor],
+    target: Tensor | None,
+    group: Tensor | None,
+) -> _State:
+    """The state at the start point ``start = (adv, loss, gradient)`` of every row."""
+    adv, cur, grad = start
+    m = x.shape[0]
+    st: _State = {
+        "x": x,
+        "y": y,
+        "eps": eps,
+        "adv": adv,
+        "old": adv.clone(),  # previous iterate (momentum)
+        "grad": grad,
+        "cur": cur,
+        "step": INITIAL_STEP * eps,
+        "best_x": adv.clone(),  # highest-loss point so far, its gradient and loss
+        "best_grad": grad.clone(),
+        "best_loss": cur.clone(),
+        "increases": torch.zeros(m, dtype=torch.long, device=x.device),
+        "last_check_best": cur.clone(),
+        "reduced_last": torch.ones(m, dtype=torch.bool, device=x.device),
+    }
+    if target is not None:
+        st["target"] = target
+    if group is not None:
+        st["group"] = group
+    return st
+
+
+def _retire_broken(
+    st: _State, logits: Tensor, active: Tensor, out: Tensor, broken: Tensor
+) -> tuple[_State, Tensor]:
+    """Early stop: rows whose iterate ``st["adv"]`` (with ``logits``) is misclassified end.
+
+    Their iterate goes to ``out`` and ``broken`` (in place); with a ``"group"`` the other rows of
+    a broken example stop too. Returns the state and ``active`` of the rows still attacked.
+    """
+    hit = logits.argmax(dim=1) != st["y"]
+    if bool(hit.any()):
+        out[active[hit]] = st["adv"][hit]
+        broken[active[hit]] = True
+        keep = ~hit
+        if "group" in st:  # the example is broken: its parallel rows stop too
+            keep &= ~torch.isin(st["group"], st["group"][hit])
+        active = active[keep]
+        st = {k: v[keep] for k, v in st.items()}
+    return st, active
+
+
+def _track_best(st: _State, sched: _Schedule, rho: float) -> None:
+    """Best point (highest loss) so far, then the checkpoint test when one is due (in place)."""
+    better = st["cur"] > st["best_loss"]
+    for key, src in (("best_x", "adv"), ("best_grad", "grad"), ("best_loss", "cur")):
+        st[key][better] = st[src][better]
+    sched.since_check += 1
+    if sched.since_check == sched.period:
+        _checkpoint(st, sched, rho)
+
+
+def _checkpoint(st: _State, sched: _Schedule, rho: float) -> None:
+    """Halve the step and restart from the best point where the loss oscillates or stalls."""
+    oscillating = st["increases"] <= sched.period * rho
+    stalled = ~st["reduced_last"] & (st["last_check_best"] >= st["best_loss"])
+    reduce = oscillating | stalled
+    st["reduced_last"] = reduce
+    st["last_check_best"] = st["best_loss"].clone()
+    st["step"] = torch.where(reduce, st["step"] / 2.0, st["step"])
+    st["adv"][reduce] = st["best_x"][reduce]
+    st["grad"][reduce] = st["best_grad"][reduce]
+    st["increases"] = torch.zeros_like(st["increases"])
+    sched.since_check = 0
+    sched.period = max(sched.period - sched.decrement, sched.min_period)
+
+
+def _momentum_step(st: _State, norm: Norm, first: bool) -> tuple[Tensor, Tensor]:
+    """Gradient step with momentum, projected twice as in Algorithm 1: (current, next) iterate."""
+    a = 1.0 if first else MOMENTUM
+    adv, xa, ea = st["adv"], st["x"], st["eps"]
+    z = clip_to_ball(
+        adv + per_row(st["step"], adv) * ascent_direction(st["grad"], norm), xa, ea, norm
+    )
+    nxt = clip_to_ball(adv + a * (z - adv) + (1 - a) * (adv - st["old"]), xa, ea, norm)
+    return adv, nxt
 
 
 def apgd_run(
@@ -187,68 +282,16 @@ def apgd_run(
     logits, cur, grad = _loss_and_grad(model, adv, y, target, loss)
     evals = m
     active = torch.arange(m, device=x.device)  # rows of ``x`` still attacked
-    # Per-row state, every tensor indexed like ``active``.
-    st: dict[str, Tensor] = {
-        "x": x,
-        "y": y,
-        "eps": eps,
-        "adv": adv,
-        "old": adv.clone(),  # previous iterate (momentum)
-        "grad": grad,
-        "cur": cur,
-        "step": INITIAL_STEP * eps,
-        "best_x": adv.clone(),  # highest-loss point so far, its gradient and loss
-        "best_grad": grad.clone(),
-        "best_loss": cur.clone(),
-        "increases": torch.zeros(m, dtype=torch.long, device=x.device),
-        "last_check_best": cur.clone(),
-        "reduced_last": torch.ones(m, dtype=torch.bool, device=x.device),
-    }
-    if target is not None:
-        st["target"] = target
-    if group is not None:
-        st["group"] = group
+    st = _initial_state(x, y, eps, (adv, cur, grad), target, group)
     sched = _Schedule.for_steps(steps)
-    since_check = 0
-
     for i in range(steps + 1):
         # ``logits`` belong to st["adv"]: a misclassified iterate ends its row (early stop).
-        hit = logits.argmax(dim=1) != st["y"]
-        if bool(hit.any()):
-            out[active[hit]] = st["adv"][hit]
-            broken[active[hit]] = True
-            keep = ~hit
-            if group is not None:  # the example is broken: its parallel rows stop too
-                keep &= ~torch.isin(st["group"], st["group"][hit])
-            active = active[keep]
-            st = {k: v[keep] for k, v in st.items()}
+        st, active = _retire_broken(st, logits, active, out, broken)
         if active.numel() == 0 or i == steps:
             break
         if i > 0:
-            # Best point (highest loss) and loss increases, then the checkpoint test.
-            better = st["cur"] > st["best_loss"]
-            for key, src in (("best_x", "adv"), ("best_grad", "grad"), ("best_loss", "cur")):
-                st[key][better] = st[src][better]
-            since_check += 1
-            if since_check == sched.period:
-                oscillating = st["increases"] <= sched.period * rho
-                stalled = ~st["reduced_last"] & (st["last_check_best"] >= st["best_loss"])
-                reduce = oscillating | stalled
-                st["reduced_last"] = reduce
-                st["last_check_best"] = st["best_loss"].clone()
-                st["step"] = torch.where(reduce, st["step"] / 2.0, st["step"])
-                st["adv"][reduce] = st["best_x"][reduce]
-                st["grad"][reduce] = st["best_grad"][reduce]
-                st["increases"] = torch.zeros_like(st["increases"])
-                since_check = 0
-                sched.period = max(sched.period - sched.decrement, sched.min_period)
-        # Gradient step with momentum, projected twice as in Algorithm 1.
-        a = 1.0 if i == 0 else MOMENTUM
-        adv, xa, ea = st["adv"], st["x"], st["eps"]
-        z = clip_to_ball(
-            adv + per_row(st["step"], adv) * ascent_direction(st["grad"], norm), xa, ea, norm
-        )
-        nxt = clip_to_ball(adv + a * (z - adv) + (1 - a) * (adv - st["old"]), xa, ea, norm)
+            _track_best(st, sched, rho)
+        adv, nxt = _momentum_step(st, norm, first=i == 0)
         logits, cur, grad = _loss_and_grad(model, nxt, st["y"], st.get("target"), loss)
         evals += int(active.numel())
         st["increases"] = st["increases"] + (cur > st["cur"]).long()
