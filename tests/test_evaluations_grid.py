@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,12 @@ import evaluations.engine.grid as grid_mod
 import evaluations.engine.spec as spec_mod
 from attacks import Norm, get_attack, verify_adversarials
 from evaluations.engine.grid import GridRun, run_grid
-from evaluations.engine.spec import AttackSpec, GridConfig, validate_epsilons
-from evaluations.record.cells import CellOutcome, worst_case
+from evaluations.engine.spec import AttackSpec, GridConfig
+from evaluations.record.cells import CellOutcome
 from evaluations.record.metrics import WORST_CASE, check_invariants
 from evaluations.record.results import RESULT_COLUMNS, read_results, validate_results
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
-from robustbench_sparse.datasets import balanced_subset, default_eps_grid, load_split
+from robustbench_sparse.datasets import balanced_subset, load_split
 from robustbench_sparse.errors import UserError
 from tests.eval_helpers import (
     CW_PARAMS,
@@ -281,119 +280,6 @@ def test_mapping_of_datasets_gives_the_same_table(
     ref = plain[plain.attack == "fgsm"]
     mine = by_name[by_name.attack == "fgsm"]
     assert_frame_equal(without_timing(mine), without_timing(ref))
-
-
-# ----------------------------------------------------------------------------- worst_case unit
-
-
-def _cell(robust: list[list[int]], norms: list[list[float]], eps: list[float]) -> CellOutcome:
-    r = np.asarray(robust, dtype=bool)
-    return CellOutcome(
-        epsilons=eps,
-        clean_correct=np.array([True, True, True, False]),
-        robust=r,
-        norms=np.asarray(norms, dtype=np.float64),
-        min_norm=None,
-        seconds=1.5,
-        grad_evals=7,
-        params={},
-    )
-
-
-def test_worst_case_nested_ball_accumulation_and_min_norm() -> None:
-    eps = [0.0, 0.1, 0.2]
-    # Example 0: A breaks it only at eps 0.1 (not at 0.2: a weak attack) -> broken from 0.1 on.
-    # Example 1: A breaks at 0.2 with norm 0.2, B at 0.2 with norm 0.15 -> 0.15.
-    # Example 2: never broken. Example 3: clean-misclassified (broken everywhere, norm 0).
-    a = _cell(
-        [[1, 1, 1, 0], [0, 1, 1, 0], [1, 0, 1, 0]],
-        [[0, 0, 0, 0], [0.1, 0.05, 0.1, 0], [0.2, 0.2, 0.2, 0]],
-        eps,
-    )
-    b = _cell(
-        [[1, 1, 1, 0], [1, 1, 1, 0], [1, 0, 1, 0]],
-        [[0, 0, 0, 0], [0.08, 0.09, 0.1, 0], [0.12, 0.15, 0.2, 0]],
-        eps,
-    )
-    wc = worst_case([a, b])
-    np.testing.assert_array_equal(
-        wc.robust, np.array([[1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 1, 0]], dtype=bool)
-    )
-    # Norm of the smallest perturbation that broke the example at or below eps_k (0 if never).
-    np.testing.assert_allclose(
-        wc.norms, [[0, 0, 0, 0], [0.1, 0, 0, 0], [0.1, 0.15, 0, 0]], rtol=0, atol=0
-    )
-    assert wc.robust.sum(axis=1).tolist() == [3, 2, 1]
-    for c in (a, b):
-        assert np.all(wc.robust.sum(axis=1) <= c.robust.sum(axis=1))
-    np.testing.assert_array_equal(wc.clean_correct, a.clean_correct)
-    assert wc.epsilons == eps and wc.min_norm is None
-    assert wc.seconds == 3.0 and wc.grad_evals == 14
-
-
-def test_worst_case_single_cell_is_made_monotone() -> None:
-    eps = [0.0, 1.0, 2.0]
-    c = _cell([[1, 1, 1, 0], [0, 1, 0, 0], [1, 1, 1, 0]], [[0] * 4, [1, 0, 1, 0], [0] * 4], eps)
-    wc = worst_case([c])
-    assert wc.robust.sum(axis=1).tolist() == [3, 1, 1]
-    assert np.all(np.diff(wc.robust.sum(axis=1)) <= 0)
-
-
-def test_worst_case_rejects_different_grids() -> None:
-    a = _cell([[1, 1, 1, 0]] * 2, [[0] * 4] * 2, [0.0, 0.1])
-    b = _cell([[1, 1, 1, 0]] * 2, [[0] * 4] * 2, [0.0, 0.2])
-    with pytest.raises(ValueError, match="same epsilon grid"):
-        worst_case([a, b])
-
-
-# ----------------------------------------------------------------------------- epsilons
-
-
-def test_validate_epsilons_sorts_and_logs(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="evaluations.engine.spec"):
-        assert validate_epsilons([0.3, 0, 0.1], "linf") == [0.0, 0.1, 0.3]
-    assert any("sorted the linf epsilon grid" in r.getMessage() for r in caplog.records)
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="evaluations.engine.spec"):
-        assert validate_epsilons([0, 0.5, 1], "l2") == [0.0, 0.5, 1.0]
-    assert not any("sorted" in r.getMessage() for r in caplog.records)
-
-
-@pytest.mark.parametrize(
-    ("values", "match"),
-    [
-        ([0.0, 0.1, 0.1], "duplicates"),
-        ([0.0, -0.1], "invalid"),
-        ([0.0, math.nan], "invalid"),
-        ([0.0, math.inf], "invalid"),
-        ([], "empty"),
-    ],
-)
-def test_validate_epsilons_rejects(values: list[float], match: str) -> None:
-    with pytest.raises(UserError, match=match):
-        validate_epsilons(values, "linf")
-
-
-def test_grid_config_defaults_to_the_dataset_grid() -> None:
-    grid = GridConfig()
-    assert grid.epsilons(Norm.LINF, "digits") == default_eps_grid("digits", "linf")
-    assert grid.epsilons(Norm.L2, "digits") == default_eps_grid("digits", "l2")
-    given = GridConfig(linf_epsilons=(0.2, 0.0))
-    assert given.epsilons(Norm.LINF, "digits") == [0.0, 0.2]
-    with pytest.raises(UserError):
-        GridConfig(linf_epsilons=(0.0, -1.0)).epsilons(Norm.LINF, "digits")
-
-
-@pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": -5}, {"batch_size": 0}, {"limit": 1.5}])
-def test_grid_config_rejects_bad_limit_and_batch_size(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(UserError):
-        GridConfig(**kwargs)
-
-
-def test_attack_spec_label_and_build() -> None:
-    spec = AttackSpec("pgd", "native", (("steps", 3),))
-    assert spec.label == "pgd@native"
-    assert spec.build().params()["steps"] == 3
 
 
 # ----------------------------------------------------------------------------- user errors

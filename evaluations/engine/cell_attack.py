@@ -28,6 +28,12 @@ logger = logging.getLogger(__name__)
 
 
 def evaluation_tensors(data: Dataset[Any], limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples a grid attacks: ``x`` float (N, C, H, W) in [0, 1], ``y`` long (N,).
+
+    ``limit`` takes a class-balanced, seeded subset of at most that many examples
+    (:func:`robustbench_sparse.datasets.balanced_subset`); ``None`` takes all. An empty set gives
+    empty tensors (the grid turns that into a :class:`UserError`).
+    """
     # The same class-balanced, seeded subset for every checkpoint (a class-sorted split would
     # otherwise give the first classes only); recorded in the sidecar (evaluation_subset).
     data = balanced_subset(data, limit)
