@@ -1,4 +1,4 @@
-"""One training job: ``load_dataset -> create_model -> CampfireSparsifier -> fit -> save_checkpoint``.
+"""One training job: ``load_dataset -> create_model -> sparsifier -> fit -> save_checkpoint``.
 
 Used by ``rbs train`` and by the experiment runner (``rbs run``). Output directory rules: an existing
 finished checkpoint is never overwritten without ``overwrite``; ``resume`` continues an interrupted
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,19 +33,28 @@ from robustbench_sparse.checkpoint import (
     save_checkpoint,
     save_train_state,
 )
-from robustbench_sparse.config import to_jsonable
+from robustbench_sparse.config import (
+    ConfigSchema,
+    check_keys,
+    dataclass_from_dict,
+    dataclass_keys,
+    deep_merge,
+    to_jsonable,
+)
 from robustbench_sparse.datasets import DatasetSplits, dataset_info, load_dataset, load_split
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model_for
 from robustbench_sparse.outdir import TRAIN_RULES, prepare_output_dir
 from robustbench_sparse.provenance import provenance
-from robustbench_sparse.sparsity import CampfireSparsifier, SparsityConfig, sparsity_report
+from robustbench_sparse.sparsity import Sparsifier, SparsityConfig, sparsity_report
 from robustbench_sparse.training import (
     Checkpointer,
     EpochRecord,
     TrainConfig,
     TrainResult,
+    default_prune_window,
+    default_train_config,
     distributed_layout,
     fit,
     validation_split,
@@ -86,7 +96,7 @@ def _meta(
     job: TrainJob,
     data: DatasetSplits,
     model: nn.Module,
-    sparsifier: CampfireSparsifier | None,
+    sparsifier: Sparsifier | None,
     history: list[EpochRecord],
     *,
     test_correct: int,
@@ -256,7 +266,7 @@ def _load_job_data(job: TrainJob, data: DatasetSplits | None) -> tuple[DatasetSp
     return data, plain_train
 
 
-def _masks_of(sparsifier: CampfireSparsifier | None) -> dict[str, torch.Tensor]:
+def _masks_of(sparsifier: Sparsifier | None) -> dict[str, torch.Tensor]:
     return dict(sparsifier.masks) if sparsifier is not None else {}
 
 
@@ -284,7 +294,7 @@ class _EpochSaver:
         kind: str,
         ckpt_name: str,
         model: nn.Module,
-        sparsifier: CampfireSparsifier | None,
+        sparsifier: Sparsifier | None,
         history: list[EpochRecord],
     ) -> None:
         rec = history[-1]
@@ -306,7 +316,7 @@ class _EpochSaver:
     def save_last(
         self,
         model: nn.Module,
-        sparsifier: CampfireSparsifier | None,
+        sparsifier: Sparsifier | None,
         history: list[EpochRecord],
         train_state: dict[str, Any],
     ) -> None:
@@ -316,13 +326,13 @@ class _EpochSaver:
         self.save_epoch(self.out, "last", self.name, model, sparsifier, history)
 
     def save_best(
-        self, model: nn.Module, sparsifier: CampfireSparsifier | None, history: list[EpochRecord]
+        self, model: nn.Module, sparsifier: Sparsifier | None, history: list[EpochRecord]
     ) -> None:
         where = self.out / "best"
         self.save_epoch(where, "best", f"{self.name}-best", model, sparsifier, history)
 
     def save_best_robust(
-        self, model: nn.Module, sparsifier: CampfireSparsifier | None, history: list[EpochRecord]
+        self, model: nn.Module, sparsifier: Sparsifier | None, history: list[EpochRecord]
     ) -> None:
         where, kind = self.out / "best-robust", "best-robust"
         self.save_epoch(where, kind, f"{self.name}-{kind}", model, sparsifier, history)
@@ -456,78 +466,112 @@ def fit_derived_epochs(
     return merged
 
 
+#: the keys of a training config: ``[data]``, ``[model]`` (``arch`` + any model keyword),
+#: ``[train]``, ``[sparsity]``, ``[adversarial]`` and a top-level ``name``
+TRAIN_SCHEMA = ConfigSchema(
+    sections={
+        "data": dataclass_keys(DataConfig),
+        "model": None,
+        "train": dataclass_keys(TrainConfig),
+        "sparsity": dataclass_keys(SparsityConfig),
+        "adversarial": dataclass_keys(AdversarialConfig),
+    },
+    scalars=("name",),
+)
+
+
 def train_job_from_config(
-    config: dict[str, Any],
+    config: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
     *,
-    data_overrides: dict[str, Any] | None = None,
-    train_overrides: dict[str, Any] | None = None,
-    sparsity_overrides: dict[str, Any] | None = None,
-    adversarial_overrides: dict[str, Any] | None = None,
+    data_overrides: Mapping[str, Any] | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
+    sparsity_overrides: Mapping[str, Any] | None = None,
+    adversarial_overrides: Mapping[str, Any] | None = None,
     arch: str | None = None,
     name: str | None = None,
 ) -> TrainJob:
-    """Compose a :class:`TrainJob` from TOML sections and explicit overrides.
+    """Compose a :class:`TrainJob` from a config and a layer of overrides above it.
 
-    Precedence: explicit overrides (CLI flags) > config file > per-dataset defaults; epoch-valued
-    settings of a lower layer than ``epochs`` are fitted to it (:func:`fit_derived_epochs`). Sections:
-    ``[data]``, ``[model]`` (``arch`` + any model kwargs), ``[train]``, ``[sparsity]``,
-    ``[adversarial]`` (:class:`~robustbench_sparse.adversarial.AdversarialConfig`). The
-    pruning window defaults to :func:`default_prune_window` of the final epoch count.
+    Both are plain nested dicts of the same shape (:data:`TRAIN_SCHEMA`: ``[data]``, ``[model]``
+    with ``arch`` + any model kwargs, ``[train]``, ``[sparsity]``, ``[adversarial]``, ``name``),
+    e.g. a TOML file and ``{"train": {"epochs": 3}, "sparsity": {"target": 0.7}}``; ``None``
+    values in ``overrides`` are unset. The keywords are shorthands for sections of ``overrides``
+    (``sparsity_overrides={...}`` is ``overrides={"sparsity": {...}}``; ``arch``, ``name``).
+
+    Precedence: overrides > config > per-dataset defaults; epoch-valued settings of a lower layer
+    than ``epochs`` are fitted to it (:func:`fit_derived_epochs`). The pruning window defaults to
+    :func:`default_prune_window` of the final epoch count.
     """
-    from robustbench_sparse.config import check_keys, dataclass_from_dict
-    from robustbench_sparse.training import default_prune_window, default_train_config
-
-    check_keys("config", config, ["data", "model", "train", "sparsity", "adversarial", "name"])
-    data_section = {
-        **config.get("data", {}),
-        **{k: v for k, v in (data_overrides or {}).items() if v is not None},
+    shorthands = {
+        "data": data_overrides,
+        "train": train_overrides,
+        "sparsity": sparsity_overrides,
+        "adversarial": adversarial_overrides,
+        "model": {"arch": arch or None},
+        "name": name or None,
     }
-    data_cfg = dataclass_from_dict(DataConfig, data_section, "data")
-    model_section = dict(config.get("model", {}))
-    arch_name = arch or model_section.pop("arch", "small_cnn")
-    model_section.pop("arch", None)
-    base_train = to_jsonable(default_train_config(data_cfg.dataset))
+    layers = [dict(config), deep_merge(deep_merge({}, overrides or {}), shorthands)]
+    for layer in layers:
+        check_keys("config", layer, TRAIN_SCHEMA.top_keys())
+    data_cfg = dataclass_from_dict(DataConfig, _merged_section(layers, "data"), "data")
+    model_section = _merged_section(layers, "model")
+    arch_name = model_section.pop("arch", "small_cnn")
     train_layers = [
-        base_train,
-        dict(config.get("train", {})),
-        {k: v for k, v in (train_overrides or {}).items() if v is not None},
+        to_jsonable(default_train_config(data_cfg.dataset)),
+        *(_section(layer, "train") for layer in layers),
     ]
-    schedule = {k: v for layer in train_layers for k, v in layer.items()}.get("lr_schedule")
-    schedule = str(getattr(schedule, "value", schedule))
-    used = {"warmup_epochs", {"step": "step_size", "multistep": "milestones"}.get(schedule, "")}
-    train_rules = {k: rule for k, rule in _TRAIN_EPOCH_KEYS.items() if k in used}
-    train_section = fit_derived_epochs(train_layers, train_layers, train_rules)
-    train_cfg = dataclass_from_dict(TrainConfig, train_section, "train")
-    start, end = default_prune_window(train_cfg.epochs)
-    sparsity_layers = [
-        {"start": start, "end": end},  # derived from the final epochs: always fits
-        dict(config.get("sparsity", {})),
-        {k: v for k, v in (sparsity_overrides or {}).items() if v is not None},
-    ]
-    sparsity_section = fit_derived_epochs(
-        sparsity_layers, train_layers, _SPARSITY_EPOCH_KEYS, joint=True
-    )
-    sparsity_cfg = dataclass_from_dict(SparsityConfig, sparsity_section, "sparsity")
-    adversarial_section = {
-        **config.get("adversarial", {}),
-        **{k: v for k, v in (adversarial_overrides or {}).items() if v is not None},
-    }
-    adversarial_cfg = adversarial_from_dict(adversarial_section)
+    train_cfg = _train_config(train_layers)
+    sparsity_cfg = _sparsity_config(layers, train_layers, train_cfg.epochs)
     return TrainJob(
         data=data_cfg,
         arch=arch_name,
         arch_kwargs=tuple(sorted(model_section.items())),
         train=train_cfg,
         sparsity=sparsity_cfg,
-        name=name or config.get("name"),
-        adversarial=adversarial_cfg,
+        name=layers[1].get("name") or layers[0].get("name"),
+        adversarial=adversarial_from_dict(_merged_section(layers, "adversarial")),
     )
 
 
-def adversarial_from_dict(section: dict[str, Any]) -> AdversarialConfig:
-    """:class:`AdversarialConfig` from a TOML ``[adversarial]`` table (eps may be ``"8/255"``)."""
-    from robustbench_sparse.config import check_keys
+def _section(layer: Mapping[str, Any], name: str) -> dict[str, Any]:
+    table = layer.get(name, {})
+    if not isinstance(table, Mapping):
+        raise UserError(f"[{name}] must be a table of keys, got {table!r}")
+    return dict(table)
 
-    valid = list(AdversarialConfig.__dataclass_fields__)
-    check_keys("adversarial", section, valid)
+
+def _merged_section(layers: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return {k: v for layer in layers for k, v in _section(layer, name).items()}
+
+
+def _train_config(train_layers: list[dict[str, Any]]) -> TrainConfig:
+    """``[train]`` over the dataset defaults; the LR step / milestones are fitted only under the
+    schedule that uses them."""
+    schedule = {k: v for layer in train_layers for k, v in layer.items()}.get("lr_schedule")
+    schedule = str(getattr(schedule, "value", schedule))
+    used = {"warmup_epochs", {"step": "step_size", "multistep": "milestones"}.get(schedule, "")}
+    train_rules = {k: rule for k, rule in _TRAIN_EPOCH_KEYS.items() if k in used}
+    train_section = fit_derived_epochs(train_layers, train_layers, train_rules)
+    return dataclass_from_dict(TrainConfig, train_section, "train")
+
+
+def _sparsity_config(
+    layers: list[dict[str, Any]], train_layers: list[dict[str, Any]], epochs: int
+) -> SparsityConfig:
+    """``[sparsity]`` over the default pruning window of the final ``epochs``."""
+    start, end = default_prune_window(epochs)
+    sparsity_layers = [
+        {"start": start, "end": end},  # derived from the final epochs: always fits
+        *(_section(layer, "sparsity") for layer in layers),
+    ]
+    sparsity_section = fit_derived_epochs(
+        sparsity_layers, train_layers, _SPARSITY_EPOCH_KEYS, joint=True
+    )
+    return dataclass_from_dict(SparsityConfig, sparsity_section, "sparsity")
+
+
+def adversarial_from_dict(section: Mapping[str, Any]) -> AdversarialConfig:
+    """:class:`AdversarialConfig` from a TOML ``[adversarial]`` table (eps may be ``"8/255"``)."""
+    check_keys("adversarial", section, dataclass_keys(AdversarialConfig))
     return AdversarialConfig(**section)

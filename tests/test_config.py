@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 
 from robustbench_sparse.config import (
+    ConfigSchema,
     check_keys,
+    coerce,
     dataclass_from_dict,
+    deep_merge,
     load_toml,
     merge_dataclass,
+    nearest_key,
     to_jsonable,
 )
 from robustbench_sparse.errors import UserError
@@ -191,3 +195,30 @@ def test_to_jsonable_of_train_config_rebuilds_the_same_config() -> None:
     assert dataclass_from_dict(TrainConfig, to_jsonable(cfg), "train") == cfg
     sp = SparsityConfig(target=0.7, granularity=Granularity.COMBINED, include=("net.conv2",))
     assert dataclass_from_dict(SparsityConfig, to_jsonable(sp), "sparsity") == sp
+
+
+def test_config_schema_checks_sections_and_keys() -> None:
+    schema = ConfigSchema({"train": ("epochs", "lr"), "model": None}, scalars=("name",))
+    assert schema.top_keys() == ["train", "model", "name"]
+    schema.check({"train": {"epochs": 3}, "model": {"anything": 1}, "name": "x"})
+    with pytest.raises(UserError, match=r"unknown key 'trian' in \[config\]; did you mean 'train'"):
+        schema.check({"trian": {}})
+    with pytest.raises(UserError, match=r"unknown key 'epoch' in \[train\]; did you mean 'epochs'"):
+        schema.check({"train": {"epoch": 3}})
+
+
+def test_nearest_key_and_deep_merge() -> None:
+    assert nearest_key("lr_rate", ["lr", "epochs"]) == "lr"
+    assert nearest_key("zzz", ["lr", "epochs"]) is None
+    base = {"a": {"b": 1, "c": {"d": 2}}, "e": [1]}
+    assert deep_merge(base, {"a": {"c": {"d": 3}, "b": None}, "e": [2]}) == {
+        "a": {"b": 1, "c": {"d": 3}},
+        "e": [2],
+    }
+    assert base == {"a": {"b": 1, "c": {"d": 2}}, "e": [1]}
+
+
+def test_coerce_wants_a_table_for_a_dict_field() -> None:
+    with pytest.raises(UserError, match=r"\[attack\] params: expected a table, got 3"):
+        coerce(3, dict[str, int], "[attack] params")
+    assert coerce({"a": 1}, dict[str, int], "x") == {"a": 1}
