@@ -10,18 +10,9 @@ from __future__ import annotations
 import base64
 import html
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
-
-
-def iter_rows(frame: pd.DataFrame) -> Iterator[Any]:
-    """Rows as namedtuples, typed loosely (pandas types cell values as a broad scalar union)."""
-    return iter(frame.itertuples(index=False))
-
 
 # --------------------------------------------------------------------------- document model
 

@@ -4,7 +4,7 @@ the seaborn theme, epsilon axes, tick thinning, legends and the one atomic PNG +
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,11 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from evaluations.present.ordering import iter_rows
 from evaluations.record.budgets import (
     epsilon_label,
     in_255ths,
 )
-from evaluations.record.metrics import WORST_CASE
 from robustbench_sparse.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 DENSE = "dense"
 
-NORM_LABEL = {"linf": "L∞", "l2": "L2"}
 # Campfire granularities, then the other pruning methods' labels (see SparsityConfig.label).
 GRANULARITY_ORDER = (
     "dense",
@@ -69,14 +68,8 @@ MARKERS = {
     "grasp": "P",
     "filter": "h",
 }
-ATTACK_ORDER = ("fgsm", "fgm", "pgd", "apgd", "cw", WORST_CASE)
 DPI = 150
 TRIM_FLOOR = 0.01  # curve axes stop once every model stays at or below 1 %
-
-
-def iter_rows(frame: pd.DataFrame) -> Iterator[Any]:
-    """Rows as namedtuples, typed loosely (pandas types cell values as a broad scalar union)."""
-    return iter(frame.itertuples(index=False))
 
 
 # --------------------------------------------------------------------------- styling helpers
@@ -94,29 +87,12 @@ class CheckpointStyle:
     zorder: int
 
 
-def norm_label(norm: str) -> str:
-    return NORM_LABEL.get(norm, norm)
-
-
-def norms_of(df: pd.DataFrame) -> list[str]:
-    """Norms present, L∞ first."""
-    order = list(NORM_LABEL)
-    return sorted(
-        {str(n) for n in df["norm"].unique()},
-        key=lambda n: (order.index(n) if n in order else len(order), n),
-    )
-
-
 def percent(value: float) -> str:
     return f"{100.0 * value:.0f}%" if math.isfinite(value) else "?"
 
 
 def granularity_rank(g: str) -> int:
     return GRANULARITY_ORDER.index(g) if g in GRANULARITY_ORDER else len(GRANULARITY_ORDER)
-
-
-def attack_rank(a: str) -> tuple[int, str]:
-    return (ATTACK_ORDER.index(a) if a in ATTACK_ORDER else len(ATTACK_ORDER) - 1, a)
 
 
 def is_dense_model(granularity: str, target: float) -> bool:

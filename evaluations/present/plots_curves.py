@@ -18,13 +18,13 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
+from evaluations.present.ordering import attack_rank, iter_rows, norm_label, norms_of
 from evaluations.present.plot_style import (
     DENSE,
     LINESTYLES,
     MARKERS,
     TRIM_FLOOR,
     CheckpointStyle,
-    attack_rank,
     checkpoint_handles,
     checkpoint_styles,
     checkpoint_table,
@@ -32,11 +32,8 @@ from evaluations.present.plot_style import (
     eps_axis,
     granularity_rank,
     is_dense_model,
-    iter_rows,
     legend_outside,
     match_epsilons,
-    norm_label,
-    norms_of,
     save_figure,
     seaborn_theme,
 )

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox
 
+from evaluations.present.ordering import iter_rows, norm_label, norms_of
 from evaluations.present.plot_style import (
     DENSE,
     MARKERS,
@@ -26,11 +27,8 @@ from evaluations.present.plot_style import (
     describe_results,
     granularity_rank,
     is_dense_model,
-    iter_rows,
     legend_outside,
     match_epsilons,
-    norm_label,
-    norms_of,
     save_figure,
     seaborn_theme,
 )

@@ -7,12 +7,6 @@ from typing import Any
 
 import pandas as pd
 
-from evaluations.record.metrics import (
-    WORST_CASE,
-)
-
-NORM_LABEL = {"linf": "L∞", "l2": "L2"}
-ATTACK_ORDER = ("fgsm", "fgm", "pgd", "apgd", "cw", WORST_CASE)
 GRANULARITY_ORDER = ("dense", "window", "channel", "combined", "unstructured")
 FIGURE_ORDER = (
     "robustness_curves",
@@ -63,23 +57,6 @@ def fmt_seconds(seconds: Any) -> str:
     if s < 7200:
         return f"{s / 60:.1f} min"
     return f"{s / 3600:.2f} h"
-
-
-def norm_label(norm: str) -> str:
-    return NORM_LABEL.get(norm, norm)
-
-
-def norms_of(df: pd.DataFrame) -> list[str]:
-    """Norms present, L∞ first."""
-    order = list(NORM_LABEL)
-    return sorted(
-        {str(n) for n in df["norm"].unique()},
-        key=lambda n: (order.index(n) if n in order else len(order), n),
-    )
-
-
-def attack_key(a: str) -> tuple[int, str]:
-    return (ATTACK_ORDER.index(a) if a in ATTACK_ORDER else len(ATTACK_ORDER) - 1, a)
 
 
 def joined(values: Any) -> str:

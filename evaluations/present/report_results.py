@@ -9,18 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from evaluations.present.document import Block, Bullets, Heading, Paragraph, Table, iter_rows
-from evaluations.present.report_format import (
-    ACHIEVED_NOTE,
-    NORM_LABEL,
-    attack_key,
-    checkpoint_table,
-    fmt_eps,
-    joined,
-    norm_label,
-    norms_of,
-    pct,
-)
+from evaluations.present.document import Block, Bullets, Heading, Paragraph, Table
+from evaluations.present.ordering import NORM_LABEL, attack_rank, iter_rows, norm_label, norms_of
+from evaluations.present.report_format import ACHIEVED_NOTE, checkpoint_table, fmt_eps, joined, pct
 from evaluations.present.report_run import time_text
 from evaluations.record.budgets import (
     BudgetChoice,
@@ -47,7 +38,7 @@ def summary_blocks(df: pd.DataFrame, side: dict[str, Any], checks: dict[str, Any
     n_text = str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]} (varies by checkpoint)"
     single = df[df["attack"] != WORST_CASE]
     attacks = []
-    for attack in sorted({str(a) for a in single["attack"].unique()}, key=attack_key):
+    for attack in sorted({str(a) for a in single["attack"].unique()}, key=attack_rank):
         sub = single[single["attack"] == attack]
         norms = ", ".join(norm_label(n) for n in norms_of(sub))
         attacks.append(f"{attack} ({norms}; backend {joined(sub['backend'].unique())})")
@@ -366,7 +357,7 @@ def robust_table_blocks(df: pd.DataFrame) -> list[Block]:
     for norm in norms_of(df):
         label = norm_label(norm)
         data = df[df["norm"] == norm]
-        attacks = sorted({str(a) for a in data["attack"].unique()}, key=attack_key)
+        attacks = sorted({str(a) for a in data["attack"].unique()}, key=attack_rank)
         singles = [a for a in attacks if a != WORST_CASE]
         blocks.append(Heading(2, f"Robust accuracy, {label}"))
         if WORST_CASE in attacks:
@@ -392,7 +383,7 @@ def robust_table_blocks(df: pd.DataFrame) -> list[Block]:
 def auc_table_blocks(df: pd.DataFrame) -> list[Block]:
     keys: list[tuple[str, str]] = []
     for norm in norms_of(df):
-        attacks = sorted({str(a) for a in df.loc[df["norm"] == norm, "attack"]}, key=attack_key)
+        attacks = sorted({str(a) for a in df.loc[df["norm"] == norm, "attack"]}, key=attack_rank)
         # worst case first: it is the headline number
         attacks = sorted(attacks, key=lambda a: a != WORST_CASE)
         keys += [(norm, a) for a in attacks]

@@ -10,13 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from evaluations.present.document import FAIL, PASS, Block, Code, Figure, Heading, Paragraph, Table
-from evaluations.present.report_format import (
-    FIGURE_ORDER,
-    NORM_LABEL,
-    fmt_eps,
-    fmt_seconds,
-    norm_label,
-)
+from evaluations.present.ordering import NORM_LABEL, norm_label
+from evaluations.present.report_format import FIGURE_ORDER, fmt_eps, fmt_seconds
 from evaluations.record.results import (
     FIGURES_DIR,
     RESULTS_CSV,
