@@ -16,10 +16,13 @@ import hashlib
 import json
 import logging
 import time
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attacks.params import parse_epsilon
 from evaluations.engine.data_checks import check_input_shape
 from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, identify, resolve_attacks
@@ -27,7 +30,7 @@ from evaluations.engine.spec import AttackSpec, GridConfig, validate_epsilons
 from rbs.finish import finish_run
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
-from robustbench_sparse.config import to_jsonable
+from robustbench_sparse.config import ConfigSchema, coerce, to_jsonable
 from robustbench_sparse.datasets import evaluation_subset_record, load_split
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
@@ -106,6 +109,67 @@ class AttackRunRequest:
             if payload.get(key) is None:  # keeps fingerprints of earlier runs
                 payload.pop(key, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: the keys of an ``rbs attack`` config (``--config``, ``--set``): ``[attack]`` and ``[epsilons]``
+#: as in an ``rbs run`` experiment, ``[data]`` the evaluation data, ``[model]`` how to read a plain
+#: state dict
+ATTACK_SCHEMA = ConfigSchema(
+    sections={
+        "attack": (
+            "checkpoints",
+            "attacks",
+            "protocol",
+            "backend",
+            "params",
+            "limit",
+            "batch_size",
+            "device",
+            "seed",
+            "report",
+        ),
+        "epsilons": ("linf", "l2"),
+        "data": ("dataset", "data_root", "download"),
+        "model": ("arch", "normalize"),
+    }
+)
+#: config key -> request field (the same name unless listed)
+_RENAMED = {("epsilons", "linf"): "linf_epsilons", ("epsilons", "l2"): "l2_epsilons"}
+
+
+def request_from_config(config: Mapping[str, Any]) -> AttackRunRequest:
+    """Build the request from a nested config dict (:data:`ATTACK_SCHEMA`; defaults: the fields')."""
+    ATTACK_SCHEMA.check(config)
+    hints = typing.get_type_hints(AttackRunRequest)
+    fields: dict[str, Any] = {}
+    for section, keys in ATTACK_SCHEMA.sections.items():
+        table = config.get(section, {})
+        if not isinstance(table, Mapping):
+            raise UserError(f"[{section}] must be a table of keys, got {table!r}")
+        for key in keys or ():
+            if key not in table:
+                continue
+            name, where = _RENAMED.get((section, key), key), f"[{section}] {key}"
+            value = table[key]
+            if section == "epsilons":
+                value = config_epsilons(value, where)
+            elif key == "checkpoints":
+                value = [Path(str(p)) for p in (value if isinstance(value, list) else [value])]
+            fields[name] = coerce(value, hints[name], where)
+    if "protocol" in fields and "attacks" in fields:
+        raise UserError("[attack] give protocol or attacks, not both")
+    if not fields.get("checkpoints"):
+        raise UserError(
+            "the following arguments are required: --checkpoint (or [attack] checkpoints)"
+        )
+    return AttackRunRequest(**fields)
+
+
+def config_epsilons(values: Any, where: str) -> list[float]:
+    """An epsilon grid of a config: numbers and fractions (``[0, "8/255"]``) -> floats."""
+    if not isinstance(values, (list, tuple)):
+        raise UserError(f"{where}: expected a list of epsilons, got {values!r}")
+    return [parse_epsilon(v, what=where) for v in values]
 
 
 @dataclass

@@ -27,37 +27,45 @@ from typing import Any
 from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, get_protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig, validate_epsilons
+from rbs.attack_job import config_epsilons
 from rbs.finish import finish_run
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint
-from robustbench_sparse.config import check_keys, load_toml, to_jsonable
+from robustbench_sparse.config import ConfigSchema, check_keys, load_toml, to_jsonable
 from robustbench_sparse.datasets import evaluation_subset_record, load_dataset
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
 from robustbench_sparse.outdir import RUN_RULES, prepare_output_dir
 from robustbench_sparse.sparsity import Granularity, PruningMethod
-from robustbench_sparse.train_job import TrainJob, job_with, run_train_job, train_job_from_config
+from robustbench_sparse.train_job import (
+    TRAIN_SCHEMA,
+    TrainJob,
+    job_with,
+    run_train_job,
+    train_job_from_config,
+)
 
 logger = logging.getLogger(__name__)
 
 EXPERIMENT_FILE = str(RUN_RULES.marker)
-_TOP_KEYS = [
-    "name",
-    "recipe",
-    "data",
-    "model",
-    "train",
-    "sparsity",
-    "adversarial",
-    "models",
-    "attack",
-    "epsilons",
-]
 _MODELS_KEYS = ["dense", "targets", "granularities", "methods", "extra", "trainings"]
 _EXTRA_KEYS = ["method", "target", "granularity"]
 _ATTACK_KEYS = ["protocol", "attacks", "backend", "batch_size", "limit", "device", "params"]
 _EPS_KEYS = ["linf", "l2"]
+
+#: the keys of an experiment config (``rbs run`` CONFIG, ``--set``): the training sections of
+#: :data:`~robustbench_sparse.train_job.TRAIN_SCHEMA`, the models, the attack and its epsilons
+RUN_SCHEMA = ConfigSchema(
+    sections={
+        **TRAIN_SCHEMA.sections,
+        "recipe": None,  # a shipped recipe's description, runtime, hardware
+        "models": tuple(_MODELS_KEYS),
+        "attack": tuple(_ATTACK_KEYS),
+        "epsilons": tuple(_EPS_KEYS),
+    },
+    scalars=("name",),
+)
 
 
 def default_config_text() -> str:
@@ -148,7 +156,7 @@ def _checked_sections(
     cfg: dict[str, Any], protocol: str | None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``[models]``, ``[attack]``, ``[epsilons]``, keys checked; ``protocol`` applied."""
-    check_keys("experiment", cfg, _TOP_KEYS)
+    check_keys("experiment", cfg, RUN_SCHEMA.top_keys())
     models_cfg = cfg.get("models", {})
     check_keys("models", models_cfg, _MODELS_KEYS)
     attack_cfg = cfg.get("attack", {})
@@ -220,12 +228,16 @@ def _attack_grid(
     specs = tuple(
         AttackSpec(n, backend, tuple(sorted(dict(params.get(n, {})).items()))) for n in names
     )
+    linf, l2 = (
+        tuple(validate_epsilons(config_epsilons(eps_cfg[n], f"[epsilons] {n}"), n))
+        if n in eps_cfg
+        else None
+        for n in ("linf", "l2")
+    )
     grid = GridConfig(
         attacks=specs,
-        linf_epsilons=tuple(validate_epsilons(eps_cfg["linf"], "linf"))
-        if "linf" in eps_cfg
-        else None,
-        l2_epsilons=tuple(validate_epsilons(eps_cfg["l2"], "l2")) if "l2" in eps_cfg else None,
+        linf_epsilons=linf,
+        l2_epsilons=l2,
         batch_size=int(attack_cfg.get("batch_size", 500)),
         limit=attack_cfg.get("limit"),
         device=str(attack_cfg.get("device", "cpu")),

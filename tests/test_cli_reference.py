@@ -80,7 +80,46 @@ def render() -> str:
     ]
     for title, text in sections:
         lines += ["", f"## {title}", "", "```text", text.rstrip("\n"), "```"]
+    lines += config_keys()
     return "\n".join(lines) + "\n"
+
+
+def config_keys() -> list[str]:
+    """The ``--config`` / ``--set`` section: each command's sections and its flag -> key table."""
+    from rbs.attack_job import ATTACK_SCHEMA
+    from rbs.commands import attack, run, train
+    from rbs.run_job import RUN_SCHEMA
+    from robustbench_sparse.train_job import TRAIN_SCHEMA
+
+    lines = [
+        "",
+        "## Configuration keys: `--config` and `--set`",
+        "",
+        "`rbs train`, `rbs attack` and `rbs run` read one nested TOML table: the defaults <",
+        "`--config FILE.toml` (`rbs run`: CONFIG, `--config` or `--recipe`; `rbs train`: or",
+        "`--recipe`) < the command line. There `--set SECTION.KEY=VALUE` (repeatable) sets any key;",
+        'VALUE is a TOML value (`3`, `0.7`, `true`, `[0.1, "8/255"]`) and a bare word that is not',
+        "TOML is a string (`--set data.dataset=mnist`); deeper keys name nested tables",
+        "(`--set attack.params.pgd.steps=40`). Every flag below is an alias of one key; a flag and",
+        "`--set` may not set the same key. Unknown sections and keys are refused in one line that",
+        "lists the valid ones. A protocol (or attack list) given on the command line replaces the",
+        "config's attack list (or protocol).",
+    ]
+    for command, schema, aliases in (
+        ("train", TRAIN_SCHEMA, train.ALIASES),
+        ("attack", ATTACK_SCHEMA, attack.ALIASES),
+        ("run", RUN_SCHEMA, run.ALIASES),
+    ):
+        lines += ["", f"### rbs {command}", "", "| section | keys |", "|---|---|"]
+        for section, keys in schema.sections.items():
+            shown = ", ".join(f"`{k}`" for k in keys) if keys is not None else "any key"
+            lines.append(f"| `[{section}]` | {shown} |")
+        lines += [f"| (top level) | {', '.join(f'`{k}`' for k in schema.scalars)} |"] * bool(
+            schema.scalars
+        )
+        lines += ["", "| flag | key |", "|---|---|"]
+        lines += [f"| `{a.flag}` | `{a.key}` |" for a in aliases]
+    return lines
 
 
 def _doc_python(text: str) -> str | None:

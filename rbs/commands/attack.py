@@ -1,4 +1,9 @@
-"""``rbs attack``: flags -> one :class:`~rbs.attack_job.AttackRunRequest` -> one attack run."""
+"""``rbs attack``: config layers -> one :class:`~rbs.attack_job.AttackRunRequest` -> one attack run.
+
+The configuration is ``[attack] [epsilons] [data] [model]`` (:data:`rbs.attack_job.ATTACK_SCHEMA`):
+the request's defaults < ``--config`` < ``--set`` and the flags below, each an alias of one key.
+A protocol or an attack list given on the command line replaces the config file's choice.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,96 @@ from pathlib import Path
 from typing import Any
 
 from rbs.commands.common import (
-    add_normalize,
+    NORMALIZE_HELP,
     add_nproc,
-    add_protocol,
     checked_protocol,
     command_line,
     launch_torchrun,
     parse_eps,
+    protocol_help,
 )
+from rbs.overrides import Alias, add_aliases, add_config_flags, command_line_layer, parse_value
+from robustbench_sparse.config import deep_merge
 from robustbench_sparse.errors import UserError
+
+
+def _eps(text: str, flag: str) -> list[float] | None:
+    return parse_eps(text, flag) if text else None
+
+
+def _params(texts: list[str], flag: str) -> dict[str, dict[str, Any]]:
+    """``["pgd.steps=40", ...]`` -> ``{"pgd": {"steps": 40}}``."""
+    params: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        attack, key, value = parse_param(text)
+        params.setdefault(attack, {})[key] = value
+    return params
+
+
+def parse_param(text: str) -> tuple[str, str, Any]:
+    """``"pgd.steps=40"`` -> ``("pgd", "steps", 40)`` (the value read as TOML, as ``--set``)."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise UserError(f"--param {text!r}: expected ATTACK.KEY=VALUE, e.g. pgd.steps=40")
+    key, raw = text.split("=", 1)
+    attack, name = key.split(".", 1)
+    return attack, name, parse_value(raw)
+
+
+#: the flags most runs use; ``rbs attack --help`` lists them first
+EVERYDAY = (
+    Alias(
+        "--checkpoint",
+        "attack.checkpoints",
+        "repeatable",
+        type=Path,
+        action="append",
+    ),
+    Alias("--attack", "attack.attacks", "fgsm, pgd, pgd-l2, cw, ... (repeatable)", action="append"),
+    Alias(
+        "--protocol",
+        "attack.protocol",
+        protocol_help("default: quick, or the hand-picked --attack list (not both)"),
+    ),
+    Alias(
+        "--eps",
+        "epsilons.linf",
+        "Linf grid, comma-separated, fractions allowed: 0,2/255,8/255",
+        convert=_eps,
+    ),
+    Alias("--eps-l2", "epsilons.l2", "L2 grid, comma-separated", convert=_eps),
+    Alias(
+        "--limit",
+        "attack.limit",
+        "evaluate N test examples (class-balanced, fixed seed)",
+        type=int,
+    ),
+)
+MORE = (
+    Alias("--backend", "attack.backend", "native (default), torchattacks, foolbox"),
+    Alias(
+        "--param",
+        "attack.params",
+        "ATTACK.KEY=VALUE, e.g. pgd.steps=40",
+        action="append",
+        convert=_params,
+    ),
+    Alias("--batch-size", "attack.batch_size", "default 500", type=int),
+    Alias("--device", "attack.device", "cpu (default), cuda, auto"),
+    Alias("--dataset", "data.dataset", "override the checkpoint's dataset"),
+    Alias("--data-root", "data.data_root", "where torchvision datasets live"),
+    Alias("--download", "data.download", action="store_true"),
+    Alias("--arch", "model.arch", "architecture of a plain .pt/.pth state dict (with --dataset)"),
+    Alias("--normalize", "model.normalize", NORMALIZE_HELP),
+    Alias(
+        "--no-report",
+        "attack.report",
+        "skip figures and report (sets it to false)",
+        action="store_const",
+        extra={"const": False},
+    ),
+)
+#: every flag of ``rbs attack`` that sets a config key
+ALIASES = (*EVERYDAY, *MORE)
 
 
 def add_parser(sub: Any) -> None:
@@ -23,78 +109,32 @@ def add_parser(sub: Any) -> None:
         "attack",
         help="attack checkpoints over an epsilon grid",
         description="Attack one or more checkpoints with FGSM / PGD / C&W over epsilon grids and "
-        "write a tidy results table. Re-running the same command resumes.",
+        "write a tidy results table. Re-running the same command resumes. Flags and --set "
+        "override --config; every flag in brackets sets that config key.",
     )
-    p.add_argument("--checkpoint", action="append", type=Path, required=True, help="repeatable")
-    p.add_argument("--attack", action="append", help="fgsm, pgd, pgd-l2, cw, ... (repeatable)")
-    add_protocol(p, "default: quick, or the hand-picked --attack list (not both)")
-    p.add_argument("--eps", help="Linf grid, comma-separated, fractions allowed: 0,2/255,8/255")
-    p.add_argument("--eps-l2", help="L2 grid, comma-separated")
-    p.add_argument("--backend", default="native", help="native (default), torchattacks, foolbox")
-    p.add_argument(
-        "--param", action="append", default=[], help="ATTACK.KEY=VALUE, e.g. pgd.steps=40"
+    g = p.add_argument_group("everyday")
+    add_config_flags(
+        g, "TOML file with [attack] [epsilons] [data] [model]", 'epsilons.linf=[0,"8/255"]'
     )
-    p.add_argument(
-        "--limit", type=int, help="evaluate N test examples (class-balanced, fixed seed)"
-    )
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
-    p.add_argument("--dataset", help="override the checkpoint's dataset")
-    p.add_argument("--data-root", help="where torchvision datasets live")
-    p.add_argument("--download", action="store_true")
-    p.add_argument("--arch", help="architecture of a plain .pt/.pth state dict (with --dataset)")
-    add_normalize(p)
-    p.add_argument("--out", type=Path, required=True, help="results directory")
+    g.add_argument("--out", type=Path, required=True, help="results directory")
+    add_aliases(g, EVERYDAY)
+    p._action_groups.insert(0, p._action_groups.pop())  # everyday first in --help
+    add_aliases(p, MORE)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--no-report", action="store_true", help="skip figures and report")
     add_nproc(p)
     p.set_defaults(handler=cmd_attack)
 
 
-def parse_param(text: str) -> tuple[str, str, Any]:
-    import tomllib
-
-    if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise UserError(f"--param {text!r}: expected ATTACK.KEY=VALUE, e.g. pgd.steps=40")
-    key, raw = text.split("=", 1)
-    attack, name = key.split(".", 1)
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return attack, name, value
-
-
 def cmd_attack(args: argparse.Namespace) -> int:
-    from rbs.attack_job import AttackRunRequest, run_attack_command
+    from rbs.attack_job import ATTACK_SCHEMA, request_from_config, run_attack_command
     from robustbench_sparse import distributed as rdist
 
     launched = launch_torchrun(args)
     if launched is not None:
         return launched
-    params: dict[str, dict[str, Any]] = {}
-    for text in args.param:
-        attack, key, value = parse_param(text)
-        params.setdefault(attack, {})[key] = value
-    request = AttackRunRequest(
-        checkpoints=tuple(args.checkpoint),
-        attacks=tuple(args.attack or ["fgsm", "pgd", "cw"]),
-        protocol=checked_protocol(args.protocol, bool(args.attack)),
-        backend=args.backend,
-        params=params,
-        linf_epsilons=parse_eps(args.eps, "--eps") if args.eps else None,
-        l2_epsilons=parse_eps(args.eps_l2, "--eps-l2") if args.eps_l2 else None,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        device=args.device,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        download=bool(args.download),
-        arch=args.arch,
-        normalize=args.normalize,
-        report=not args.no_report,
-    )
+    layer = command_line_layer(args, ALIASES, ATTACK_SCHEMA)
+    request = request_from_config(_over_config_file(args.config, layer))
     outcome = run_attack_command(
         request,
         args.out,
@@ -108,3 +148,22 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if outcome.report_html is not None:
         print(f"report:  {outcome.report_html}")
     return 0
+
+
+def _over_config_file(path: str | None, layer: dict[str, Any]) -> dict[str, Any]:
+    """The command line's ``layer`` over the ``--config`` file.
+
+    The command line's protocol (or attack list) replaces the file's attack list (or protocol).
+    """
+    from robustbench_sparse.config import load_toml
+
+    given = layer.get("attack", {})
+    checked_protocol(given.get("protocol"), "attacks" in given)
+    config = load_toml(path) if path else {}
+    table = config.get("attack")
+    if isinstance(table, dict):
+        if "protocol" in given:
+            table.pop("attacks", None)
+        if "attacks" in given:
+            table.pop("protocol", None)
+    return deep_merge(config, layer)

@@ -4,37 +4,32 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from attacks.params import parse_epsilon, parse_epsilon_list
 from robustbench_sparse.errors import UserError
 
 logger = logging.getLogger("robustbench_sparse")
 
 
-def bool_flag(parser: Any, name: str, help_: str) -> None:
-    """``--NAME / --no-NAME`` with default ``None`` (unset: the config decides)."""
-    parser.add_argument(
-        f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help_
-    )
+NORMALIZE_HELP = (
+    "plain state dicts: input normalization the network expects: dataset (default: the "
+    "dataset's mean/std), none (raw [0,1] inputs), or MEAN,STD"
+)
 
 
 def add_normalize(parser: Any) -> None:
-    parser.add_argument(
-        "--normalize",
-        help="plain state dicts: input normalization the network expects: dataset (default: "
-        "the dataset's mean/std), none (raw [0,1] inputs), or MEAN,STD",
-    )
+    parser.add_argument("--normalize", help=NORMALIZE_HELP)
 
 
-def add_protocol(parser: Any, default: str) -> None:
-    parser.add_argument(
-        "--protocol",
-        help="evaluation protocol: quick (FGSM + PGD-20 + C&W), standard (+ AutoAttack, FMN), "
-        f"thorough (+ AutoAttack plus, PGD-100 x 5); {default}",
+def protocol_help(default: str) -> str:
+    """The help of ``--protocol``, ending with what ``default`` says."""
+    return (
+        "evaluation protocol: quick (FGSM + PGD-20 + C&W), standard (+ AutoAttack, FMN), "
+        f"thorough (+ AutoAttack plus, PGD-100 x 5); {default}"
     )
 
 
@@ -117,11 +112,8 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 
 
 def parse_eps(text: str, flag: str) -> list[float]:
-    """``"0,2/255,8/255"`` -> a list of floats (fractions allowed)."""
-    values = [parse_float(v, flag) for v in text.split(",") if v.strip()]
-    if not values:
-        raise UserError(f"{flag}: empty epsilon list")
-    return values
+    """``"0,2/255,8/255"`` -> a list of floats (fractions allowed; :mod:`attacks.params`)."""
+    return parse_epsilon_list(text, what=flag)
 
 
 def parse_floats(text: str | None, flag: str) -> list[float] | None:
@@ -133,15 +125,4 @@ def parse_floats(text: str | None, flag: str) -> list[float] | None:
 
 def parse_float(text: str, flag: str) -> float:
     """A finite number from ``"0.1"`` or ``"8/255"``; anything else is a one-line user error."""
-    text = text.strip()
-    try:
-        if "/" in text:
-            num, den = text.split("/", 1)
-            value = float(num) / float(den)
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError):
-        raise UserError(f"{flag}: {text!r} is not a number (use e.g. 0.1 or 8/255)") from None
-    if not math.isfinite(value):
-        raise UserError(f"{flag}: {text!r} is not a finite number")
-    return value
+    return parse_epsilon(text, what=flag)
