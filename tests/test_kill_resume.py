@@ -67,7 +67,7 @@ binary_search_steps = 3
 
 def rbs_run_argv(cfg: Path, out: Path) -> list[str]:
     """The command under test (``-q``: no progress bars in the logs)."""
-    return [sys.executable, "-m", "robustbench_sparse", "-q", "run", str(cfg), "--out", str(out)]
+    return [sys.executable, "-m", "rbs", "-q", "run", str(cfg), "--out", str(out)]
 
 
 def env() -> dict[str, str]:

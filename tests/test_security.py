@@ -78,7 +78,7 @@ def test_payload_never_runs_in_a_real_rbs_process(tmp_path: Path) -> None:
     evil = _plant_evil_pt(tmp_path / "evil.pth", marker)
     argv = ["attack", "--checkpoint", str(evil), "--arch", "small_cnn", "--dataset", "digits"]
     proc = subprocess.run(
-        [sys.executable, "-m", "robustbench_sparse", *argv, "--out", str(tmp_path / "r")],
+        [sys.executable, "-m", "rbs", *argv, "--out", str(tmp_path / "r")],
         capture_output=True,
         text=True,
         cwd=REPO,
