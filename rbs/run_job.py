@@ -32,7 +32,7 @@ from rbs.finish import finish_run
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.config import ConfigSchema, check_keys, load_toml, to_jsonable
-from robustbench_sparse.datasets import evaluation_subset_record, load_dataset
+from robustbench_sparse.datasets import DatasetSplits, evaluation_subset_record, load_dataset
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
@@ -341,20 +341,12 @@ class ExperimentOutcome:
     seconds: float
 
 
-def run_experiment(
-    plan: ExperimentPlan,
-    out_dir: str | Path,
-    *,
-    overwrite: bool = False,
-    resume: bool = False,
-    progress: bool = True,
-    command: str | None = None,
-) -> ExperimentOutcome:
-    """Train every model of ``plan``, run the attack grid, write figures and the report."""
-    t0 = time.perf_counter()
-    out = Path(out_dir)
-    # Check what can be checked (devices, architectures, data) before the output directory is
-    # touched: a mistyped config must not leave a directory that then blocks the corrected one.
+def _checked_data(plan: ExperimentPlan) -> DatasetSplits:
+    """The experiment's data, once devices and architectures are known to work.
+
+    Checked before the output directory is touched: a mistyped config must not leave a directory
+    that then blocks the corrected one. Nothing is downloaded for the architecture check.
+    """
     for device in {plan.grid.device, *(m.job.train.device for m in plan.models)}:
         resolve_device(device)
     first = plan.models[0].job
@@ -374,7 +366,7 @@ def run_experiment(
     for m in plan.models:
         if (m.job.arch, dict(m.job.arch_kwargs)) not in archs:
             archs.append((m.job.arch, dict(m.job.arch_kwargs)))
-    for arch, kwargs in archs:  # unknown names and keywords fail here; nothing is downloaded
+    for arch, kwargs in archs:  # unknown names and keywords fail here
         if "pretrained" in kwargs:
             kwargs["pretrained"] = False
         create_model(
@@ -383,6 +375,22 @@ def run_experiment(
             in_channels=data.info.input_shape[0],
             **kwargs,
         )
+    return data
+
+
+def run_experiment(
+    plan: ExperimentPlan,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> ExperimentOutcome:
+    """Train every model of ``plan``, run the attack grid, write figures and the report."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    data = _checked_data(plan)  # before the output directory is touched
     rdist.on_main(lambda: prepare_experiment_dir(out, plan, overwrite=overwrite, resume=resume))
     checkpoints: list[LoadedCheckpoint] = []
     for i, model in enumerate(plan.models, 1):
@@ -395,7 +403,6 @@ def run_experiment(
             data=data,
         )
         checkpoints.append(ckpt)
-
     results_dir = out / "results"
     grid_run = run_grid(checkpoints, data.test, plan.grid, out_dir=results_dir, progress=progress)
     finished = finish_run(
@@ -407,7 +414,7 @@ def run_experiment(
         plan.protocol,
         header={"experiment": plan.name, "config": plan.config},
         # The seeds that matter: training (data subset, order, init) and each attack's own.
-        seeds={"train": first.train.seed},
+        seeds={"train": plan.models[0].job.train.seed},
         evaluation_subset={data.info.name: evaluation_subset_record(data.test, plan.grid.limit)},
         t0=t0,
         command=command,
