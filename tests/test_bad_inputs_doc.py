@@ -291,6 +291,15 @@ CASES: list[Case] = [
     Case("config", "wrong value type", "rbs train --config bad-type.toml --out new-t"),
     Case("config", "config file is not TOML", "rbs train --config not-toml.toml --out new-t"),
     Case("config", "config file missing", "rbs run missing.toml --out new-run"),
+    Case("config", "--set: misspelled key", "rbs train --out new-t --set train.epoch=3"),
+    Case("config", "--set: misspelled section", "rbs train --out new-t --set trian.epochs=3"),
+    Case("config", "--set without a value", "rbs train --out new-t --set train.epochs"),
+    Case("config", "--set: wrong value type", "rbs train --out new-t --set train.epochs=three"),
+    Case(
+        "config",
+        "a flag and --set on one key",
+        "rbs train --out new-t --epochs 2 --set train.epochs=3",
+    ),
     Case(
         "config",
         "warmup longer than training, both given by the user",
