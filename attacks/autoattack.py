@@ -27,11 +27,17 @@ and not attacked), ``stage_broken`` (S × K newly broken counts), ``stage_grad_e
 ``stage_seconds`` (S,) wall time per stage,
 ``stage_attacked`` (S × K examples each stage attacked), ``survivor_bound`` (the survivors'
 gradient work without early stop, see :func:`survivor_bound`) and ``work_ratio``.
+
+The stages run with ``log_warnings=False``: their warnings (adversarials that failed a stage's
+verification) are returned in the cascade's :attr:`~attacks.base.AttackResult.warnings`, after its
+own, and logged once by the cascade (epsilon-unit warnings are the cascade's own, not repeated per
+stage and epsilon).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -48,6 +54,7 @@ from attacks.base import (
     FixedBudgetOutput,
     _predict,
 )
+from attacks.contracts import epsilon_unit_warnings
 from attacks.norms import Norm
 from attacks.params import check_seed
 from attacks.registry import attack_class
@@ -141,6 +148,8 @@ class Cascade(Attack):
     def _attack(self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]) -> AttackResult:
         stages = [s.name for s in self.stages()]  # fails early if a stage is missing
         result = super()._attack(model, x, y, eps)
+        if result.details is not None:  # the stages' warnings, after the cascade's own
+            result.warnings.extend(result.details.get("warnings", []))
         # ``_run`` saw clean-correct examples and positive epsilons only: re-index its details
         # to the result's (K, N) grid (zeros / -1 elsewhere).
         k_eps, n = len(eps), x.shape[0]
@@ -183,10 +192,15 @@ def run_cascade(
 ) -> FixedBudgetOutput:
     """Attack clean-correct ``x`` (n, ...) over sorted positive ``epsilons`` (K) with ``stages``.
 
-    Returns adversarials (K, n, ...) (``x`` where not broken) and the cascade's ``details``.
+    Returns adversarials (K, n, ...) (``x`` where not broken) and the cascade's ``details``
+    (``details["warnings"]``: the stages' warnings, not logged; epsilon-unit ones left out).
     """
     k_eps, n = len(epsilons), x.shape[0]
     counter = GradCounter(model)
+    # The cascade reports epsilon-unit warnings itself; the stages' other warnings are collected.
+    dim = math.prod(x.shape[1:])
+    unit = set(epsilon_unit_warnings(epsilons, stages[0].norm, dim)) if stages else set()
+    warnings: list[str] = []
     with torch.no_grad():
         n_classes = int(model(x[:1]).shape[1]) if n else 0
     advs = x.unsqueeze(0).repeat((k_eps,) + (1,) * x.ndim)  # (K, n, ...)
@@ -212,7 +226,10 @@ def run_cascade(
                 need = idx[torch.isnan(mn_norm[s][idx])]
                 log.attacked[k] += int(need.numel())
                 if need.numel() > 0:
-                    res = stage(counter, x[need], y[need], epsilons=epsilons[k:])
+                    res = stage(
+                        counter, x[need], y[need], epsilons=epsilons[k:], log_warnings=False
+                    )
+                    warnings.extend(w for w in res.warnings if w not in unit)
                     assert res.min_norm is not None
                     mn_norm[s][need] = res.min_norm.double()
                     mn_adv[s][need] = res.adversarials[-1]
@@ -222,7 +239,8 @@ def run_cascade(
                 found[hit] = mn_adv[s][hit]
             else:
                 log.attacked[k] += int(idx.numel())
-                res = stage(counter, x[idx], y[idx], epsilons=[e])
+                res = stage(counter, x[idx], y[idx], epsilons=[e], log_warnings=False)
+                warnings.extend(w for w in res.warnings if w not in unit)
                 hit = idx[res.success[0]]
                 found[hit] = res.adversarials[0][res.success[0]]
                 log.grad_evals += res.grad_evals
@@ -248,6 +266,7 @@ def run_cascade(
         "stage_seconds": [log.seconds for log in logs],
         "survivor_bound": bound,
         "work_ratio": grad_evals / bound if bound else 1.0,
+        "warnings": warnings,
     }
     return FixedBudgetOutput(adversarials=advs, grad_evals=grad_evals, details=details)
 

@@ -9,7 +9,7 @@ by the same rules:
   models), labels integer class
   indices in ``[0, num_classes)``, the model's output a float tensor ``(N, num_classes)``, finite
   on the clean inputs; epsilons finite, ``>= 0`` and sorted ascending (budgets that look like the
-  0..255 scale are logged as a WARNING and recorded in :attr:`AttackResult.warnings`);
+  0..255 scale are recorded in :attr:`AttackResult.warnings` and logged as a WARNING);
 * an empty batch (``N = 0``) returns an empty result of the right shapes without calling the
   model;
 * the model runs in eval mode with frozen parameters (:func:`attacks.guard.frozen_eval`);
@@ -17,12 +17,16 @@ by the same rules:
   ``adversarial = x``; at ``eps = 0`` the adversarial is ``x`` itself, so robust accuracy at
   ``eps = 0`` equals clean accuracy exactly;
 * every adversarial is checked by :func:`attacks.norms.verify_adversarials` (ones that fail are
-  replaced by ``x`` with a WARNING and flagged in :attr:`AttackResult.verify_failed`) and
+  replaced by ``x``, flagged in :attr:`AttackResult.verify_failed` and counted in one message
+  per epsilon of :attr:`AttackResult.warnings`) and
   re-classified by one forward pass per epsilon; a prediction with non-finite logits counts as
   "not the true class" (the model has no valid output there);
 * the returned adversarial of an example that is not broken at an epsilon is ``x`` itself (the
   attack's last iterate is not kept), so ``norms`` is 0 there, for every kind and backend;
-* minimum-norm attacks return one best adversarial per example and every threshold is read off it.
+* minimum-norm attacks return one best adversarial per example and every threshold is read off it;
+* warnings are *returned* in :attr:`AttackResult.warnings`; the template logs them once, in
+  :meth:`Attack.__call__`, unless the caller asks it not to (``log_warnings=False``: the caller
+  logs them, e.g. once per grid) – a cascade runs its stages that way and returns their warnings.
 """
 
 from __future__ import annotations
@@ -101,7 +105,9 @@ class AttackResult:
     details: dict[str, Any] | None = None
     # bool (K, N): the attack returned a point that failed verification (replaced by x)
     verify_failed: Tensor | None = None
-    warnings: list[str] = field(default_factory=list)  # e.g. epsilons that look like 0..255
+    # Every warning of the run: epsilon-unit warnings (epsilons that look like 0..255) first, then
+    # one message per epsilon with adversarials that failed verification (and a cascade's stages').
+    warnings: list[str] = field(default_factory=list)
 
     def robust_accuracy(self) -> list[float]:
         """Fraction of examples not broken, per epsilon (K,)."""
@@ -170,16 +176,20 @@ class Attack(ABC):
         *,
         epsilons: Sequence[float],
         warn_units: bool = True,
+        log_warnings: bool = True,
     ) -> AttackResult:
         """Attack ``model`` on ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,) at every epsilon.
 
         ``model(x)`` must return float logits ``(N, num_classes)`` (wrap models returning tuples
         or dicts with :func:`attacks.wrappers.select_output`); ``y`` holds integer class indices in
         ``[0, num_classes)``. ``x`` of any floating dtype is cast to the model's dtype (float32
-        for float16 / bfloat16 models, which then round their input themselves). Epsilons
-        that look like the 0..255 scale (Linf ``>= 1``, L2 above ``sqrt(d)``) are logged as a
-        WARNING unless ``warn_units=False`` (for deliberate "unbounded" budgets); they are always
-        listed in :attr:`AttackResult.warnings`.
+        for float16 / bfloat16 models, which then round their input themselves).
+
+        Warnings are returned in :attr:`AttackResult.warnings`, always, and logged here once:
+        epsilons that look like the 0..255 scale (Linf ``>= 1``, L2 above ``sqrt(d)``) before the
+        attack unless ``warn_units=False`` (for deliberate "unbounded" budgets), adversarials that
+        failed verification after it. ``log_warnings=False`` logs nothing (the caller logs the
+        returned warnings, e.g. once per grid instead of once per batch).
 
         Raises:
             AttackInputError: a contract of :mod:`attacks.contracts` is violated; raised before
@@ -192,7 +202,7 @@ class Attack(ABC):
             model, dtype = CastInputs(model, dtype), torch.float32
         x = x.to(dtype)  # (N, ...) in the attack's dtype
         unit_warnings = epsilon_unit_warnings(eps, self.norm, math.prod(x.shape[1:]))
-        if warn_units:
+        if log_warnings and warn_units:
             for message in unit_warnings:
                 logger.warning("%s/%s: %s", self.backend, self.name, message)
         if x.shape[0] == 0:
@@ -200,7 +210,10 @@ class Attack(ABC):
         else:
             with frozen_eval(model), seeded(self.seed, x.device):
                 result = self._attack(model, x, y, eps)
-        result.warnings = unit_warnings
+        if log_warnings:
+            for message in result.warnings:  # the run's own: failed verifications
+                logger.warning("%s", message)
+        result.warnings = unit_warnings + result.warnings
         return result
 
     # -- template internals -------------------------------------------------------------------
@@ -251,17 +264,14 @@ class Attack(ABC):
 
         # Verify every adversarial before counting it, then re-classify it.
         verified = torch.ones(k_eps, n, dtype=torch.bool, device=x.device)
+        warnings: list[str] = []
         for k, e in enumerate(eps):
             ok = verify_adversarials(adversarials[k], x, e, self.norm)  # (N,)
             if not bool(ok.all()):
-                logger.warning(
-                    "%s/%s: %d of %d adversarials at eps=%g failed verification "
-                    "(outside [0, 1] or the eps ball); counting them as not broken",
-                    self.backend,
-                    self.name,
-                    int((~ok).sum()),
-                    n,
-                    e,
+                warnings.append(
+                    f"{self.backend}/{self.name}: {int((~ok).sum())} of {n} adversarials at "
+                    f"eps={e:g} failed verification (outside [0, 1] or the eps ball); counting "
+                    "them as not broken"
                 )
                 adversarials[k] = torch.where(expand_like(ok, x), adversarials[k], x)
                 verified[k] = ok
@@ -284,6 +294,7 @@ class Attack(ABC):
             predictions=predictions,
             details=details,
             verify_failed=~verified,
+            warnings=warnings,
         )
 
     def _fixed_budget(
