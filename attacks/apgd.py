@@ -318,6 +318,18 @@ class APGDParams:
         check(isinstance(self.nested, bool), f"nested must be a bool (got {self.nested!r})")
         check(isinstance(self.parallel, bool), f"parallel must be a bool (got {self.parallel!r})")
 
+    def nominal_gradients(self) -> int:
+        """``steps × restarts`` per example and epsilon: the grid's nominal count.
+
+        It leaves out the start point's gradient and the targets of APGD-T; the budget without
+        early stop is ``(steps + 1) × restarts × targets`` (native ``grad_budget_per_example``).
+        """
+        return self.steps * self.restarts
+
+    def nominal_forwards(self) -> int:
+        """``steps × restarts`` model calls per batch; 0 for a single step."""
+        return self.nominal_gradients() if self.steps > 1 else 0
+
 
 @dataclass(frozen=True)
 class APGDTargetedParams(APGDParams):

@@ -112,6 +112,14 @@ class Cascade(Attack):
     stage_specs: ClassVar[tuple[tuple[str, dict[str, Any]], ...]]
     seed: int | None
 
+    def nominal_gradients(self) -> int:
+        """1 per example and epsilon: the grid's nominal count (the stages' work is measured)."""
+        return 1
+
+    def nominal_forwards(self) -> int:
+        """No progress estimate (0)."""
+        return 0
+
     def stages(self) -> list[Attack]:
         """The stage attacks (native backend), built from the registry with this seed."""
         suffix = "-l2" if self.norm is Norm.L2 else ""

@@ -157,6 +157,48 @@ class Attack(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
 
+    # -- nominal work (what the grid accounts without running the attack) ----------------------
+
+    def nominal_gradients(self) -> int:
+        """Nominal example-gradient evaluations per example and attacked epsilon (fixed budget)
+        or per example (minimum norm): the grid's "naive" work account.
+
+        The generic rule, for attacks that do not override it: ``steps × restarts ×
+        binary_search_steps`` over the parameters the attack has (1 for a missing one). Every
+        registered attack overrides it with its own formula, giving the same number.
+        """
+        p = self.params()
+        return (
+            int(p.get("steps", 1))
+            * int(p.get("restarts", 1))
+            * int(p.get("binary_search_steps", 1))
+        )
+
+    def nominal_forwards(self) -> int:
+        """Model calls per batch a progress bar can count against (0: no estimate).
+
+        The generic rule: ``steps × binary_search_steps × restarts`` for an attack with a
+        ``steps`` loop of more than one step, else 0 (one-step attacks, query-based ones).
+        """
+        p = self.params()
+        try:
+            steps = int(p.get("steps") or 0)
+            searches = int(p.get("binary_search_steps") or 1)
+            restarts = int(p.get("restarts") or 1)
+        except (TypeError, ValueError):
+            return 0
+        return steps * searches * restarts if steps > 1 else 0
+
+    def nominal_grid_gradients(self, n_examples: int, epsilons: Sequence[float]) -> int:
+        """Nominal gradient evaluations on ``n_examples`` over the grid ``epsilons``.
+
+        ``n_examples × positive epsilons × nominal_gradients()`` for a fixed-budget attack (it
+        runs once per positive epsilon), ``n_examples × nominal_gradients()`` for a
+        minimum-norm one (one run serves every epsilon).
+        """
+        per_eps = len([e for e in epsilons if e > 0]) if self.kind is AttackKind.FIXED_BUDGET else 1
+        return n_examples * per_eps * self.nominal_gradients()
+
     @abstractmethod
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]

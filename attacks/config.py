@@ -38,6 +38,14 @@ __all__ = ["CWFixedCParams", "CWParams", "FGSMParams", "PGDParams"]
 class FGSMParams:
     """FGSM has no parameters: one gradient sign step of size eps."""
 
+    def nominal_gradients(self) -> int:
+        """One gradient per example (and epsilon)."""
+        return 1
+
+    def nominal_forwards(self) -> int:
+        """No progress estimate: a single step."""
+        return 0
+
 
 @dataclass(frozen=True)
 class PGDParams:
@@ -67,6 +75,14 @@ class PGDParams:
             "restarts > 1 needs random_start=True (a deterministic start repeats the same run)",
         )
         check_seed(self.seed)
+
+    def nominal_gradients(self) -> int:
+        """``steps × restarts`` per example and epsilon (no early stop, no nested grid)."""
+        return self.steps * self.restarts
+
+    def nominal_forwards(self) -> int:
+        """``steps × restarts`` model calls per batch; 0 (no estimate) for a single step."""
+        return self.nominal_gradients() if self.steps > 1 else 0
 
     def stepsize(self, eps: float) -> float:
         """Absolute step size used at budget ``eps``."""
@@ -103,6 +119,14 @@ class CWParams:
         )
         check(isinstance(self.abort_early, bool), "abort_early must be a bool")
 
+    def nominal_gradients(self) -> int:
+        """``binary_search_steps × steps`` per example (no early abort)."""
+        return self.binary_search_steps * self.steps
+
+    def nominal_forwards(self) -> int:
+        """``steps × binary_search_steps`` model calls per batch; 0 for a single step."""
+        return self.nominal_gradients() if self.steps > 1 else 0
+
 
 @dataclass(frozen=True)
 class CWFixedCParams:
@@ -124,3 +148,11 @@ class CWFixedCParams:
             is_number(self.stepsize) and self.stepsize > 0,
             f"stepsize must be > 0 (got {self.stepsize!r})",
         )
+
+    def nominal_gradients(self) -> int:
+        """``steps`` per example (one run with a fixed ``c``)."""
+        return self.steps
+
+    def nominal_forwards(self) -> int:
+        """``steps`` model calls per batch; 0 for a single step."""
+        return self.steps if self.steps > 1 else 0

@@ -106,6 +106,19 @@ class FABParams:
         )
         check_seed(self.seed)
 
+    def nominal_gradients(self) -> int:
+        """``restarts`` per example: the grid's nominal count, which has no FAB iterations.
+
+        FAB has no ``steps``; its work is ``n_iter × restarts`` per target (FAB-T) or
+        ``n_iter × restarts × classes`` (untargeted, one backward per class), measured in
+        :attr:`~attacks.base.AttackResult.grad_evals`.
+        """
+        return self.restarts
+
+    def nominal_forwards(self) -> int:
+        """No progress estimate (0)."""
+        return 0
+
 
 @dataclass(frozen=True)
 class FABTParams(FABParams):

@@ -86,6 +86,14 @@ class FMNParams:
             isinstance(self.box_aware, bool), f"box_aware must be a bool (got {self.box_aware!r})"
         )
 
+    def nominal_gradients(self) -> int:
+        """``steps`` per example (one run serves every epsilon)."""
+        return self.steps
+
+    def nominal_forwards(self) -> int:
+        """``steps`` model calls per batch; 0 for a single step."""
+        return self.steps if self.steps > 1 else 0
+
     def alphas(self) -> tuple[float, float]:
         """(initial, final) step size of the cosine schedule."""
         init = float(self.alpha_init)

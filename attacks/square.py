@@ -74,6 +74,18 @@ class SquareParams:
         check_positive_int("restarts", self.restarts)
         check_seed(self.seed)
 
+    def nominal_gradients(self) -> int:
+        """``restarts`` per example and epsilon: the grid's nominal count (Square has no steps).
+
+        Square computes no gradient (``grad_evals`` is 0); its work is up to ``1 + n_queries``
+        forward queries per example and restart (``details["forward_evals"]``).
+        """
+        return self.restarts
+
+    def nominal_forwards(self) -> int:
+        """No progress estimate (0)."""
+        return 0
+
     def p_at(self, it: int) -> float:
         """Fraction ``p`` of the image a square covers at iteration ``it`` (0-based)."""
         if self.rescale_schedule:

@@ -114,6 +114,18 @@ class AdvlibAPGDParams:
         check_apgd(self.steps, self.restarts, self.rho)
         check_int_seed(self.seed, "adv-lib")
 
+    def nominal_gradients(self) -> int:
+        """``steps × restarts`` per example and epsilon: the grid's nominal count.
+
+        It leaves out the start point's gradient and the targets of APGD-T; the budget without
+        early stop is ``(steps + 1) × restarts × targets`` (native ``grad_budget_per_example``).
+        """
+        return self.steps * self.restarts
+
+    def nominal_forwards(self) -> int:
+        """``steps × restarts`` model calls per batch; 0 for a single step."""
+        return self.nominal_gradients() if self.steps > 1 else 0
+
 
 class _APGDBase(AdvlibAPGDParams, Attack):
     kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
@@ -416,6 +428,14 @@ class DDNParams:
             self.levels is None or (is_int(self.levels) and self.levels >= 2),
             f"levels must be None or an int >= 2 (got {self.levels!r})",
         )
+
+    def nominal_gradients(self) -> int:
+        """``steps`` per example (one run serves every epsilon)."""
+        return self.steps
+
+    def nominal_forwards(self) -> int:
+        """``steps`` model calls per batch; 0 for a single step."""
+        return self.steps if self.steps > 1 else 0
 
 
 @dataclass(frozen=True, repr=False)

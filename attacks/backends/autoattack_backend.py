@@ -62,6 +62,14 @@ class _AutoAttackBase(_AutoAttackParams, Attack):
     kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
     backend: ClassVar[str] = "autoattack"
 
+    def nominal_gradients(self) -> int:
+        """1 per example and epsilon: the grid's nominal count (the stages' work is measured)."""
+        return 1
+
+    def nominal_forwards(self) -> int:
+        """No progress estimate (0)."""
+        return 0
+
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
     ) -> FixedBudgetOutput:
@@ -107,6 +115,18 @@ class _APGDParams:
     def __post_init__(self) -> None:
         check_apgd(self.steps, self.restarts, self.rho)
         check_int_seed(self.seed)
+
+    def nominal_gradients(self) -> int:
+        """``steps × restarts`` per example and epsilon: the grid's nominal count.
+
+        It leaves out the start point's gradient and the targets of APGD-T; the budget without
+        early stop is ``(steps + 1) × restarts × targets`` (native ``grad_budget_per_example``).
+        """
+        return self.steps * self.restarts
+
+    def nominal_forwards(self) -> int:
+        """``steps × restarts`` model calls per batch; 0 for a single step."""
+        return self.nominal_gradients() if self.steps > 1 else 0
 
 
 class _APGDCEBase(_APGDParams, Attack):
