@@ -60,7 +60,8 @@ def _fmt(values: list[float]) -> str:
 
 
 def main() -> None:
-    from evaluations.record.budgets import choose_budgets, epsilon_label
+    from attacks.params import format_epsilon
+    from evaluations.record.budgets import choose_budgets
     from evaluations.record.metrics import WORST_CASE
     from evaluations.record.results import read_results
 
@@ -102,9 +103,9 @@ def main() -> None:
                 delta[e].append(a - d)
         row = {"checkpoint": name, "clean (%)": _fmt(clean)}
         for e in eps_list:
-            row[f"worst case ε={epsilon_label(e, choice.grid)} (%)"] = _fmt(wc[e])
+            row[f"worst case ε={format_epsilon(e, grid=choice.grid)} (%)"] = _fmt(wc[e])
         if name != "dense":
-            row[f"Δ vs dense ε={epsilon_label(choice.anchor, choice.grid)} (points)"] = _fmt(
+            row[f"Δ vs dense ε={format_epsilon(choice.anchor, grid=choice.grid)} (points)"] = _fmt(
                 delta[choice.anchor]
             )
         rows.append(row)

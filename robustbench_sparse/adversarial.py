@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from attacks.engine import ascent_direction, logits_and_gradient, random_start
 from attacks.norms import Norm, clip_to_ball
+from attacks.params import format_epsilon
 from robustbench_sparse.errors import UserError
 
 __all__ = [
@@ -238,13 +239,6 @@ class AdversarialConfig:
         }
 
 
-def _fmt_eps(eps: float) -> str:
-    k = eps * 255
-    if eps > 0 and abs(k - round(k)) < 1e-6 and round(k) < 255:
-        return f"{round(k)}/255"
-    return f"{eps:g}"
-
-
 def threat_label(method: str, norm: str, eps: float, steps: int, beta: float | None = None) -> str:
     """Human label of a training method: ``"standard"``, ``"AT (linf 0.1, PGD-10)"``, ...
 
@@ -252,7 +246,7 @@ def threat_label(method: str, norm: str, eps: float, steps: int, beta: float | N
     """
     if method in ("none", "", None):
         return "standard"
-    where = f"{norm} {_fmt_eps(eps)}"
+    where = f"{norm} {format_epsilon(eps, style='training')}"
     if method == "pgd":
         return f"AT ({where}, PGD-{steps})"
     if method == "trades":

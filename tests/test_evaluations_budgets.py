@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from attacks.params import format_epsilon, in_255ths
 from evaluations.record.budgets import (
     choose_budgets,
-    epsilon_label,
-    in_255ths,
     newcombe_paired,
     newcombe_unpaired,
     relative_to_dense,
@@ -118,9 +117,9 @@ def test_epsilon_labels() -> None:
     assert in_255ths([0, 2 / 255, 8 / 255])
     assert not in_255ths([0, 0.05, 0.1])
     assert not in_255ths([0, 1.0, 2.0])  # short decimals stay decimals
-    assert epsilon_label(8 / 255, [0, 2 / 255, 8 / 255]) == "8/255"
-    assert epsilon_label(0.1, [0, 0.05, 0.1]) == "0.1"
-    assert epsilon_label(0.0) == "0"
+    assert format_epsilon(8 / 255, grid=[0, 2 / 255, 8 / 255]) == "8/255"
+    assert format_epsilon(0.1, grid=[0, 0.05, 0.1]) == "0.1"
+    assert format_epsilon(0.0) == "0"
 
 
 def test_newcombe_intervals_contain_difference_and_pairing_narrows() -> None:

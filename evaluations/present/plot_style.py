@@ -20,11 +20,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from attacks.params import format_epsilon, in_255ths
 from evaluations.present.ordering import iter_rows
-from evaluations.record.budgets import (
-    epsilon_label,
-    in_255ths,
-)
 from robustbench_sparse.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -290,7 +287,7 @@ def eps_axis(ax: Any, grid: Sequence[float], norm: str, right: float) -> None:
     if in_255ths(grid):
         ticks = spread_ticks([e for e in grid if e <= right * (1 + 1e-9)], 6)
         ax.set_xticks(ticks)
-        ax.set_xticklabels([epsilon_label(e, grid) for e in ticks])
+        ax.set_xticklabels([format_epsilon(e, grid=grid) for e in ticks])
     ax.set_xlabel(eps_axis_label(norm))
 
 

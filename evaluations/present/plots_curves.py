@@ -18,6 +18,7 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
+from attacks.params import format_epsilon
 from evaluations.present.ordering import attack_rank, iter_rows, norm_label, norms_of
 from evaluations.present.plot_style import (
     DENSE,
@@ -39,7 +40,6 @@ from evaluations.present.plot_style import (
 )
 from evaluations.record.budgets import (
     choose_budgets,
-    epsilon_label,
     trimmed_max_epsilon,
 )
 from evaluations.record.metrics import WORST_CASE
@@ -291,7 +291,7 @@ def plot_accuracy_vs_sparsity(
             for ax, eps in zip(axes[0], chosen, strict=True):
                 _draw_sparsity_panel(ax, data, eps, granularities, colors)
                 ax.set_title(
-                    f"ε = {epsilon_label(eps, grid)}" + (" (anchor)" if eps == anchor else "")
+                    f"ε = {format_epsilon(eps, grid=grid)}" + (" (anchor)" if eps == anchor else "")
                 )
                 ax.set_xlabel("achieved sparsity (%)")
                 ax.set_xlim(-3, 103)

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox
 
+from attacks.params import format_epsilon
 from evaluations.present.ordering import iter_rows, norm_label, norms_of
 from evaluations.present.plot_style import (
     DENSE,
@@ -34,7 +35,6 @@ from evaluations.present.plot_style import (
 )
 from evaluations.record.budgets import (
     choose_budgets,
-    epsilon_label,
 )
 from evaluations.record.metrics import WORST_CASE
 
@@ -254,7 +254,7 @@ def plot_clean_vs_robust(
             _legend_right(ax)
             ax.set_title(
                 f"Clean vs robust accuracy ({norm_label(str(norm))}, "
-                f"ε = {epsilon_label(eps, grid)})\n{describe_results(data)}",
+                f"ε = {format_epsilon(eps, grid=grid)})\n{describe_results(data)}",
                 fontsize=11,
             )
             fig.tight_layout()

@@ -36,15 +36,6 @@ def pct(value: Any, digits: int = 1) -> str:
     return f"{100.0 * v:.{digits}f}" if math.isfinite(v) else "–"
 
 
-def fmt_eps(eps: float, norm: str) -> str:
-    short = f"{eps:g}"
-    if norm == "linf" and eps > 0 and len(short) > 6:
-        k = eps * 255.0
-        if abs(k - round(k)) < 1e-6:
-            return f"{round(k)}/255"
-    return f"{eps:.4g}"
-
-
 def fmt_seconds(seconds: Any) -> str:
     try:
         s = float(seconds)

@@ -9,13 +9,13 @@ from typing import Any
 
 import pandas as pd
 
+from attacks.params import format_epsilon
 from evaluations.present.document import Block, Bullets, Heading, Paragraph, Table
 from evaluations.present.ordering import NORM_LABEL, attack_rank, iter_rows, norm_label, norms_of
-from evaluations.present.report_format import ACHIEVED_NOTE, checkpoint_table, fmt_eps, joined, pct
+from evaluations.present.report_format import ACHIEVED_NOTE, checkpoint_table, joined, pct
 from evaluations.present.report_run import time_text
 from evaluations.record.budgets import (
     BudgetChoice,
-    epsilon_label,
 )
 from evaluations.record.metrics import (
     WORST_CASE,
@@ -45,7 +45,10 @@ def summary_blocks(df: pd.DataFrame, side: dict[str, Any], checks: dict[str, Any
     grids = []
     for norm in norms_of(df):
         eps = sorted({float(e) for e in df.loc[df["norm"] == norm, "epsilon"]})
-        grids.append(f"{norm_label(str(norm))}: " + ", ".join(fmt_eps(e, str(norm)) for e in eps))
+        grids.append(
+            f"{norm_label(str(norm))}: "
+            + ", ".join(format_epsilon(e, style="report", norm=str(norm)) for e in eps)
+        )
     failed = [name for name, c in checks.items() if not c.get("passed", False)]
     items = [
         f"Dataset: {joined(df['dataset'])}",
@@ -133,7 +136,7 @@ def headline_blocks(
     for norm in norms:
         c = budgets[norm]
         facts.append(
-            f"{norm_label(norm)} at ε = {epsilon_label(c.anchor, c.grid)}: dense worst case "
+            f"{norm_label(norm)} at ε = {format_epsilon(c.anchor, grid=c.grid)}: dense worst case "
             f"{pct(c.reference_accuracy)} %"
         )
     blocks.append(
@@ -146,7 +149,7 @@ def headline_blocks(
     )
     headers = ["checkpoint", "granularity", "sparsity target (%)", "achieved (%)", "clean Δ"]
     headers += [
-        f"{norm_label(n)} worst case Δ at ε={epsilon_label(budgets[n].anchor, budgets[n].grid)}"
+        f"{norm_label(n)} worst case Δ at ε={format_epsilon(budgets[n].anchor, grid=budgets[n].grid)}"
         for n in norms
     ]
     rows = []
@@ -197,7 +200,8 @@ def relative_blocks(budgets: dict[str, BudgetChoice], rel: pd.DataFrame) -> list
             continue
         eps_list = sorted({float(e) for e in sub["epsilon"]})
         headers = ["checkpoint", "granularity", "sparsity target (%)"] + [
-            f"Δ at ε={epsilon_label(e, choice.grid)}" + (" (anchor)" if e == choice.anchor else "")
+            f"Δ at ε={format_epsilon(e, grid=choice.grid)}"
+            + (" (anchor)" if e == choice.anchor else "")
             for e in eps_list
         ]
         rows = []
@@ -260,7 +264,7 @@ def training_method_blocks(df: pd.DataFrame) -> list[Block]:
                 rows,
                 ["l"] + ["r"] * len(matrix.columns),
                 caption=f"clean / robust accuracy at {NORM_LABEL.get(norm, norm)} ε = "
-                f"{fmt_eps(eps, norm)} (worst case over the attacks)",
+                f"{format_epsilon(eps, style='report', norm=norm)} (worst case over the attacks)",
             )
         )
     overfit = robust_overfitting(df)
@@ -329,7 +333,11 @@ def _eps_table(
 ) -> Table:
     sub = df[(df["norm"] == norm) & (df["attack"] == attack)]
     eps_grid = sorted({float(e) for e in sub["epsilon"]})
-    headers = ["checkpoint", "backend", *(f"ε={fmt_eps(e, norm)}" for e in eps_grid)]
+    headers = [
+        "checkpoint",
+        "backend",
+        *(f"ε={format_epsilon(e, style='report', norm=norm)}" for e in eps_grid),
+    ]
     rows = []
     for name in order:
         for backend in sorted({str(b) for b in sub.loc[sub["checkpoint"] == name, "backend"]}):

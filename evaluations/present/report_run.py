@@ -9,9 +9,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from attacks.params import format_epsilon
 from evaluations.present.document import FAIL, PASS, Block, Code, Figure, Heading, Paragraph, Table
 from evaluations.present.ordering import NORM_LABEL, norm_label
-from evaluations.present.report_format import FIGURE_ORDER, fmt_eps, fmt_seconds
+from evaluations.present.report_format import FIGURE_ORDER, fmt_seconds
 from evaluations.record.results import (
     FIGURES_DIR,
     RESULTS_CSV,
@@ -102,7 +103,11 @@ def check_blocks(
                     [
                         str(v.get("checkpoint")),
                         str(v.get("norm")),
-                        fmt_eps(float(v.get("epsilon", math.nan)), str(v.get("norm"))),
+                        format_epsilon(
+                            float(v.get("epsilon", math.nan)),
+                            style="report",
+                            norm=str(v.get("norm")),
+                        ),
                         f"{float(v.get('pgd_robust_accuracy_points', math.nan)):.1f}",
                         f"{float(v.get('fgsm_robust_accuracy_points', math.nan)):.1f}",
                         f"{float(v.get('excess_points', math.nan)):.1f}",

@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from attacks.params import format_epsilon
 from evaluations.record.cells import CELLS_DIR, CellOutcome, worst_case
 from evaluations.record.metrics import WORST_CASE, wilson_interval
 
@@ -40,8 +40,6 @@ __all__ = [
     "DENSE",
     "BudgetChoice",
     "choose_budgets",
-    "epsilon_label",
-    "in_255ths",
     "newcombe_paired",
     "newcombe_unpaired",
     "relative_to_dense",
@@ -55,29 +53,6 @@ TARGET_ACCURACY = 0.5
 
 
 # --------------------------------------------------------------------------- epsilon formatting
-
-
-def in_255ths(grid: Sequence[float]) -> bool:
-    """True when every nonzero budget is a whole number of 1/255 steps and not a short decimal.
-
-    ``[0, 2/255, 8/255]`` -> True; ``[0, 0.05, 0.1]`` -> False (0.1 * 255 = 25.5). A grid whose values
-    are all short decimals (``0, 1, 2``) stays decimal even when 255ths would also fit.
-    """
-    nonzero = [float(e) for e in grid if float(e) > 0]
-    if not nonzero:
-        return False
-    whole = all(abs(e * 255.0 - round(e * 255.0)) < 1e-6 for e in nonzero)
-    short = all(len(f"{e:g}") <= 5 for e in nonzero)
-    return whole and not short
-
-
-def epsilon_label(eps: float, grid: Sequence[float] = ()) -> str:
-    """``eps`` as ``k/255`` when ``grid`` (default: ``[eps]``) is in 1/255 steps, else ``%.4g``."""
-    if float(eps) == 0.0:
-        return "0"
-    if in_255ths(list(grid) or [eps]):
-        return f"{round(float(eps) * 255.0)}/255"
-    return f"{float(eps):.4g}"
 
 
 # --------------------------------------------------------------------------- choosing budgets
@@ -144,7 +119,7 @@ def choose_budgets(df: pd.DataFrame, target: float = TARGET_ACCURACY) -> dict[st
         i = nonzero.index(anchor)
         chosen = nonzero[max(i - 1, 0) : i + 2]
         ref_acc = acc.get(anchor, math.nan)
-        lab = epsilon_label(anchor, grid)
+        lab = format_epsilon(anchor, grid=grid)
         who = (
             f"the dense model's ({ref_name!r}) worst-case robust accuracy"
             if ref_name == dense
@@ -154,7 +129,7 @@ def choose_budgets(df: pd.DataFrame, target: float = TARGET_ACCURACY) -> dict[st
             f"ε = {lab} is the budget where {who} "
             f"({100 * ref_acc:.1f} %) is nearest {100 * target:.0f} %, where differences between "
             f"models can show in both directions; its grid neighbours "
-            f"({', '.join(epsilon_label(e, grid) for e in chosen if e != anchor) or 'none'}) "
+            f"({', '.join(format_epsilon(e, grid=grid) for e in chosen if e != anchor) or 'none'}) "
             "show the trend. Smaller budgets leave every model near its clean accuracy, larger "
             "ones push every model towards 0 %."
         )

@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from attacks.params import format_epsilon
+
 __all__ = [
     "WORST_CASE",
     "Z_95",
@@ -244,10 +246,6 @@ def _listing(items: list[str]) -> str:
     return shown + more
 
 
-def _fmt_eps(eps: float) -> str:
-    return f"{eps:.6g}"
-
-
 def _check_eps0(df: pd.DataFrame) -> dict[str, Any]:
     zero = df[df["epsilon"] == 0]
     if zero.empty:
@@ -282,8 +280,8 @@ def _check_monotone(df: pd.DataFrame) -> dict[str, Any]:
         eps = g["epsilon"].to_numpy(np.float64)
         for i in np.flatnonzero(np.diff(values) > 0):
             items.append(
-                f"{key[0]}/{key[1]}: {values[i]:g} at eps {_fmt_eps(eps[i])} -> "
-                f"{values[i + 1]:g} at eps {_fmt_eps(eps[i + 1])}"
+                f"{key[0]}/{key[1]}: {values[i]:g} at eps {format_epsilon(eps[i], style='decimal')} -> "
+                f"{values[i + 1]:g} at eps {format_epsilon(eps[i + 1], style='decimal')}"
             )
     if not items:
         return _check(
@@ -317,7 +315,7 @@ def _check_worst_le_each(df: pd.DataFrame) -> dict[str, Any]:
     if bad.empty:
         return _check(True, f"{WORST_CASE} <= every single attack in all {len(merged)} comparisons")
     items = [
-        f"{r.checkpoint}/{r.norm} eps {_fmt_eps(r.epsilon)}: {WORST_CASE} "
+        f"{r.checkpoint}/{r.norm} eps {format_epsilon(r.epsilon, style='decimal')}: {WORST_CASE} "
         f"{int(r.robust_correct_wc)} > {r.attack}/{r.backend} {int(r.robust_correct_att)}"
         for r in _rows(bad)
     ]
@@ -400,7 +398,7 @@ def pgd_vs_fgsm(
     result["passed"] = not violations
     if violations:
         items = [
-            f"{v['checkpoint']}/{v['norm']} eps {_fmt_eps(v['epsilon'])}: PGD "
+            f"{v['checkpoint']}/{v['norm']} eps {format_epsilon(v['epsilon'], style='decimal')}: PGD "
             f"{v['pgd_robust_accuracy_points']:.1f} vs FGSM {v['fgsm_robust_accuracy_points']:.1f}"
             for v in violations
         ]
