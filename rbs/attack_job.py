@@ -26,7 +26,7 @@ from attacks.params import parse_epsilon
 from evaluations.engine.data_checks import check_input_shape
 from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, identify, resolve_attacks
-from evaluations.engine.spec import AttackSpec, GridConfig, validate_epsilons
+from evaluations.engine.spec import AttackSpec, GridConfig
 from rbs.finish import finish_run
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -88,12 +88,8 @@ class AttackRunRequest:
             spec.build()
         return GridConfig(
             attacks=specs,
-            linf_epsilons=tuple(validate_epsilons(self.linf_epsilons, "linf"))
-            if self.linf_epsilons is not None
-            else None,
-            l2_epsilons=tuple(validate_epsilons(self.l2_epsilons, "l2"))
-            if self.l2_epsilons is not None
-            else None,
+            linf_epsilons=tuple(self.linf_epsilons) if self.linf_epsilons is not None else None,
+            l2_epsilons=tuple(self.l2_epsilons) if self.l2_epsilons is not None else None,
             batch_size=self.batch_size,
             limit=self.limit,
             device=self.device,

@@ -26,7 +26,7 @@ from typing import Any
 
 from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, get_protocol, identify, resolve_attacks
-from evaluations.engine.spec import AttackSpec, GridConfig, validate_epsilons
+from evaluations.engine.spec import AttackSpec, GridConfig
 from rbs.attack_job import config_epsilons
 from rbs.finish import finish_run
 from robustbench_sparse import distributed as rdist
@@ -229,9 +229,7 @@ def _attack_grid(
         AttackSpec(n, backend, tuple(sorted(dict(params.get(n, {})).items()))) for n in names
     )
     linf, l2 = (
-        tuple(validate_epsilons(config_epsilons(eps_cfg[n], f"[epsilons] {n}"), n))
-        if n in eps_cfg
-        else None
+        tuple(config_epsilons(eps_cfg[n], f"[epsilons] {n}")) if n in eps_cfg else None
         for n in ("linf", "l2")
     )
     grid = GridConfig(

@@ -35,7 +35,12 @@ class AttackSpec:
 
 @dataclass(frozen=True)
 class GridConfig:
-    """What to run: attacks, epsilon grids per norm (``None`` = dataset default), batching."""
+    """What to run: attacks, epsilon grids per norm (``None`` = dataset default), batching.
+
+    Raises:
+        UserError: a bad limit or batch size, or an epsilon grid that is empty, has a negative or
+            non-finite value or a duplicate (:func:`validate_epsilons`; grids are stored sorted).
+    """
 
     attacks: tuple[AttackSpec, ...] = (AttackSpec("fgsm"), AttackSpec("pgd"), AttackSpec("cw"))
     linf_epsilons: tuple[float, ...] | None = None
@@ -55,12 +60,17 @@ class GridConfig:
             raise UserError(f"the attack batch size must be an integer (got {self.batch_size!r})")
         if self.batch_size < 1:
             raise UserError(f"the attack batch size must be >= 1 (got {self.batch_size})")
+        # The one place a configured grid is validated (and sorted): here, at construction.
+        for name in ("linf_epsilons", "l2_epsilons"):
+            given = getattr(self, name)
+            if given is not None:
+                norm = name.partition("_")[0]
+                object.__setattr__(self, name, tuple(validate_epsilons(given, norm)))
 
     def epsilons(self, norm: Norm, dataset: str) -> list[float]:
         """The sorted epsilon grid for ``norm`` (dataset default where not configured)."""
         given = self.linf_epsilons if norm is Norm.LINF else self.l2_epsilons
-        grid = list(given) if given is not None else default_eps_grid(dataset, norm.value)
-        return validate_epsilons(grid, norm.value)
+        return list(given) if given is not None else default_eps_grid(dataset, norm.value)
 
 
 def validate_epsilons(values: Sequence[float], norm: str) -> list[float]:
