@@ -19,7 +19,7 @@ from attacks.registry import attack_class
 
 
 def _grid_expected_forwards(params: Mapping[str, Any]) -> int:
-    """evaluations' ``grid._expected_forwards`` (the progress bar's estimate)."""
+    """``evaluations.engine.cell_attack.expected_forwards`` (the progress bar's estimate)."""
     try:
         steps = int(params.get("steps") or 0)
         searches = int(params.get("binary_search_steps") or 1)
@@ -30,7 +30,7 @@ def _grid_expected_forwards(params: Mapping[str, Any]) -> int:
 
 
 def _grid_naive(attack: Attack, n: int, eps: list[float]) -> int:
-    """evaluations' ``run_grid`` naive account of one cell."""
+    """``evaluations.engine.grid._naive_grad_evals`` (the naive account of one cell)."""
     params = attack.params()
     steps = (
         int(params.get("steps", 1))
