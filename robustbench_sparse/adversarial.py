@@ -34,7 +34,6 @@ under DDP every rank crafts the adversarials of its own shard with the unwrapped
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from torch import Tensor, nn
 
 from attacks.engine import ascent_direction, logits_and_gradient, random_start
 from attacks.norms import Norm, clip_to_ball
-from attacks.params import format_epsilon
+from attacks.params import EpsilonError, format_epsilon, parse_epsilon
 from robustbench_sparse.errors import UserError
 
 __all__ = [
@@ -81,26 +80,21 @@ class BatchNormMode(str, Enum):
 
 
 def parse_fraction(value: Any, what: str) -> float:
-    """A finite number from a float/int or a string such as ``"8/255"`` or ``"0.1"``."""
-    if isinstance(value, bool):
-        raise UserError(f"{what} must be a number (got {value!r})")
-    if isinstance(value, int | float):
-        out = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            if "/" in text:
-                num, den = text.split("/", 1)
-                out = float(num) / float(den)
-            else:
-                out = float(text)
-        except (ValueError, ZeroDivisionError):
+    """A finite number from a float/int or a string such as ``"8/255"`` or ``"0.1"``.
+
+    :func:`attacks.params.parse_epsilon` with this module's messages.
+
+    Raises:
+        UserError: not a number, not parseable, or not finite (one line naming ``what``).
+    """
+    try:
+        return parse_epsilon(value, what=what)
+    except EpsilonError as err:
+        if err.problem == "finite":
+            raise UserError(f"{what} must be finite (got {value!r})") from None
+        if err.problem == "syntax":
             raise UserError(f"{what}: {value!r} is not a number (use e.g. 0.1 or 8/255)") from None
-    else:
-        raise UserError(f"{what} must be a number (got {value!r})")
-    if not math.isfinite(out):
-        raise UserError(f"{what} must be finite (got {value!r})")
-    return out
+        raise UserError(str(err)) from None
 
 
 def _enum(cls: Any, value: Any, what: str) -> Any:

@@ -17,7 +17,6 @@ from evaluations.engine.cell_attack import (
     _smaller_batch,
     attack_cell,
     evaluation_tensors,
-    expected_forwards,
     is_out_of_memory,
 )
 from robustbench_sparse.errors import UserError
@@ -53,20 +52,6 @@ def test_out_of_memory_is_recognised() -> None:
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     assert not is_out_of_memory(ValueError("out of memory"))
-
-
-@pytest.mark.parametrize(
-    ("params", "expected"),
-    [
-        ({"steps": 10, "restarts": 2}, 20),
-        ({"steps": 100, "binary_search_steps": 6}, 600),
-        ({}, 0),  # FGSM: one step, nothing to show inside a batch
-        ({"steps": 1}, 0),
-        ({"steps": "many"}, 0),
-    ],
-)
-def test_expected_forwards(params: dict[str, object], expected: int) -> None:
-    assert expected_forwards(params) == expected
 
 
 def test_smaller_batch_halves_once_then_refuses() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -60,17 +59,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def expected_forwards(params: Mapping[str, Any]) -> int:
-    """Nominal forward passes per batch of an iterative attack (0: unknown, e.g. FGSM)."""
-    try:
-        steps = int(params.get("steps") or 0)
-        searches = int(params.get("binary_search_steps") or 1)
-        restarts = int(params.get("restarts") or 1)
-    except (TypeError, ValueError):
-        return 0
-    return steps * searches * restarts if steps > 1 else 0
-
-
 def _smaller_batch(
     size: int, halved: bool, batch_size: int, device: torch.device
 ) -> tuple[int, bool]:
@@ -89,6 +77,23 @@ def _smaller_batch(
     size, halved = max(1, size // 2), True
     logger.warning("out of memory on a batch of %d examples; retrying with %d", batch_size, size)
     return size, halved
+
+
+def _log_failed_verifications(
+    attack: Attack, failed: np.ndarray, n: int, epsilons: list[float]
+) -> None:
+    """One warning per epsilon at which returned adversarials failed verification (per cell)."""
+    for k, e in enumerate(epsilons):
+        if failed[k] > 0:
+            logger.warning(
+                "%s/%s: %d of %d adversarials at eps=%g failed verification (outside [0, 1] or "
+                "the eps ball); counting them as not broken",
+                attack.backend,
+                attack.name,
+                int(failed[k]),
+                n,
+                e,
+            )
 
 
 def attack_cell(
@@ -119,7 +124,7 @@ def attack_cell(
     # Progress inside a batch: count the model's forward passes against the attack's nominal
     # number (steps x binary-search steps x restarts), so a long C&W batch moves the bar instead
     # of sitting at 0 for minutes. Capped at 95 % of the batch until the batch really finishes.
-    expected = expected_forwards(attack.params())
+    expected = attack.nominal_forwards()
     forwards = [0]
 
     def _tick(*_: Any) -> None:
@@ -136,8 +141,9 @@ def attack_cell(
         xb = x[s : s + size].to(device)
         yb = y[s : s + size].to(device)
         try:
-            # Epsilon-unit warnings are logged once per grid by run_grid, not per batch.
-            result = attack(model, xb, yb, epsilons=epsilons, warn_units=False)
+            # Epsilon-unit warnings are logged once per grid by run_grid, failed verifications
+            # once per cell (below), not per batch.
+            result = attack(model, xb, yb, epsilons=epsilons, warn_units=False, log_warnings=False)
             # At eps index 0 with eps == 0 the adversarial is x itself; clean correctness comes
             # from the attack's own eps-0 prediction when present, else from a clean pass.
             with torch.no_grad():
@@ -167,6 +173,7 @@ def attack_cell(
     bar.close()
     if hook is not None:
         hook.remove()
+    _log_failed_verifications(attack, failed, n, epsilons)
     return CellOutcome(
         epsilons=list(epsilons),
         clean_correct=np.concatenate(clean),

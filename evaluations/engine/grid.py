@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from attacks import Attack, AttackKind
+from attacks import Attack
 from attacks.contracts import epsilon_unit_warnings
 from evaluations.engine.cell_attack import attack_cell_sharded, evaluation_tensors
 from evaluations.engine.data_checks import accuracy_warning, check_input_shape
@@ -195,17 +195,6 @@ def _check_data(
     return cache
 
 
-def _naive_grad_evals(attack: Attack, params: dict[str, Any], eps: list[float], n: int) -> int:
-    """Gradient evaluations of the naive loop: every example, every epsilon, the full budget."""
-    steps = (
-        int(params.get("steps", 1))
-        * int(params.get("restarts", 1))
-        * (int(params.get("binary_search_steps", 1)))
-    )
-    per_eps = len([e for e in eps if e > 0]) if attack.kind is AttackKind.FIXED_BUDGET else 1
-    return n * per_eps * steps
-
-
 def _cell(
     ckpt: LoadedCheckpoint,
     model: torch.nn.Module,
@@ -263,7 +252,7 @@ def _attack_checkpoint(
         params = attack.params()
         cell = _cell(ckpt, model, spec, attack, params, xy, eps, grid, tally, bar)
         tally.grad_evals += cell.grad_evals
-        tally.naive_grad_evals += _naive_grad_evals(attack, params, eps, int(x.shape[0]))
+        tally.naive_grad_evals += attack.nominal_grid_gradients(int(x.shape[0]), eps)
         by_norm.setdefault(attack.norm.value, []).append((spec, attack, cell))
         tally.records.append(
             CellRecord(
