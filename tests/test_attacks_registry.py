@@ -138,15 +138,3 @@ def test_unknown_attack_suggests_the_nearest_name_across_case() -> None:
         get_attack("PGD")
     with pytest.raises(AttackConfigError, match=r"did you mean 'pgd-l2'\?"):
         get_attack("pgd_l2")
-
-
-def test_attacks_package_has_no_file_over_600_lines_and_no_function_over_100() -> None:
-    root = Path(attacks.__file__).parent
-    for path in root.rglob("*.py"):
-        source = path.read_text()
-        assert len(source.splitlines()) <= 600, f"{path.name} has over 600 lines"
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-                length = (node.end_lineno or node.lineno) - start + 1
-                assert length <= 100, f"{path.name}: {node.name} has {length} lines"
