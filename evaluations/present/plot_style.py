@@ -96,6 +96,15 @@ def is_dense_model(granularity: str, target: float) -> bool:
     return granularity == DENSE or target == 0.0
 
 
+def granularity_colors(df: pd.DataFrame) -> tuple[list[str], dict[str, Any]]:
+    """The sparse granularities of ``df`` in display order and one "deep" palette colour each."""
+    granularities = sorted(
+        {str(g) for g in df["granularity"].unique() if g != DENSE}, key=granularity_rank
+    )
+    colors = dict(zip(granularities, sns.color_palette("deep", len(granularities)), strict=True))
+    return granularities, colors
+
+
 def checkpoint_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per checkpoint (granularity, sparsity target/achieved, clean accuracy), sorted."""
     table = (

@@ -14,14 +14,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
 from attacks.params import format_epsilon
 from evaluations.present.ordering import attack_rank, iter_rows, norm_label, norms_of
 from evaluations.present.plot_style import (
-    DENSE,
     LINESTYLES,
     MARKERS,
     TRIM_FLOOR,
@@ -31,6 +29,7 @@ from evaluations.present.plot_style import (
     checkpoint_table,
     describe_results,
     eps_axis,
+    granularity_colors,
     granularity_rank,
     is_dense_model,
     legend_outside,
@@ -268,10 +267,7 @@ def plot_accuracy_vs_sparsity(
         logger.info("no %s rows; accuracy-vs-sparsity figure skipped", WORST_CASE)
         return []
     paths: list[Path] = []
-    granularities = sorted(
-        {str(g) for g in wc["granularity"].unique() if g != DENSE}, key=granularity_rank
-    )
-    colors = dict(zip(granularities, sns.color_palette("deep", len(granularities)), strict=True))
+    granularities, colors = granularity_colors(wc)
     budgets = choose_budgets(wc)
     for norm in norms_of(wc):
         data = wc[wc["norm"] == norm]

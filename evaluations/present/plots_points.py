@@ -22,11 +22,10 @@ from matplotlib.transforms import Bbox
 from attacks.params import format_epsilon
 from evaluations.present.ordering import iter_rows, norm_label, norms_of
 from evaluations.present.plot_style import (
-    DENSE,
     MARKERS,
     checkpoint_styles,
     describe_results,
-    granularity_rank,
+    granularity_colors,
     is_dense_model,
     legend_outside,
     match_epsilons,
@@ -187,10 +186,7 @@ def plot_clean_vs_robust(
         logger.info("no %s rows; clean-vs-robust figure skipped", WORST_CASE)
         return []
     paths: list[Path] = []
-    granularities = sorted(
-        {str(g) for g in wc["granularity"].unique() if g != DENSE}, key=granularity_rank
-    )
-    palette = dict(zip(granularities, sns.color_palette("deep", len(granularities)), strict=True))
+    granularities, palette = granularity_colors(wc)
     budgets = choose_budgets(wc)
     for norm in norms_of(wc):
         data = wc[wc["norm"] == norm]
