@@ -1,0 +1,1 @@
+"""The record: results schema and files, cells, metrics, budgets and security tables (floor 3)."""
