@@ -6,10 +6,35 @@ Built once per test session (``functools.cache``) in about a second on CPU; no d
 from __future__ import annotations
 
 import functools
+import importlib.util
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from attacks import list_backends
+
+#: the third-party package behind each reference backend ("native" needs none)
+BACKEND_PACKAGES = {
+    "torchattacks": "torchattacks",
+    "foolbox": "foolbox",
+    "autoattack": "pyautoattack",
+    "adv-lib": "adv_lib",
+}
+
+
+def installed_backends() -> list[str]:
+    """The backends whose package is importable here, in registry order.
+
+    adv-lib is not in the dev extra (it needs a separate install, see .ci/run), so on a machine
+    that ran only the README's ``pip install -e ".[dev]"`` its attacks are left out of the
+    registry-wide tests instead of failing them; tests/test_attacks_backend_advlib.py skips.
+    """
+    return [
+        b
+        for b in list_backends()
+        if b not in BACKEND_PACKAGES or importlib.util.find_spec(BACKEND_PACKAGES[b]) is not None
+    ]
 
 
 class Normalize(nn.Module):

@@ -20,10 +20,9 @@ from attacks import (
     frozen_eval,
     get_attack,
     list_attacks,
-    list_backends,
     verify_adversarials,
 )
-from tests.attack_helpers import Digits, digits, fresh_bn_model
+from tests.attack_helpers import Digits, digits, fresh_bn_model, installed_backends
 
 # Small budgets: these tests check invariants, not strength.
 FAST: dict[str, dict[str, Any]] = {
@@ -41,7 +40,7 @@ FAST: dict[str, dict[str, Any]] = {
     "square-l2": {"n_queries": 50},
     "ddn": {"steps": 10},
 }
-ALL = [(b, n) for b in list_backends() for n in list_attacks(b)]
+ALL = [(b, n) for b in installed_backends() for n in list_attacks(b)]
 
 
 def _eps(attack: Attack) -> list[float]:

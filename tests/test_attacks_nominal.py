@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from attacks import Attack, AttackConfigError, AttackKind, get_attack, list_attacks, list_backends
+from attacks import Attack, AttackConfigError, AttackKind, get_attack, list_attacks
 from attacks.registry import attack_class
+from tests.attack_helpers import installed_backends
 
 
 def _grid_expected_forwards(params: Mapping[str, Any]) -> int:
@@ -53,7 +54,7 @@ VARIED = {
 
 
 def _registered() -> Iterator[tuple[str, str]]:
-    for backend in list_backends():
+    for backend in installed_backends():
         for name in list_attacks(backend):
             yield backend, name
 
