@@ -32,7 +32,7 @@ from rbs.finish import finish_run
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.config import ConfigSchema, check_keys, load_toml, to_jsonable
-from robustbench_sparse.datasets import DatasetSplits, evaluation_subset_record, load_dataset
+from robustbench_sparse.datasets import DatasetSplits, evaluation_subset_record
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
@@ -42,6 +42,7 @@ from robustbench_sparse.train_job import (
     TRAIN_SCHEMA,
     TrainJob,
     job_with,
+    load_job_dataset,
     run_train_job,
     train_job_from_config,
 )
@@ -347,19 +348,7 @@ def _checked_data(plan: ExperimentPlan) -> DatasetSplits:
     """
     for device in {plan.grid.device, *(m.job.train.device for m in plan.models)}:
         resolve_device(device)
-    first = plan.models[0].job
-    data = load_dataset(
-        first.data.dataset,
-        root=first.data.data_root,
-        download=first.data.download,
-        train_limit=first.data.train_limit,
-        test_limit=first.data.test_limit,
-        augment=first.data.augment,
-        seed=first.train.seed,
-        image_size=first.data.image_size,
-        mean=first.data.mean,
-        std=first.data.std,
-    )
+    data = load_job_dataset(plan.models[0].job)
     archs: list[tuple[str, dict[str, Any]]] = []
     for m in plan.models:
         if (m.job.arch, dict(m.job.arch_kwargs)) not in archs:

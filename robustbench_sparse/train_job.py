@@ -217,6 +217,22 @@ def run_train_job(
     return load_checkpoint(out)
 
 
+def load_job_dataset(job: TrainJob) -> DatasetSplits:
+    """The train/test splits a job's ``[data]`` section names, seeded with the job's seed."""
+    return load_dataset(
+        job.data.dataset,
+        root=job.data.data_root,
+        download=job.data.download,
+        train_limit=job.data.train_limit,
+        test_limit=job.data.test_limit,
+        augment=job.data.augment,
+        seed=job.train.seed,
+        image_size=job.data.image_size,
+        mean=job.data.mean,
+        std=job.data.std,
+    )
+
+
 def _check_job(job: TrainJob, data: DatasetSplits | None) -> None:
     """What can be refused before the output directory is touched."""
     if job.sparsity.end > job.train.epochs:
@@ -238,18 +254,7 @@ def _load_job_data(job: TrainJob, data: DatasetSplits | None) -> tuple[DatasetSp
     if download_first and not rdist.is_main():
         rdist.barrier()
     if data is None:
-        data = load_dataset(
-            job.data.dataset,
-            root=job.data.data_root,
-            download=job.data.download,
-            train_limit=job.data.train_limit,
-            test_limit=job.data.test_limit,
-            augment=job.data.augment,
-            seed=job.train.seed,
-            image_size=job.data.image_size,
-            mean=job.data.mean,
-            std=job.data.std,
-        )
+        data = load_job_dataset(job)
     if download_first and rdist.is_main():
         rdist.barrier()
     plain_train = data.train
