@@ -17,6 +17,8 @@ from robustbench_sparse.sparsity import (
 )
 
 STRUCTURED = [Granularity.WINDOW, Granularity.CHANNEL, Granularity.COMBINED]
+# nm needs input channels in whole groups of M: its own tests are at the end of this module
+ANY_SHAPE = [g for g in Granularity if g is not Granularity.NM]
 
 
 @pytest.mark.parametrize(
@@ -132,7 +134,7 @@ def _expected_count(shape: tuple[int, ...], sparsity: float, granularity: Granul
     ks=st.sampled_from([1, 3, 5]),
     linear=st.booleans(),
     sparsity=st.floats(0.0, 0.98),
-    granularity=st.sampled_from(list(Granularity)),
+    granularity=st.sampled_from(ANY_SHAPE),
     seed=st.integers(0, 2**16),
 )
 def test_exact_counts_any_shape(
@@ -173,7 +175,7 @@ def test_exact_counts_any_shape(
     c=st.integers(1, 8),
     ks=st.sampled_from([1, 3, 5]),
     final=st.floats(0.05, 0.97),
-    granularity=st.sampled_from(list(Granularity)),
+    granularity=st.sampled_from(ANY_SHAPE),
     seed=st.integers(0, 2**16),
 )
 def test_masks_monotone_along_schedule(
@@ -208,7 +210,7 @@ def test_previous_with_fewer_kept_is_not_revived() -> None:
     assert torch.equal(mask, previous)
 
 
-@pytest.mark.parametrize("granularity", list(Granularity))
+@pytest.mark.parametrize("granularity", ANY_SHAPE)
 @pytest.mark.parametrize("shape", [(4, 3, 3, 3), (4, 6), (4, 3, 1, 1)])
 def test_constant_tensor_ties_are_deterministic(
     granularity: Granularity, shape: tuple[int, ...]
@@ -226,7 +228,7 @@ def test_constant_tensor_ties_are_deterministic(
 def test_zero_sparsity_keeps_everything_alive() -> None:
     w = torch.randn(3, 2, 3, 3)
     previous = torch.rand(w.shape) > 0.3
-    for g in Granularity:
+    for g in ANY_SHAPE:
         assert compute_mask(w, 0.0, g).all()
         assert torch.equal(compute_mask(w, 0.0, g, previous=previous), previous)
 
@@ -240,3 +242,85 @@ def test_invalid_inputs() -> None:
         compute_mask(torch.randn(3, 3), 0.5, Granularity.WINDOW, previous=torch.ones(3, 3))
     with pytest.raises(ValueError):
         kept_per_group(0, 0.5)
+
+
+# ---------------------------------------------------------------- nm (N:M along input channels)
+def _nm_groups(mask: torch.Tensor, m: int) -> torch.Tensor:
+    """(groups,) nonzeros per M-group along C at every kernel position (NVIDIA's layout)."""
+    m4 = mask if mask.ndim == 4 else mask[:, :, None, None]
+    return m4.permute(0, 2, 3, 1).reshape(-1, m).sum(dim=1)
+
+
+@pytest.mark.parametrize("shape", [(8, 16, 3, 3), (12, 8, 1, 1), (6, 16)])
+@pytest.mark.parametrize("nm", [(2, 4), (1, 4), (4, 8)])
+def test_nm_mask_keeps_exactly_n_of_every_m_input_channels(
+    shape: tuple[int, ...], nm: tuple[int, int]
+) -> None:
+    from robustbench_sparse.sparsity.masks import nm_violations
+
+    torch.manual_seed(0)
+    w = torch.randn(shape)
+    target = 1 - nm[0] / nm[1]
+    mask = compute_mask(w, target, Granularity.NM, nm=nm)
+    assert set(_nm_groups(mask, nm[1]).tolist()) == {nm[0]}  # exactly N kept in every group
+    assert nm_violations(mask, nm) == 0
+    # the kept ones are the largest |w| of their group
+    g = (
+        w.abs().permute(0, 2, 3, 1)
+        if w.ndim == 4
+        else w.abs()[:, :, None, None].permute(0, 2, 3, 1)
+    )
+    gm = (mask if mask.ndim == 4 else mask[:, :, None, None]).permute(0, 2, 3, 1)
+    g, gm = g.reshape(-1, nm[1]), gm.reshape(-1, nm[1])
+    kept_min = g.masked_fill(~gm, float("inf")).min(dim=1).values
+    pruned_max = g.masked_fill(gm, float("-inf")).max(dim=1).values
+    assert bool((kept_min >= pruned_max).all())
+    assert achievable_sparsity(shape, target, Granularity.NM, nm) == pytest.approx(target)
+
+
+def test_nm_violation_check_catches_a_bad_mask_and_window_masks_fail_it() -> None:
+    from robustbench_sparse.sparsity.masks import nm_violations
+
+    mask = torch.zeros(2, 8, 3, 3, dtype=torch.bool)
+    mask[:, 0:2] = True
+    assert nm_violations(mask, (2, 4)) == 0
+    mask[1, 2, 1, 1] = True  # a third weight in one group at one kernel position
+    assert nm_violations(mask, (2, 4)) == 1
+    torch.manual_seed(1)
+    window = compute_mask(torch.randn(8, 16, 3, 3), 0.7, Granularity.WINDOW)
+    assert nm_violations(window, (2, 4)) > 0  # Campfire's window pattern is not 2:4 along C
+
+
+def test_nm_ramp_is_monotone_and_removes_filters_beyond_n_of_m() -> None:
+    from robustbench_sparse.sparsity.masks import nm_counts, nm_violations
+
+    assert nm_counts(64, 0.3, (2, 4)) == (3, 64)  # the ramp passes 3:4
+    assert nm_counts(64, 0.5, (2, 4)) == (2, 64)
+    assert nm_counts(64, 0.75, (2, 4)) == (2, 32)  # half the filters go at 75 %
+    torch.manual_seed(0)
+    w = torch.randn(16, 8, 3, 3)
+    prev = None
+    for s in (0.25, 0.5, 0.6, 0.75, 0.875):
+        mask = compute_mask(w, s, Granularity.NM, previous=prev)
+        if prev is not None:
+            assert not bool((mask & ~prev).any())  # nothing revived
+        assert nm_violations(mask, (2, 4)) == (0 if s >= 0.5 else mask.numel() // 4)
+        assert 1 - mask.float().mean().item() == pytest.approx(
+            achievable_sparsity(w.shape, s, Granularity.NM)
+        )
+        prev = mask
+    alive = prev.reshape(16, -1).any(dim=1)  # type: ignore[union-attr]
+    assert int(alive.sum()) == nm_counts(16, 0.875, (2, 4))[1] == 4
+    # a kept filter still holds exactly 2 of every 4 (the hardware pattern), a dead one nothing
+    assert set(_nm_groups(prev[alive], 4).tolist()) == {2}  # type: ignore[index]
+
+
+def test_nm_mask_refuses_channels_not_divisible_by_m_and_keeps_all_at_zero() -> None:
+    with pytest.raises(ValueError, match="divisible by 4"):
+        compute_mask(torch.randn(8, 3, 3, 3), 0.5, Granularity.NM)
+    w = torch.randn(4, 8, 3, 3)
+    previous = torch.rand(w.shape) > 0.3
+    assert compute_mask(w, 0.0, Granularity.NM).all()
+    assert torch.equal(compute_mask(w, 0.0, Granularity.NM, previous=previous), previous)
+    ties = compute_mask(torch.full((2, 8, 1, 1), 0.5), 0.5, Granularity.NM)
+    assert ties.reshape(2, 2, 4)[:, :, :2].all() and not ties.reshape(2, 2, 4)[:, :, 2:].any()

@@ -56,7 +56,7 @@ __all__ = [
 #: Columns of :func:`kernel_nnz_table`.
 KERNEL_NNZ_COLUMNS: list[str] = ["layer", "filter", "channel", "kernel_size", "nnz"]
 
-_GRANULARITY_ORDER = ("dense", "window", "channel", "combined", "unstructured")
+_GRANULARITY_ORDER = ("dense", "window", "channel", "combined", "nm", "unstructured")
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-GRANULARITY_ORDER = ("dense", "window", "channel", "combined", "unstructured")
+GRANULARITY_ORDER = ("dense", "window", "channel", "combined", "nm", "unstructured")
 FIGURE_ORDER = (
     "robustness_curves",
     "security_curves",

@@ -44,7 +44,7 @@ EVERYDAY = (
     Alias(
         "--granularity",
         "sparsity.granularity",
-        choices=("window", "channel", "combined", "unstructured"),
+        choices=("window", "channel", "combined", "unstructured", "nm"),
     ),
     Alias(
         "--method",
@@ -99,6 +99,11 @@ OPTIMISATION = (
     Alias("--amp", "train.amp", "mixed precision on CUDA (default on)", action=_BOOL),
 )
 SPARSITY = (
+    Alias(
+        "--nm",
+        "sparsity.nm",
+        "N:M of --granularity nm: keep N of every M input channels (default 2:4)",
+    ),
     Alias("--initial-sparsity", "sparsity.initial", type=float),
     Alias("--prune-start", "sparsity.start", "epoch where pruning starts", type=float),
     Alias("--prune-end", "sparsity.end", "epoch where masks freeze", type=float),

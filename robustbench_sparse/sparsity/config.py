@@ -10,7 +10,7 @@ from enum import Enum
 from typing import Any
 
 from robustbench_sparse.errors import UserError, unknown_name
-from robustbench_sparse.sparsity.granularity import Granularity
+from robustbench_sparse.sparsity.granularity import DEFAULT_NM, Granularity, parse_nm
 
 
 class PruningMethod(str, Enum):
@@ -111,6 +111,9 @@ class SparsityConfig:
         filter_norm: the norm ranking filters for ``filter`` pruning (``l2`` or ``l1``).
         hydra_score_epochs: passes over the training set that HYDRA's scores are learned for.
         hydra_score_lr: SGD learning rate of HYDRA's scores (cosine-decayed; paper: 0.1).
+        nm: ``"N:M"`` of granularity ``nm`` (default ``"2:4"``): every group of ``M``
+            consecutive input channels keeps ``N``; a ``target`` above ``1 - N/M`` also removes
+            whole filters. Ignored by the other granularities.
     """
 
     target: float = 0.0
@@ -130,6 +133,7 @@ class SparsityConfig:
     filter_norm: FilterNorm = FilterNorm.L2
     hydra_score_epochs: int = 1
     hydra_score_lr: float = 0.1
+    nm: str = DEFAULT_NM
 
     def __post_init__(self) -> None:
         # Normalise the types that TOML/JSON produce (str granularity, lists, ints for floats).
@@ -177,10 +181,33 @@ class SparsityConfig:
             )
         if not self.hydra_score_lr > 0.0:
             raise UserError(f"sparsity hydra_score_lr must be > 0, got {self.hydra_score_lr}")
+        self._check_nm()
         if self.grasp_batches < 1:
             raise UserError(f"sparsity grasp_batches must be >= 1, got {self.grasp_batches}")
         if not self.grasp_temperature > 0.0:
             raise UserError(f"sparsity grasp_temperature must be > 0, got {self.grasp_temperature}")
+
+    def _check_nm(self) -> None:
+        n, m = parse_nm(self.nm)
+        object.__setattr__(self, "nm", f"{n}:{m}")
+        if self.granularity is not Granularity.NM:
+            return
+        if self.method not in (PruningMethod.CAMPFIRE, PruningMethod.FILTER):
+            raise UserError(
+                f"granularity nm works with method campfire only, not {self.method.value}; "
+                "use window / channel / combined / unstructured with it"
+            )
+        floor = 1.0 - n / m
+        if self.method is PruningMethod.CAMPFIRE and 0.0 < self.target < floor - 1e-9:
+            raise UserError(
+                f"granularity nm {n}:{m} prunes at least {floor:.0%} (N of every M kept): set "
+                f"the sparsity target to >= {floor:g} (above it whole filters go), or another nm"
+            )
+
+    @property
+    def nm_pair(self) -> tuple[int, int]:
+        """``nm`` as ``(N, M)``."""
+        return parse_nm(self.nm)
 
     @property
     def dense(self) -> bool:
@@ -195,6 +222,8 @@ class SparsityConfig:
         before. Other methods: ``gmp``, ``random-uniform`` / ``random-erk``, ``grasp``, ``filter``.
         """
         if self.method is PruningMethod.CAMPFIRE:
+            if self.granularity is Granularity.NM and self.nm != DEFAULT_NM:
+                return f"nm{self.nm.replace(':', 'of')}"  # "nm1of4": no ':' in file names
             return self.granularity.value
         if self.method is PruningMethod.RANDOM:
             return f"random-{self.random_distribution.value}"

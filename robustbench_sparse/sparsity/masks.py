@@ -19,6 +19,8 @@ from torch import Tensor
 
 from robustbench_sparse.sparsity.granularity import Granularity
 
+NM_DEFAULT = (2, 4)  # keep 2 of every 4 input channels (NVIDIA 2:4)
+
 _TIE_TOL = 1e-9
 _NEG_INF = float("-inf")
 
@@ -86,24 +88,34 @@ def _is_balanced_fallback(shape: tuple[int, ...] | torch.Size) -> bool:
 def applied_granularity(shape: tuple[int, ...] | torch.Size, granularity: Granularity) -> str:
     """What :func:`compute_mask` actually does for a weight of ``shape``.
 
-    ``"window"``, ``"channel"``, ``"combined"`` or ``"unstructured"``; ``"balanced-filter"`` for
-    the 1×1-conv / Linear fallback of the structured granularities.
+    ``"window"``, ``"channel"``, ``"combined"``, ``"unstructured"`` or ``"nm"``;
+    ``"balanced-filter"`` for the 1×1-conv / Linear fallback of window / channel / combined
+    (``nm`` groups along the input channels of every layer kind).
     """
+    if granularity is Granularity.NM:
+        return granularity.value
     if granularity is not Granularity.UNSTRUCTURED and _is_balanced_fallback(shape):
         return "balanced-filter"
     return granularity.value
 
 
 def achievable_sparsity(
-    shape: tuple[int, ...] | torch.Size, sparsity: float, granularity: Granularity
+    shape: tuple[int, ...] | torch.Size,
+    sparsity: float,
+    granularity: Granularity,
+    nm: tuple[int, int] = NM_DEFAULT,
 ) -> float:
     """Sparsity a fresh (dense) weight of ``shape`` gets from :func:`compute_mask` at ``sparsity``.
 
-    This is the target after the rounding rule, reported beside the requested target.
+    This is the target after the rounding rule, reported beside the requested target. ``nm`` is
+    the ``(N, M)`` of :attr:`Granularity.NM` (ignored by the others).
     """
     _check_shape(shape)
     _check_sparsity(sparsity)
     numel = math.prod(shape)
+    if granularity is Granularity.NM:
+        kept, filters = nm_counts(shape[0], sparsity, nm)
+        return 1.0 - (kept / nm[1]) * (filters / shape[0])
     if granularity is Granularity.UNSTRUCTURED:
         return 1.0 - kept_per_group(numel, sparsity) / numel
     if _is_balanced_fallback(shape):
@@ -143,6 +155,7 @@ def compute_mask(
     sparsity: float,
     granularity: Granularity,
     previous: Tensor | None = None,
+    nm: tuple[int, int] = NM_DEFAULT,
 ) -> Tensor:
     """Boolean keep-mask (same shape as ``weight``) pruning ``weight`` to ``sparsity``.
 
@@ -156,6 +169,10 @@ def compute_mask(
     - ``UNSTRUCTURED``: layer-wise, keep ``kept_per_group(numel, s)`` largest-|w|.
     - 1×1 convs and Linear weights under a structured granularity: balanced per-filter pruning,
       every output row keeps ``kept_per_group(row_size, s)`` largest-|w| entries.
+    - ``NM`` with ``nm = (N, M)``: :func:`nm_mask` (every group of ``M`` consecutive input
+      channels at each kernel position keeps the same count, ``N`` from ``1 - N/M`` on; beyond
+      that whole filters go). Raises ``ValueError`` if ``C`` (Linear: in-features) is not a
+      multiple of ``M``.
 
     Monotone: positions that are False in ``previous`` stay False (scored ``-inf``); a group that
     already keeps fewer than requested keeps what it has (nothing is revived). For ``COMBINED``
@@ -173,6 +190,9 @@ def compute_mask(
             )
         previous = previous.to(weight.device)
     w = weight.detach().float()
+
+    if granularity is Granularity.NM:
+        return nm_mask(w, sparsity, nm, previous)
 
     if granularity is Granularity.UNSTRUCTURED:
         scores = w.abs().reshape(1, -1)  # (1, numel)
@@ -243,3 +263,74 @@ def _capped_combined_counts(prev3: Tensor, sparsity: float, n_c: int) -> tuple[i
         refit_c = _nearest_count(channels, (1.0 - sparsity) * window / n_w)
         n_c = max(n_c, min(refit_c, cap_c))
     return n_c, n_w
+
+
+def nm_eligible(shape: tuple[int, ...] | torch.Size, m: int) -> bool:
+    """True when the input-channel axis (``shape[1]``: conv ``C``, Linear in-features) splits
+    into whole groups of ``m``. Layers that do not (a first conv with 1 or 3 channels) stay dense.
+    """
+    return len(shape) in (2, 4) and shape[1] % m == 0
+
+
+def nm_counts(n_filters: int, sparsity: float, nm: tuple[int, int]) -> tuple[int, int]:
+    """``(kept per M-group, kept filters)`` of an ``NM`` mask at ``sparsity``.
+
+    Up to ``1 - N/M`` only the groups thin out, on the usual rounding rule: each keeps
+    ``max(N, kept_per_group(M, s))`` (the cubic ramp passes 4:4 -> 3:4 -> 2:4). Beyond it the
+    groups keep ``N`` and whole filters go: ``kept_per_group(K, 1 - (1 - s) * M / N)`` filters
+    remain (filter density ``(1 - s) / (N/M)``), so 2:4 at 75 % keeps half the filters.
+
+    Example: 2:4, K = 64: s = 0.3 -> (3, 64); s = 0.5 -> (2, 64); s = 0.75 -> (2, 32).
+    """
+    n, m = nm
+    _check_sparsity(sparsity)
+    density = 1.0 - sparsity
+    kept = max(n, _nearest_count(m, density))
+    filter_density = min(1.0, density * m / n)
+    return kept, _nearest_count(n_filters, filter_density)
+
+
+def nm_mask(
+    weight: Tensor, sparsity: float, nm: tuple[int, int], previous: Tensor | None = None
+) -> Tensor:
+    """Bool keep-mask of ``weight`` (``(K, C, kh, kw)`` or ``(K, C)``) for N:M along ``C``.
+
+    Every group ``W[k, M·j : M·(j+1), r, s]`` keeps its :func:`nm_counts` largest-|w| entries
+    (ties: lowest channel first), the layout of NVIDIA's sparse tensor cores (apex ASP,
+    ModelOpt: "for Conv2d dim = K x CRS; we prune along C"). Beyond ``1 - N/M`` the filters
+    with the smallest L2 norm (of their kept weights) are removed entirely. Monotone wrt
+    ``previous``: pruned positions and dead filters never return.
+    """
+    n, m = nm
+    if not nm_eligible(weight.shape, m):
+        raise ValueError(
+            f"nm {n}:{m} needs input channels divisible by {m}, got shape {tuple(weight.shape)}"
+        )
+    w = weight.detach().float()
+    w4 = w if w.ndim == 4 else w[:, :, None, None]  # (K, C, kh, kw)
+    prev4 = None if previous is None else previous.reshape(w4.shape)
+    n_filters = w4.shape[0]
+    kept, filters = nm_counts(n_filters, sparsity, nm)
+    by_pos = w4.abs().permute(0, 2, 3, 1)  # (K, kh, kw, C): groups along C, NVIDIA's layout
+    scores = by_pos.reshape(-1, m)  # (K*kh*kw*C/M, M)
+    if prev4 is not None:
+        scores = scores.masked_fill(~prev4.permute(0, 2, 3, 1).reshape(-1, m), _NEG_INF)
+    groups = _keep_top(scores, kept).reshape(by_pos.shape).permute(0, 3, 1, 2)  # (K, C, kh, kw)
+    if filters < n_filters:
+        rows = (w4 * groups).reshape(n_filters, -1)  # (K, C*kh*kw): what the groups keep
+        norms = rows.norm(dim=1).masked_fill(~groups.reshape(n_filters, -1).any(dim=1), _NEG_INF)
+        alive = _keep_top(norms.reshape(1, -1), filters).reshape(n_filters, 1, 1, 1)  # (K,1,1,1)
+        groups = groups & alive
+    return groups.reshape(weight.shape)
+
+
+def nm_violations(mask: Tensor, nm: tuple[int, int]) -> int:
+    """How many ``M``-groups along the input channels keep more than ``N`` (0 = a valid N:M mask).
+
+    ``mask``: bool ``(K, C, kh, kw)`` or ``(K, C)`` with ``C % M == 0``. The hardware check: a
+    2:4 sparse tensor core accepts a weight iff this is 0.
+    """
+    n, m = nm
+    m4 = mask if mask.ndim == 4 else mask[:, :, None, None]
+    counts = (m4 != 0).permute(0, 2, 3, 1).reshape(-1, m).sum(dim=1)  # (groups,)
+    return int((counts > n).sum())

@@ -205,7 +205,7 @@ def _layer(
     else:
         label = applied_granularity(shape, config.granularity)
         target = config.target
-        rounded = achievable_sparsity(shape, target, config.granularity)
+        rounded = achievable_sparsity(shape, target, config.granularity, config.nm_pair)
     return LayerSparsity(
         name=name,
         shape=shape,

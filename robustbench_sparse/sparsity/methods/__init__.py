@@ -4,7 +4,8 @@
 :class:`~robustbench_sparse.sparsity.base.Sparsifier` subclass, so ``fit``, checkpoints and
 reports treat them alike, reaching method-specific steps only through the base's hooks:
 
-- ``campfire``: :class:`CampfireSparsifier` (structured gradual magnitude pruning).
+- ``campfire``: :class:`CampfireSparsifier` (structured gradual magnitude pruning); with
+  granularity ``nm`` its subclass :class:`NMSparsifier` (N:M along input channels).
 - ``gmp``: :class:`GMPSparsifier` (Zhu & Gupta, unstructured, layer-wise; Campfire's
   unstructured masks under its own name).
 - ``random``: :class:`RandomSparsifier` (random masks at init, uniform / ERK; Liu et al. 2022).
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from robustbench_sparse.sparsity.base import Sparsifier
 from robustbench_sparse.sparsity.config import PruningMethod, SparsityConfig
+from robustbench_sparse.sparsity.granularity import Granularity
 from robustbench_sparse.sparsity.methods.filter import (
     FilterSparsifier,
     conv_bn_pairs,
@@ -36,6 +38,7 @@ from robustbench_sparse.sparsity.methods.filter import (
 from robustbench_sparse.sparsity.methods.gmp import GMPSparsifier
 from robustbench_sparse.sparsity.methods.grasp import GraspSparsifier
 from robustbench_sparse.sparsity.methods.hydra import HydraSparsifier
+from robustbench_sparse.sparsity.methods.nm import NMSparsifier
 from robustbench_sparse.sparsity.methods.random import RandomSparsifier
 from robustbench_sparse.sparsity.sparsifier import CampfireSparsifier
 
@@ -51,6 +54,8 @@ _CLASSES: dict[PruningMethod, type[Sparsifier]] = {
 
 def create_sparsifier(config: SparsityConfig, steps_per_epoch: int) -> Sparsifier:
     """The sparsifier of ``config.method`` (a :class:`~robustbench_sparse.sparsity.base.Sparsifier`)."""
+    if config.method is PruningMethod.CAMPFIRE and config.granularity is Granularity.NM:
+        return NMSparsifier(config, steps_per_epoch)
     return _CLASSES[config.method](config, steps_per_epoch)
 
 
@@ -71,6 +76,7 @@ __all__ = [
     "GMPSparsifier",
     "GraspSparsifier",
     "HydraSparsifier",
+    "NMSparsifier",
     "RandomSparsifier",
     "calibration_batches",
     "conv_bn_pairs",

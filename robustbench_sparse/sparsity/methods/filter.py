@@ -75,6 +75,36 @@ def conv_bn_pairs(model: nn.Module) -> dict[str, str]:
     return pairs
 
 
+def output_channel_params(
+    model: nn.Module, name: str, *, warn: bool = True
+) -> tuple[list[Tensor], str | None]:
+    """Parameters that die with an output filter of weight ``name``, and the BatchNorm's name.
+
+    A conv: its bias and the affine parameters of the ``BatchNorm2d`` reading its output
+    (:func:`conv_bn_pairs`); a Linear: its bias. ``warn``: log when a conv has no such BN.
+    """
+    modules = dict(model.named_modules())
+    module_name = name.rsplit(".", 1)[0]
+    layer = modules[module_name]
+    assert isinstance(layer, nn.Conv2d | nn.Linear)
+    extras: list[Tensor] = [] if layer.bias is None else [layer.bias]
+    if not isinstance(layer, nn.Conv2d):
+        return extras, None
+    bn_name = conv_bn_pairs(model).get(module_name)
+    if bn_name is None:
+        if warn:
+            logger.warning(
+                "filter pruning %s: no BatchNorm2d found after it; only the conv weight "
+                "(and bias) are masked",
+                module_name,
+            )
+    else:
+        bn = modules[bn_name]
+        assert isinstance(bn, nn.BatchNorm2d)
+        extras += [p for p in (bn.weight, bn.bias) if p is not None]
+    return extras, bn_name
+
+
 def filter_mask(
     weight: Tensor, sparsity: float, norm: FilterNorm, previous: Tensor | None = None
 ) -> Tensor:
@@ -116,23 +146,8 @@ class FilterSparsifier(GradualSparsifier):
 
     def channel_params(self, model: nn.Module, name: str) -> list[Tensor]:
         """The conv's bias and the affine parameters of the BatchNorm that reads its output."""
-        modules = dict(model.named_modules())
-        module_name = name.rsplit(".", 1)[0]
-        conv = modules[module_name]
-        assert isinstance(conv, nn.Conv2d)
-        extras: list[Tensor] = [] if conv.bias is None else [conv.bias]
-        bn_name = conv_bn_pairs(model).get(module_name)
+        extras, bn_name = output_channel_params(model, name)
         self.bn_of[name] = bn_name
-        if bn_name is None:
-            logger.warning(
-                "filter pruning %s: no BatchNorm2d found after it; only the conv weight "
-                "(and bias) are masked",
-                module_name,
-            )
-        else:
-            bn = modules[bn_name]
-            assert isinstance(bn, nn.BatchNorm2d)
-            extras += [p for p in (bn.weight, bn.bias) if p is not None]
         return extras
 
     def update_mask(self, layer: PrunedLayer, sparsity: float) -> Tensor:
