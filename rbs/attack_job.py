@@ -59,6 +59,7 @@ class AttackRunRequest:
     download: bool = False
     arch: str | None = None
     normalize: str | None = None
+    state_dict_key: str | None = None  # plain .pt/.pth: the entry holding the weights
     report: bool = True
     seed: int = 0
     protocol: str | None = None  # quick | standard | thorough; replaces ``attacks`` when given
@@ -101,7 +102,7 @@ class AttackRunRequest:
         payload = to_jsonable(self)
         payload["checkpoints"] = [str(Path(p).resolve()) for p in self.checkpoints]
         payload.pop("report", None)
-        for key in ("normalize", "protocol"):
+        for key in ("normalize", "protocol", "state_dict_key"):
             if payload.get(key) is None:  # keeps fingerprints of earlier runs
                 payload.pop(key, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -126,7 +127,7 @@ ATTACK_SCHEMA = ConfigSchema(
         ),
         "epsilons": ("linf", "l2"),
         "data": ("dataset", "data_root", "download"),
-        "model": ("arch", "normalize"),
+        "model": ("arch", "normalize", "state_dict_key"),
     }
 )
 #: config key -> request field (the same name unless listed)
@@ -193,6 +194,7 @@ def load_request_checkpoints(request: AttackRunRequest) -> list[LoadedCheckpoint
             dataset=request.dataset,
             data_root=request.data_root,
             normalize=request.normalize,
+            state_dict_key=request.state_dict_key,
         )
         for p in request.checkpoints
     ]

@@ -47,7 +47,12 @@ from robustbench_sparse.models import create_model, load_state_dict_into
 from robustbench_sparse.packed_format import load_packed
 from robustbench_sparse.sparsity.detect import MEASURED_METHOD, measured_sparsity_report
 from robustbench_sparse.sparsity.report import SparsityReport
-from robustbench_sparse.state_dicts import fold_prune_masks, resolve_normalization
+from robustbench_sparse.state_dicts import (
+    KEY_FLAG,
+    describe_normalization,
+    fold_prune_masks,
+    resolve_normalization,
+)
 
 __all__ = [
     "MASK_PREFIX",
@@ -208,13 +213,26 @@ def _load_plain(
     arch_kwargs: dict[str, Any] | None,
     data_root: str | Path | None,
     normalize: str | None,
+    state_dict_key: str | None = None,
 ) -> LoadedCheckpoint:
     if arch is None or dataset is None:
         raise UserError(f"{p} is a plain state dict: pass --arch and --dataset to load it")
     info = _info_for(dataset, data_root)
-    state, masks = fold_prune_masks(load_plain_state_dict(p), str(p))
+    plain, used_key = load_plain_state_dict(p, state_dict_key)
+    state, masks = fold_prune_masks(plain, str(p))
     check_finite(state, p)
     mean, std, norm_label = resolve_normalization(normalize, info)
+    normalization = {
+        "mean": list(mean),
+        "std": list(std),
+        "source": norm_label,
+        "assumed": normalize is None,  # no --normalize: the product cannot know, it assumes
+    }
+    applied, how = describe_normalization(normalization)
+    # Said at every load: a wrong guess gives near-chance accuracy, not an error.
+    (logger.warning if normalize is None else logger.info)(
+        "%s: plain state dict, inputs normalized with %s; %s", p, applied, how
+    )
     model = create_model(
         arch,
         num_classes=info.num_classes,
@@ -236,7 +254,7 @@ def _load_plain(
         "num_classes": info.num_classes,
         "in_channels": info.input_shape[0],
         "input_shape": list(info.input_shape),
-        "normalization": {"mean": list(mean), "std": list(std), "source": norm_label},
+        "normalization": normalization,
         "granularity": report.granularity,
         "method": MEASURED_METHOD,
         # No target was recorded: the measured sparsity of the pruned layers stands in for it.
@@ -245,6 +263,7 @@ def _load_plain(
         "pruned_layers": report.pruned_names,
         "prune_masks_folded": sorted(masks),
         "source": "plain-state-dict",
+        "state_dict_key": used_key,
     }
     if masks:
         logger.info(
@@ -265,12 +284,15 @@ def load_checkpoint(
     arch_kwargs: dict[str, Any] | None = None,
     data_root: str | Path | None = None,
     normalize: str | None = None,
+    state_dict_key: str | None = None,
 ) -> LoadedCheckpoint:
     """Rebuild a model from a checkpoint directory / file, in eval mode on the CPU.
 
     A ``.pt`` / ``.pth`` plain state dict needs ``arch`` and ``dataset`` (which gives the class
     count); ``normalize`` says what input normalisation it expects (see
-    :func:`resolve_normalization`; default the dataset's mean/std). Its ``torch.nn.utils.prune``
+    :func:`resolve_normalization`; default the dataset's mean/std) and ``state_dict_key`` which
+    entry of the file holds the weights (default: the one state dict it holds; see
+    :func:`~robustbench_sparse.state_dicts.find_state_dict`). Its ``torch.nn.utils.prune``
     pairs are folded into weights + masks, and its sparsity and granularity are measured from the
     weights. ``dataset`` may also override a checkpoint's own dataset when the class count and
     input channels agree. An ``imagefolder``'s class count comes from its folders under
@@ -281,11 +303,15 @@ def load_checkpoint(
     """
     p = Path(path)
     if p.suffix in (".pt", ".pth"):
-        return _load_plain(p, arch, dataset, arch_kwargs, data_root, normalize)
+        return _load_plain(p, arch, dataset, arch_kwargs, data_root, normalize, state_dict_key)
     if normalize is not None:
         raise UserError(
             "--normalize applies to plain .pt/.pth state dicts only; a checkpoint directory "
             "records its own normalization"
+        )
+    if state_dict_key is not None:
+        raise UserError(
+            f"{KEY_FLAG} applies to plain .pt/.pth files only; {p} holds one model and needs no key"
         )
 
     if p.suffix == PACKED_SUFFIX:  # `rbs export --format packed`: metadata in its header

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from robustbench_sparse.errors import UserError
-from robustbench_sparse.state_dicts import strip_wrapper_prefixes
+from robustbench_sparse.state_dicts import find_state_dict, strip_wrapper_prefixes
 
 __all__ = [
     "FORMAT",
@@ -144,8 +144,24 @@ def _unpickling_reason(exc: Exception) -> str:
     return lines[0][:160] if lines else "unsupported object"
 
 
-def load_plain_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a torchvision-style ``.pt`` / ``.pth`` state dict without executing any pickled code."""
+def load_plain_state_dict(
+    path: Path, key: str | None = None
+) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Load a ``.pt`` / ``.pth`` state dict without executing any pickled code.
+
+    The file may hold the state dict itself or wrap it in a dict of its own (``{'net': sd,
+    'epoch': ..}``, ``{'model': sd, 'ema': sd2}``): ``key`` names the entry (a ``/``-joined path
+    for a nested one); without it the one state dict the file holds is taken (see
+    :func:`~robustbench_sparse.state_dicts.find_state_dict`). Wrapper prefixes (``module.``,
+    ``_orig_mod.``) are removed.
+
+    Returns:
+        ``(state, key)``: the tensors and the entry they came from (``None``: the whole file).
+
+    Raises:
+        UserError: a missing or unreadable file, pickled objects, no state dict, several without
+            ``key``, or a ``key`` that holds none.
+    """
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
@@ -160,14 +176,9 @@ def load_plain_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise UserError(
             f"{path} is not a readable PyTorch file ({type(exc).__name__}: {exc})"
         ) from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"{path} does not contain a state dict of tensors")
+    state, used = find_state_dict(obj, key, str(path))
     # DataParallel / DDP prefix every key with "module.", torch.compile with "_orig_mod.".
-    return strip_wrapper_prefixes(obj)
+    return strip_wrapper_prefixes(state), used
 
 
 def resolve_checkpoint_files(path: str | Path) -> tuple[Path, Path]:

@@ -86,8 +86,16 @@ def test_check_finite_refuses_nan_and_inf_in_float_tensors(tmp_path: Path) -> No
 def test_plain_state_dicts_load_without_code_and_lose_wrapper_prefixes(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     torch.save({"state_dict": {"module.fc.weight": torch.ones(2, 2)}}, path)
-    state = load_plain_state_dict(path)
+    state, key = load_plain_state_dict(path)
     assert list(state) == ["fc.weight"] and torch.equal(state["fc.weight"], torch.ones(2, 2))
+    assert key == "state_dict"
+    torch.save({"net": {"fc.weight": torch.ones(1)}, "acc": 95.1, "epoch": 200}, path)  # kuangliu
+    assert load_plain_state_dict(path)[1] == "net"
+    torch.save({"ema": {"fc.weight": torch.ones(1)}, "model": {"fc.weight": torch.zeros(1)}}, path)
+    with pytest.raises(UserError, match=r"holds 2 state dicts \('ema', 'model'\)"):
+        load_plain_state_dict(path)
+    state, key = load_plain_state_dict(path, "model")
+    assert key == "model" and float(state["fc.weight"]) == 0.0
     torch.save({"fc.weight": torch.ones(1), "note": Path("x")}, path)  # a pickled object
     with pytest.raises(UserError, match="refusing to load"):
         load_plain_state_dict(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -268,3 +269,121 @@ def test_two_class_imagefolder_trains_inspects_and_attacks(tmp_path: Path) -> No
     other = _image_folder(tmp_path / "other", ("a", "b", "c"), per_class=2, size=8)
     attack_other = [*attack[:4], str(other), "--out", str(tmp_path / "res2"), *attack[7:]]
     assert main(attack_other) == 2
+
+
+# ------------------------------------------- issue 29 (4, 5): normalization said, nested weights
+def _inner(model: nn.Module) -> nn.Module:
+    """The network inside a NormalizedModel (plain state dicts hold its keys)."""
+    net = model.net
+    assert isinstance(net, nn.Module)
+    return net
+
+
+def _wrapped(tmp_path: Path, name: str, wrap: object) -> Path:
+    path = tmp_path / name
+    torch.save(wrap, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("wrap", "key"),
+    [
+        (
+            lambda sd: {"net": {"module." + k: v for k, v in sd.items()}, "acc": 95.3, "epoch": 9},
+            "net",
+        ),
+        (lambda sd: {"model_state": sd}, "model_state"),
+        (
+            lambda sd: {"state_dict": sd, "optimizer": {"state": {}, "param_groups": []}},
+            "state_dict",
+        ),
+        (lambda sd: {"ckpt": {"weights": sd, "step": 3}}, "ckpt/weights"),
+    ],
+)
+def test_a_state_dict_under_any_key_loads_and_says_which(
+    tmp_path: Path, wrap: Any, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    net = _net(3)
+    path = _wrapped(tmp_path, "w.pt", wrap(net.state_dict()))
+    with caplog.at_level("INFO"):
+        ckpt = load_checkpoint(path, arch="small_cnn", dataset="digits", arch_kwargs=ARCH_KWARGS)
+    assert ckpt.meta["state_dict_key"] == key
+    assert f"weights taken from its entry {key!r}" in caplog.text
+    loaded = _inner(ckpt.model).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in net.state_dict().items())
+
+
+def test_two_state_dicts_need_the_key_in_inspect_and_attack(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ema, model = _net(1), _net(2)
+    path = _wrapped(tmp_path, "ema.pt", {"ema": ema.state_dict(), "model": model.state_dict()})
+    inspect = ["inspect", str(path), "--arch", "small_cnn", "--dataset", "digits"]
+    assert main([*inspect, "--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds 2 state dicts ('ema', 'model')" in err[0]
+    assert "--state-dict-key KEY" in err[0]
+    for key, net in (("ema", ema), ("model", model)):
+        ckpt = load_checkpoint(
+            path, arch="small_cnn", dataset="digits", arch_kwargs=ARCH_KWARGS, state_dict_key=key
+        )
+        loaded = _inner(ckpt.model).state_dict()
+        assert torch.equal(loaded["fc.weight"], net.state_dict()["fc.weight"])
+    attack = ["attack", "--checkpoint", str(path), "--arch", "small_cnn", "--dataset", "digits"]
+    attack += ["--out", str(tmp_path / "r"), "--attack", "fgsm", "--eps", "0", "--limit", "4"]
+    assert main(attack) == 2  # the same refusal before any output
+    assert "--state-dict-key KEY" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_state_dict_key_for_a_checkpoint_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"applies to plain \.pt/\.pth files only"):
+        load_checkpoint(_ckpt_dir(tmp_path), state_dict_key="model")
+
+
+@pytest.mark.slow
+def test_plain_state_dict_normalization_is_said_recorded_and_flagged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trained digits model shipped as a bare .pt (its network expects normalized inputs)."""
+    from evaluations.engine.grid import grid_evidence
+
+    trained = load_checkpoint(_ckpt_dir(tmp_path))
+    state = _inner(trained.model).state_dict()
+    path = _wrapped(tmp_path, "bare.pt", {"net": state, "epoch": 3})
+    test = load_split("digits", "test", limit=60)
+    outcomes = {}
+    for normalize in (None, "none"):
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            ckpt = load_checkpoint(
+                path,
+                arch="small_cnn",
+                dataset="digits",
+                arch_kwargs=ARCH_KWARGS,
+                normalize=normalize,
+            )
+            out = tmp_path / f"r-{normalize}"
+            run = run_grid([ckpt], test, _grid(), out_dir=out, progress=False)
+        write_sidecar(out, grid_evidence(run, [ckpt], _grid()))
+        md, _ = write_report(out)
+        text = md.read_text().replace("\\[", "[").replace("\\]", "]")  # markdown escapes
+        outcomes[normalize] = (json.loads((out / "results.json").read_text()), text)
+        outcomes[f"log-{normalize}"] = caplog.text  # type: ignore[assignment]
+    side, report = outcomes[None]
+    log = str(outcomes["log-None"])
+    assert "inputs normalized with the dataset's mean/std" in log and "assumed" in log
+    assert "pass --normalize none" in log
+    entry = side["checkpoints"][0]
+    assert entry["normalization"]["source"] == "dataset" and entry["normalization"]["assumed"]
+    assert entry["state_dict_key"] == "net"
+    assert side["clean_checks"][0]["warning"] is None  # the assumption was right
+    assert (
+        "is a plain state dict, weights from its entry 'net': inputs normalized with the " in report
+    )
+    side, report = outcomes["none"]
+    warning = side["clean_checks"][0]["warning"]
+    assert warning is not None and "near chance (1/10)" in warning
+    assert "normalized with none (raw [0, 1] inputs): pass --normalize dataset" in warning
+    assert "WARNING: " + warning in report
+    assert warning in str(outcomes["log-none"])

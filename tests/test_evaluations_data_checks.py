@@ -58,7 +58,14 @@ def test_far_below_recorded_warns(recorded: float, correct: int, n: int) -> None
         (10, 10, 100, True),
         (10, 14, 100, True),
         (10, 60, 100, False),
+        (10, 215, 1000, True),  # the field reports: 21.5 % and 17 % for 94 % / 93 % models
+        (10, 17, 100, True),
+        (10, 32, 100, True),  # below 32.5 %: a quarter of the way from chance to 100 %
+        (10, 33, 100, False),
+        (100, 20, 100, True),  # chance 1 %: 25.75 %
+        (100, 30, 100, False),
         (2, 52, 100, True),
+        (2, 62, 100, True),
         (2, 90, 100, False),
     ],
 )
@@ -69,3 +76,34 @@ def test_without_record_chance_level_warns(
     assert (text is not None) == warns
     if text is not None:
         assert f"1/{num_classes}" in text and "--normalize" in text
+
+
+@pytest.mark.parametrize(
+    ("normalization", "applied", "advice"),
+    [
+        (
+            {"mean": [0.5], "std": [0.25], "source": "dataset", "assumed": True},
+            "the dataset's mean/std (mean 0.5, std 0.25); assumed, the file does not record it",
+            "pass --normalize none",
+        ),
+        (
+            {"mean": [0.0], "std": [1.0], "source": "none", "assumed": False},
+            "none (raw [0, 1] inputs)",
+            "pass --normalize dataset",
+        ),
+        (
+            {"mean": [0.1], "std": [0.3], "source": "custom", "assumed": False},
+            "the given mean 0.1, std 0.3",
+            "check --normalize",
+        ),
+    ],
+)
+def test_near_chance_names_the_normalization_applied(
+    normalization: dict[str, object], applied: str, advice: str
+) -> None:
+    meta = {"source": "plain-state-dict", "normalization": normalization}
+    text = accuracy_warning("p", meta, 10, 43, 200)
+    assert text is not None and "\n" not in text
+    assert "0.2150 (43/200) is near chance (1/10)" in text
+    assert f"normalized with {applied}: {advice}" in text
+    assert accuracy_warning("p", meta, 10, 188, 200) is None  # 94 %: nothing to say

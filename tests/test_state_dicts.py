@@ -12,6 +12,7 @@ from torch.nn.utils import prune
 from robustbench_sparse.datasets import dataset_info
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.state_dicts import (
+    find_state_dict,
     fold_prune_masks,
     resolve_normalization,
     strip_wrapper_prefixes,
@@ -113,3 +114,81 @@ def test_resolve_normalization() -> None:
 def test_resolve_normalization_refuses(spec: str, match: str) -> None:
     with pytest.raises(UserError, match=match):
         resolve_normalization(spec, dataset_info("cifar10"))
+
+
+# ------------------------------------------------------------------ find_state_dict (issue 29, 5)
+_SD = {"conv.weight": torch.ones(2, 1, 3, 3), "fc.weight": torch.zeros(3, 2)}
+_SD2 = {"conv.weight": torch.full((2, 1, 3, 3), 2.0), "fc.weight": torch.ones(3, 2)}
+_OPTIM = {"state": {0: {"momentum_buffer": torch.ones(2)}}, "param_groups": [{"lr": 0.1}]}
+
+
+@pytest.mark.parametrize(
+    ("obj", "key"),
+    [
+        (_SD, None),  # the state dict itself
+        ({"net": _SD, "acc": 95.3, "epoch": 200}, "net"),  # kuangliu/pytorch-cifar
+        ({"model_state": _SD}, "model_state"),
+        ({"state_dict": _SD, "optimizer": _OPTIM, "epoch": 3}, "state_dict"),  # optimizer skipped
+        ({"checkpoint": {"weights": _SD, "step": 7}}, "checkpoint/weights"),  # nested
+        ({"best": _SD, "history": [1.0, 2.0], "note": "x"}, "best"),  # any key name
+    ],
+)
+def test_the_one_state_dict_is_found_under_any_key(obj: object, key: str | None) -> None:
+    state, used = find_state_dict(obj)
+    assert used == key
+    assert set(state) == set(_SD) and all(torch.equal(state[k], _SD[k]) for k in _SD)
+
+
+@pytest.mark.parametrize(
+    ("obj", "listed"),
+    [
+        ({"ema": _SD2, "model": _SD}, ("'ema'", "'model'")),  # EMA training: which one is meant?
+        ({"model": _SD, "model_ema": _SD2, "optimizer": _OPTIM}, ("'model'", "'model_ema'")),
+        ({"a": {"x": _SD}, "b": {"y": _SD2}}, ("'a/x'", "'b/y'")),
+    ],
+)
+def test_several_state_dicts_are_refused_listing_them_and_the_flag(
+    obj: object, listed: tuple[str, ...]
+) -> None:
+    with pytest.raises(UserError, match="holds 2 state dicts") as info:
+        find_state_dict(obj, where="m.pt")
+    message = str(info.value)
+    assert "--state-dict-key KEY" in message and "\n" not in message
+    assert all(name in message for name in listed)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [("ema", _SD2), ("model", _SD)],
+)
+def test_the_key_picks_one(key: str, expected: dict[str, torch.Tensor]) -> None:
+    state, used = find_state_dict({"ema": _SD2, "model": _SD}, key)
+    assert used == key and torch.equal(state["conv.weight"], expected["conv.weight"])
+
+
+def test_a_nested_path_and_a_top_level_key_with_a_slash() -> None:
+    state, used = find_state_dict({"run": {"ema": _SD2, "model": _SD}}, "run/ema")
+    assert used == "run/ema" and torch.equal(state["fc.weight"], _SD2["fc.weight"])
+    state, _ = find_state_dict({"a/b": _SD, "a": {"b": _SD2}}, "a/b")  # the literal key wins
+    assert torch.equal(state["fc.weight"], _SD["fc.weight"])
+
+
+@pytest.mark.parametrize(
+    ("obj", "key", "match"),
+    [
+        ({"epochs": 3}, None, r"does not contain a state dict of tensors \(entries: 'epochs'\)"),
+        ({}, None, "does not contain a state dict"),
+        ([torch.ones(1)], None, r"does not contain a state dict of tensors \(a list\)"),
+        ({"w": {}}, None, "does not contain a state dict"),  # an empty dict is no model
+        ({"ema": _SD2, "model": _SD}, "emma", r"no entry 'emma'; the state dicts it holds: 'ema'"),
+        (
+            {"net": _SD, "epoch": 3},
+            "epoch",
+            r"entry 'epoch' of m.pt is not a state dict .*holds an int",
+        ),
+        (_SD, "net", "is itself a state dict .* drop --state-dict-key"),
+    ],
+)
+def test_find_state_dict_refuses(obj: object, key: str | None, match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        find_state_dict(obj, key, where="m.pt")

@@ -16,14 +16,20 @@ from typing import Any
 import torch
 
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.state_dicts import describe_normalization
 
-__all__ = ["MIN_DROP", "Z", "accuracy_warning", "check_input_shape"]
+__all__ = ["MIN_DROP", "NEAR_CHANCE", "Z", "accuracy_warning", "check_input_shape"]
 
 MIN_DROP = 0.05
 """A clean accuracy this far (5 points) or more below the recorded one can be a warning."""
 
 Z = 3.0
 """...and only when it is also more than ``Z`` binomial standard errors below (subset noise)."""
+
+NEAR_CHANCE = 0.25
+"""Without a recorded accuracy, a clean accuracy less than this fraction of the way from chance to
+100 % is near chance (32.5 % for 10 classes, 62.5 % for 2): no trained classifier worth attacking
+scores that low, a wrong ``--normalize`` does (21.5 % and 17 % for two digits models at 94 %)."""
 
 
 def check_input_shape(name: str, meta: dict[str, Any], dataset: str, x: torch.Tensor) -> None:
@@ -61,8 +67,10 @@ def accuracy_warning(
     Compared with the recorded ``clean_accuracy`` when there is one: a warning when the measured
     accuracy ``correct / n`` is at least :data:`MIN_DROP` *and* :data:`Z` standard errors
     ``sqrt(p (1 - p) / n)`` (``p`` the recorded accuracy) below it. Without a record (a plain
-    state dict) the reference is chance, ``1 / num_classes``: a warning when the measured accuracy
-    is not more than ``Z`` standard errors above chance.
+    state dict) the reference is chance, ``c = 1 / num_classes``: a warning when the measured
+    accuracy is below ``c + NEAR_CHANCE (1 - c)`` or not more than ``Z`` standard errors above
+    ``c``; it names the normalization the inputs were given (``meta["normalization"]``: assumed
+    when ``--normalize`` was not passed) and how to change it.
 
     Returns:
         The warning text, or ``None`` when the accuracy is plausible (or ``n`` is 0).
@@ -83,10 +91,18 @@ def accuracy_warning(
             )
         return None
     chance = 1.0 / max(num_classes, 1)
-    if measured <= chance + Z * math.sqrt(chance * (1.0 - chance) / n):
+    noise = Z * math.sqrt(chance * (1.0 - chance) / n)
+    if measured < chance + NEAR_CHANCE * (1.0 - chance) or measured <= chance + noise:
+        norm = meta.get("normalization")
+        if isinstance(norm, dict):
+            applied, how = describe_normalization(norm)
+            hint = (
+                f"its inputs were normalized with {applied}: {how}, or check --arch and --dataset"
+            )
+        else:
+            hint = "check --arch, --dataset and --normalize"
         return (
-            f"checkpoint {name!r}: clean accuracy {measured:.4f} ({correct}/{n}) is at chance "
-            f"level (1/{num_classes}); check --arch, --dataset and --normalize (raw [0,1] inputs "
-            "vs the dataset's mean/std)"
+            f"checkpoint {name!r}: clean accuracy {measured:.4f} ({correct}/{n}) is near chance "
+            f"(1/{num_classes}); {hint}"
         )
     return None

@@ -342,6 +342,17 @@ def grid_evidence(
                 "path": str(c.path),
                 "weights_sha256": c.meta.get("weights_sha256"),
                 "clean_accuracy": c.meta.get("clean_accuracy"),
+                # a plain state dict: the normalization it was given (assumed or --normalize)
+                # and the entry its weights came from (--state-dict-key)
+                **(
+                    {
+                        "source": "plain-state-dict",
+                        "normalization": c.meta.get("normalization"),
+                        "state_dict_key": c.meta.get("state_dict_key"),
+                    }
+                    if c.meta.get("source") == "plain-state-dict"
+                    else {}
+                ),
             }
             for c in checkpoints
         ],

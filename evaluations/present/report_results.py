@@ -29,6 +29,7 @@ from evaluations.record.training_methods import (
     training_budgets,
     training_matrix,
 )
+from robustbench_sparse.state_dicts import describe_normalization
 
 # --------------------------------------------------------------------------- sections
 
@@ -71,6 +72,16 @@ def summary_blocks(df: pd.DataFrame, side: dict[str, Any], checks: dict[str, Any
         if not failed
         else f"Invariant checks: {len(failed)} FAILED ({', '.join(failed)}); see Checks"
     )
+    # A plain state dict records no normalization: what it was given is said, and how to change it.
+    for entry in side.get("checkpoints") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("normalization"), dict):
+            applied, how = describe_normalization(entry["normalization"])
+            key = entry.get("state_dict_key")
+            taken = f", weights from its entry '{key}'" if key else ""
+            items.append(
+                f"Checkpoint {entry.get('name')} is a plain state dict{taken}: inputs normalized "
+                f"with {applied}; {how}."
+            )
     # The data may not fit a checkpoint (see evaluations.engine.data_checks): said up front, never hidden.
     for check in side.get("clean_checks") or []:
         if isinstance(check, dict) and check.get("warning"):

@@ -13,6 +13,7 @@ from typing import Any
 
 from rbs.commands.common import (
     NORMALIZE_HELP,
+    STATE_DICT_KEY_HELP,
     add_nproc,
     checked_protocol,
     command_line,
@@ -92,6 +93,7 @@ MORE = (
     Alias("--download", "data.download", action="store_true"),
     Alias("--arch", "model.arch", "architecture of a plain .pt/.pth state dict (with --dataset)"),
     Alias("--normalize", "model.normalize", NORMALIZE_HELP),
+    Alias("--state-dict-key", "model.state_dict_key", STATE_DICT_KEY_HELP, metavar="KEY"),
     Alias(
         "--no-report",
         "attack.report",

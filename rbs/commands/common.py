@@ -21,8 +21,19 @@ NORMALIZE_HELP = (
 )
 
 
+STATE_DICT_KEY_HELP = (
+    "plain .pt/.pth files: the entry holding the weights, e.g. net, ema or model/ema "
+    "(default: the one state dict the file holds)"
+)
+
+
 def add_normalize(parser: Any) -> None:
     parser.add_argument("--normalize", help=NORMALIZE_HELP)
+
+
+def add_state_dict_key(parser: Any) -> None:
+    """``--state-dict-key KEY`` (:data:`STATE_DICT_KEY_HELP`) for a command reading plain .pt files."""
+    parser.add_argument("--state-dict-key", metavar="KEY", help=STATE_DICT_KEY_HELP)
 
 
 def protocol_help(default: str) -> str:

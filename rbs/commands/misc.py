@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rbs.commands.common import add_normalize
+from rbs.commands.common import add_normalize, add_state_dict_key
 from robustbench_sparse.errors import UserError
 
 
@@ -22,6 +22,7 @@ def add_inspect(sub: Any) -> None:
     p.add_argument("--dataset", help="dataset of a plain state dict (gives the class count)")
     p.add_argument("--data-root", help="where the dataset lives (imagefolder: its class folders)")
     add_normalize(p)
+    add_state_dict_key(p)
     p.set_defaults(handler=cmd_inspect)
 
 
@@ -34,6 +35,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         data_root=args.data_root,
         normalize=args.normalize,
+        state_dict_key=args.state_dict_key,
     )
     meta = ckpt.meta
     # Recomputed from the weights just loaded from disk, not copied from the JSON (a plain state
@@ -51,9 +53,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "test_n": meta.get("test_n"),
             "sparsity_report": report.to_dict(),
         }
+        if meta.get("source") == "plain-state-dict":
+            out["normalization"] = meta.get("normalization")
+            out["state_dict_key"] = meta.get("state_dict_key")
         print(json.dumps(out, indent=2))
         return 0
     print(f"{ckpt.name}: {meta['arch']} on {meta['dataset']}, granularity {ckpt.granularity}")
+    if meta.get("source") == "plain-state-dict":
+        from robustbench_sparse.state_dicts import describe_normalization
+
+        applied, how = describe_normalization(meta.get("normalization") or {})
+        key = meta.get("state_dict_key")
+        entry = f" (entry {key!r})" if key else ""
+        print(f"plain state dict{entry}: inputs normalized with {applied}")
+        print(f"  {how}")
     print(report.format_table())
     acc = meta.get("clean_accuracy")
     if acc is not None:
