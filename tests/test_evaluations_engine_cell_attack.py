@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from attacks import get_attack
+from attacks import Norm, get_attack, verify_adversarials
 from evaluations.engine.cell_attack import (
     _smaller_batch,
     attack_cell,
@@ -81,3 +81,36 @@ def test_attack_cell_outcome_shapes_and_eps0_equals_clean() -> None:
     assert np.all(cell.norms <= np.array([[0.0], [0.1], [0.3]]) + 1e-6)
     assert cell.min_norm is None and cell.black_box_broken is None
     assert cell.verify_failed is not None and cell.verify_failed.tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_kept_adversarials_are_exactly_the_verified_breaks(attack: str) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    x, y = evaluation_tensors(_class_sorted(), None)
+    eps = [0.0, 0.05, 0.2, 0.5]
+    cell = attack_cell(
+        model,
+        get_attack(attack, **({"steps": 5} if attack == "pgd" else {})),
+        x,
+        y,
+        eps,
+        batch_size=5,  # positions must be offset per batch
+        device=torch.device("cpu"),
+        keep_adversarials=True,
+    )
+    kept = cell.adversarials
+    assert kept is not None
+    pos, k = kept.position, kept.eps_index
+    # one adversarial per (eps, example) broken while clean-correct, none at eps 0
+    broken = cell.clean_correct[None, :] & ~cell.robust  # (K, N)
+    assert len(pos) == int(broken.sum()) > 0 and not bool((k == 0).any())
+    assert broken[k.numpy(), pos.numpy()].all()
+    e = torch.tensor(eps, dtype=torch.float64)[k]
+    assert verify_adversarials(kept.adversarials, x[pos], e, Norm.LINF).all()
+    with torch.no_grad():
+        assert (model(kept.adversarials).argmax(1) != y[pos]).all()
+    plain = attack_cell(
+        model, get_attack("fgsm"), x, y, eps, batch_size=5, device=torch.device("cpu")
+    )
+    assert plain.adversarials is None

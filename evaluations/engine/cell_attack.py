@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from attacks import Attack, AttackKind
 from attacks.registry import attack_class
+from evaluations.record.adversarials import KeptAdversarials
 from evaluations.record.cells import CellOutcome, concat_or_none, sum_failed
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.datasets import balanced_subset
@@ -107,14 +108,18 @@ def attack_cell(
     device: torch.device,
     progress: bool = False,
     desc: str = "",
+    keep_adversarials: bool = False,
 ) -> CellOutcome:
     """Run one attack over all examples in batches; per-example outcome arrays.
 
     A batch that runs out of memory is retried once with half the batch size (which is then kept
     for the remaining batches); a second out-of-memory is a :class:`UserError`.
+    ``keep_adversarials``: the outcome also holds the verified adversarials (:func:`verified`).
     """
     t0 = time.perf_counter()
     clean, robust, norms, mins = [], [], [], []
+    kept: list[KeptAdversarials] = []
+    offsets: list[int] = []
     black: list[np.ndarray | None] = []
     failed = np.zeros(len(epsilons), dtype=np.int64)  # (K,) failed verifications
     evals = 0
@@ -166,6 +171,9 @@ def attack_cell(
         if result.verify_failed is not None:
             failed += result.verify_failed.sum(dim=1).cpu().numpy().astype(np.int64)  # (K,)
         black.append(black_box_broken(result))  # (K, B) or None
+        if keep_adversarials:
+            kept.append(verified(result, clean_ok))
+            offsets.append(s)
         evals += int(result.grad_evals)
         del result
         bar.update(max(0, min(s + int(xb.shape[0]), n) - bar.n))
@@ -185,7 +193,20 @@ def attack_cell(
         params=attack.params(),
         verify_failed=failed,
         black_box_broken=concat_or_none(black),
+        adversarials=KeptAdversarials.concat(kept, offsets) if kept else None,
     )
+
+
+def verified(result: Any, clean_ok: torch.Tensor) -> KeptAdversarials:
+    """The adversarials of one batch worth keeping: the attack's verified successes (inside
+    [0, 1] and the ball, misclassified) on examples the model classified correctly (``clean_ok``
+    bool (B,)); ``position`` indexes the batch. Tensors on the CPU, adversarials float32."""
+    mask = result.success & clean_ok.unsqueeze(0)  # (K, B)
+    if result.verify_failed is not None:
+        mask = mask & ~result.verify_failed.to(mask.device)
+    k, b = torch.nonzero(mask, as_tuple=True)  # (M,), (M,)
+    adv = result.adversarials[k, b]  # (M, C, H, W)
+    return KeptAdversarials(b.cpu(), k.cpu(), adv.detach().to("cpu", torch.float32))
 
 
 def black_box_broken(result: Any) -> np.ndarray | None:
@@ -214,6 +235,7 @@ def attack_cell_sharded(
     device: torch.device,
     progress: bool = False,
     desc: str = "",
+    keep_adversarials: bool = False,
 ) -> CellOutcome:
     """:func:`attack_cell` over all of ``x``; under DDP sharded across ranks and gathered.
 
@@ -233,6 +255,7 @@ def attack_cell_sharded(
             device=device,
             progress=progress,
             desc=desc,
+            keep_adversarials=keep_adversarials,
         )
     lo, hi = rdist.shard_range(int(x.shape[0]), unit=batch_size)
     part: CellOutcome | None = None
@@ -247,6 +270,7 @@ def attack_cell_sharded(
             device=device,
             progress=progress,
             desc=desc,
+            keep_adversarials=keep_adversarials,
         )
     parts = [p for p in rdist.all_gather_object(part) if p is not None]  # rank order
     if not parts:
@@ -265,4 +289,14 @@ def attack_cell_sharded(
         params=parts[0].params,
         verify_failed=sum_failed([p.verify_failed for p in parts]),
         black_box_broken=concat_or_none([p.black_box_broken for p in parts]),
+        adversarials=_gathered_adversarials(parts),
     )
+
+
+def _gathered_adversarials(parts: list[CellOutcome]) -> KeptAdversarials | None:
+    """The ranks' kept adversarials joined in example order (None unless every rank kept)."""
+    kept = [p.adversarials for p in parts]
+    if not kept or any(k is None for k in kept):
+        return None
+    offsets = np.cumsum([0] + [len(p.clean_correct) for p in parts[:-1]]).tolist()
+    return KeptAdversarials.concat([k for k in kept if k is not None], offsets)

@@ -33,11 +33,24 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from attacks import Attack
+from attacks import Attack, Norm
 from attacks.contracts import epsilon_unit_warnings
 from evaluations.engine.cell_attack import attack_cell_sharded, evaluation_tensors
 from evaluations.engine.data_checks import accuracy_warning, check_input_shape
 from evaluations.engine.spec import AttackSpec, GridConfig
+from evaluations.engine.transfer import (
+    TransferPlan,
+    TransferSource,
+    example_indices,
+    saved_from_cell,
+    transfer_cell,
+)
+from evaluations.record.adversarials import (
+    KeptAdversarials,
+    adversarials_path,
+    load_adversarials,
+    save_adversarials,
+)
 from evaluations.record.cells import (
     CellOutcome,
     CellRecord,
@@ -50,6 +63,7 @@ from evaluations.record.metrics import WORST_CASE, check_invariants, pgd_vs_fgsm
 from evaluations.record.results import (
     OPTIONAL_COLUMNS,
     RESULT_COLUMNS,
+    TRANSFER_FROM,
     make_min_norms,
     write_min_norms,
     write_results,
@@ -107,13 +121,17 @@ def run_grid(
     *,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    transfer: TransferPlan | None = None,
 ) -> GridRun:
     """Attack every checkpoint with every attack over its epsilon grid; see the module docstring.
 
     ``data`` is the test set (or a mapping dataset name -> test set when checkpoints differ).
     With ``out_dir`` every finished cell is persisted and the results files are rewritten after
-    each cell; cells already finished with the same fingerprint are reused.
+    each cell; cells already finished with the same fingerprint are reused. ``transfer``: save
+    adversarials, craft on one checkpoint and score the others, score saved adversarials
+    (:mod:`evaluations.engine.transfer`; the grid's attacks may then be empty).
     """
+    plan = transfer if transfer is not None else TransferPlan()
     names = [c.name for c in checkpoints]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -121,14 +139,16 @@ def run_grid(
     if not checkpoints:
         raise UserError("no checkpoints to attack")
     attacks = [(spec, spec.build()) for spec in grid.attacks]
-    if not attacks:
+    if not attacks and not plan.sources:
         raise UserError("no attacks configured")
+    checkpoints = plan.ordered(checkpoints)  # a transfer source first
     main = rdist.is_main()  # under DDP only rank 0 reads/writes cells and shows progress
     tally = _Tally(
         out=Path(out_dir) if out_dir is not None else None,
         main=main,
         progress=progress and main,
         device=resolve_device(grid.device),
+        plan=plan,
     )
     cache = _check_data(checkpoints, data, grid, attacks, tally)
     bar = progress_bar(
@@ -141,7 +161,8 @@ def run_grid(
         key = ckpt.info.name
         if key not in cache:
             cache[key] = evaluation_tensors(_dataset_for(data, key), grid.limit)
-        _attack_checkpoint(ckpt, cache[key], grid, attacks, tally, bar)
+        examples = example_indices(_dataset_for(data, key), grid.limit)
+        _attack_checkpoint(ckpt, (*cache[key], examples), grid, attacks, tally, bar)
     bar.close()
     return _finish_grid(tally)
 
@@ -163,6 +184,9 @@ class _Tally:
     clean_checks: list[dict[str, Any]] = field(default_factory=list)
     records: list[CellRecord] = field(default_factory=list)
     eps_warnings: list[str] = field(default_factory=list)
+    plan: TransferPlan = field(default_factory=TransferPlan)
+    # the transfer source's adversarials (TransferPlan.source), once its cells are done
+    sources: list[TransferSource] = field(default_factory=list)
 
 
 def _dataset_for(data: Dataset[Any] | Mapping[str, Dataset[Any]], key: str) -> Dataset[Any]:
@@ -200,23 +224,30 @@ def _cell(
     model: torch.nn.Module,
     spec: AttackSpec,
     attack: Attack,
-    params: dict[str, Any],
     xy: tuple[torch.Tensor, torch.Tensor],
     eps: list[float],
     grid: GridConfig,
     tally: _Tally,
     bar: Any,
-) -> CellOutcome:
-    """One cell: reuse the finished one with the same fingerprint, else attack and store it."""
+) -> tuple[CellOutcome, str, bool]:
+    """One cell: reuse the finished one with the same fingerprint, else attack and store it.
+
+    Returns ``(cell, fingerprint, computed)``. A checkpoint that keeps its adversarials
+    (:meth:`TransferPlan.keeps`) reuses a cell only together with its saved adversarials.
+    """
     x, y = xy
-    fp = _fingerprint(ckpt, spec, params, eps, int(x.shape[0]))
+    keep = tally.plan.keeps(ckpt.name)
+    fp = _fingerprint(ckpt, spec, attack.params(), eps, int(x.shape[0]))
     out = tally.out
     cell = load_cell(out, ckpt.name, spec.label, fp) if out is not None and tally.main else None
+    if cell is not None and keep and out is not None:
+        cell.adversarials = _saved_kept(out, ckpt.name, spec.label, fp)
+        cell = cell if cell.adversarials is not None else None  # needed: attack again
     cell = rdist.broadcast_object(cell)
     if cell is not None:
         tally.reused += 1
         logger.info("reusing finished cell %s / %s", ckpt.name, spec.label)
-        return cell
+        return cell, fp, False
     bar.set_postfix_str(f"{ckpt.name} {spec.label}")
     cell = attack_cell_sharded(
         model,
@@ -228,41 +259,50 @@ def _cell(
         device=tally.device,
         progress=tally.progress,
         desc=f"{ckpt.name} {spec.label}",
+        keep_adversarials=keep,
     )
     tally.computed += 1
     if out is not None and tally.main:
         save_cell(out, ckpt.name, spec.label, fp, cell)
-    return cell
+    return cell, fp, True
+
+
+def _saved_kept(out: Path, checkpoint: str, label: str, fp: str) -> KeptAdversarials | None:
+    """The adversarials saved with a finished cell (``None``: none, damaged or another cell's)."""
+    path = adversarials_path(out, checkpoint, label)
+    if not path.is_file():
+        return None
+    try:
+        saved = load_adversarials(path)
+    except UserError as exc:
+        logger.warning("ignoring saved adversarials: %s", exc)
+        return None
+    return saved.kept if saved.fingerprint == fp else None
 
 
 def _attack_checkpoint(
     ckpt: LoadedCheckpoint,
-    xy: tuple[torch.Tensor, torch.Tensor],
+    xye: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     grid: GridConfig,
     attacks: list[tuple[AttackSpec, Attack]],
     tally: _Tally,
     bar: Any,
 ) -> None:
-    """Every attack on one checkpoint, then its worst case per norm and its clean check."""
-    x = xy[0]
+    """Every attack on one checkpoint, its transfer cells, its worst case per norm, its clean
+    check. ``xye``: the examples (N, C, H, W), labels (N,), indices into the test split (N,)."""
+    x, y, _ = xye
     model = ckpt.model.to(tally.device).eval()
-    by_norm: dict[str, list[tuple[AttackSpec, Attack, CellOutcome]]] = {}
+    by_norm: dict[str, list[tuple[str, CellOutcome]]] = {}
     for spec, attack in attacks:
         eps = grid.epsilons(attack.norm, ckpt.info.name)
-        params = attack.params()
-        cell = _cell(ckpt, model, spec, attack, params, xy, eps, grid, tally, bar)
+        cell, fp, computed = _cell(ckpt, model, spec, attack, (x, y), eps, grid, tally, bar)
         tally.grad_evals += cell.grad_evals
         tally.naive_grad_evals += attack.nominal_grid_gradients(int(x.shape[0]), eps)
-        by_norm.setdefault(attack.norm.value, []).append((spec, attack, cell))
+        by_norm.setdefault(attack.norm.value, []).append((spec.backend, cell))
+        kind = bool(getattr(type(attack), "gradient_free", False))
         tally.records.append(
             CellRecord(
-                ckpt.name,
-                spec.name,
-                spec.backend,
-                attack.norm.value,
-                attack.kind,
-                bool(getattr(type(attack), "gradient_free", False)),
-                cell,
+                ckpt.name, spec.name, spec.backend, attack.norm.value, attack.kind, kind, cell
             )
         )
         tally.rows.extend(cell_rows(ckpt, spec.name, spec.backend, attack.norm.value, cell))
@@ -272,16 +312,85 @@ def _attack_checkpoint(
                     ckpt.name, spec.name, spec.backend, cell.min_norm, cell.clean_correct
                 )
             )
+        if cell.adversarials is not None:
+            _kept(ckpt, (spec, attack.norm.value), cell, fp, computed, xye, tally)
         bar.update(1)
         if tally.out is not None and tally.main:
             write_results(pd.DataFrame(tally.rows), tally.out)  # after every finished cell
+    transferred = _transfer_cells(ckpt, model, xye, grid, tally, by_norm)
     for norm, cells in by_norm.items():
-        wc = worst_case([c for _, _, c in cells])
-        backend = "+".join(sorted({s.backend for s, _, _ in cells}))
+        wc = worst_case([c for _, c in cells])
+        backend = "+".join(sorted({b for b, _ in cells}))
         tally.rows.extend(cell_rows(ckpt, WORST_CASE, backend, norm, wc))
-    clean = int(by_norm[next(iter(by_norm))][0][2].clean_correct.sum())
-    tally.clean_checks.append(_clean_check(ckpt, clean, int(x.shape[0])))
+    first = next((c for cells in by_norm.values() for _, c in cells), None) or transferred[0]
+    clean = int(first.clean_correct.sum())
+    tally.clean_checks.append(_clean_check(ckpt, clean, len(first.clean_correct)))
     model.to("cpu")
+
+
+def _kept(
+    ckpt: LoadedCheckpoint,
+    attack: tuple[AttackSpec, str],
+    cell: CellOutcome,
+    fp: str,
+    computed: bool,
+    xye: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    tally: _Tally,
+) -> None:
+    """A cell's kept adversarials: written next to the cells (when new), and a transfer source
+    when ``ckpt`` is the one to craft on."""
+    spec, norm = attack
+    saved = saved_from_cell(ckpt, (spec.name, spec.backend, norm), cell, fp, xye[:2], xye[2])
+    if computed and tally.out is not None and tally.main:
+        saved.path = save_adversarials(adversarials_path(tally.out, ckpt.name, spec.label), saved)
+    if ckpt.name == tally.plan.source:
+        tally.sources.append(TransferSource(saved, xye[0], xye[1]))
+
+
+def _transfer_cells(
+    ckpt: LoadedCheckpoint,
+    model: torch.nn.Module,
+    xye: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    grid: GridConfig,
+    tally: _Tally,
+    by_norm: dict[str, list[tuple[str, CellOutcome]]],
+) -> list[CellOutcome]:
+    """Score ``ckpt`` on every transfer source but its own; rows ``<attack> from <source>``.
+
+    With :attr:`TransferPlan.in_worst_case` the cells join ``by_norm`` (the worst case).
+    """
+    plan = tally.plan
+    own = [] if ckpt.name == plan.source else tally.sources
+    cells = []
+    for src in [*own, *plan.sources]:
+        saved = src.saved
+        if saved.dataset != ckpt.info.name:
+            raise UserError(
+                f"{saved.path or saved.source}: adversarials of dataset {saved.dataset!r} cannot "
+                f"score checkpoint {ckpt.name!r} ({ckpt.info.name})"
+            )
+        cell = transfer_cell(model, src, batch_size=grid.batch_size, device=tally.device)
+        cells.append(cell)
+        tally.rows.extend(
+            cell_rows(ckpt, src.label, saved.backend, saved.norm, cell, transfer_from=saved.source)
+        )
+        if plan.in_worst_case:
+            _check_joinable(src, xye[2], grid.epsilons(Norm(saved.norm), ckpt.info.name))
+            by_norm.setdefault(saved.norm, []).append((saved.backend, cell))
+    if cells and tally.out is not None and tally.main:
+        write_results(pd.DataFrame(tally.rows), tally.out)
+    return cells
+
+
+def _check_joinable(src: TransferSource, examples: torch.Tensor, eps: list[float]) -> None:
+    """A transfer cell joins the worst case only over the grid's examples and epsilons."""
+    saved = src.saved
+    if not torch.equal(saved.examples, examples) or list(saved.epsilons) != eps:
+        raise UserError(
+            f"--transfer-in-worst-case: the adversarials of {saved.source} ({saved.attack}) "
+            "cover other examples or epsilons than this grid; use the same --limit and "
+            "epsilons, or leave transfer out of the worst case"
+        )
 
 
 def _clean_check(ckpt: LoadedCheckpoint, clean: int, n: int) -> dict[str, Any]:
@@ -305,6 +414,8 @@ def _finish_grid(tally: _Tally) -> GridRun:
     # The order the results files use (schema, then the optional columns, then any others).
     ordered = [c for c in RESULT_COLUMNS + OPTIONAL_COLUMNS if c in results.columns]
     results = results[ordered + [c for c in results.columns if c not in ordered]]
+    if TRANSFER_FROM in results.columns:  # white-box rows: "" (as the files have it)
+        results[TRANSFER_FROM] = results[TRANSFER_FROM].fillna("").astype(str)
     min_frames = tally.min_frames
     min_norms = pd.concat(min_frames, ignore_index=True) if min_frames else pd.DataFrame()
     security = min_norm_table(tally.records)

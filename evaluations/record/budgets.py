@@ -35,6 +35,7 @@ import pandas as pd
 from attacks.params import format_epsilon
 from evaluations.record.cells import CELLS_DIR, CellOutcome, worst_case
 from evaluations.record.metrics import WORST_CASE, wilson_interval
+from evaluations.record.results import white_box
 
 __all__ = [
     "DENSE",
@@ -219,9 +220,11 @@ def _worst_case_outcomes(
 ) -> tuple[list[float], np.ndarray] | None:
     """Per-example worst-case robustness ``(epsilons, robust (K, N))`` from the saved cells."""
 
-    rows = df[
-        (df["checkpoint"] == checkpoint) & (df["norm"] == norm) & (df["attack"] != WORST_CASE)
-    ]
+    # White-box cells only (transfer rows join the worst case only when asked; then the recomputed
+    # worst case does not reproduce the table and the interval falls back to unpaired).
+    rows = white_box(
+        df[(df["checkpoint"] == checkpoint) & (df["norm"] == norm) & (df["attack"] != WORST_CASE)]
+    )
     cells = []
     for attack, backend in sorted(
         {(str(a), str(b)) for a, b in zip(rows["attack"], rows["backend"], strict=True)}

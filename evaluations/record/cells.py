@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from attacks import AttackKind
+from evaluations.record.adversarials import KeptAdversarials
 from evaluations.record.metrics import summarize_cell
 from evaluations.record.training_methods import checkpoint_training
 from robustbench_sparse.atomic import atomic_path, atomic_write_text
@@ -49,6 +50,9 @@ class CellOutcome:
     # bool (K, N): broken by a gradient-free stage of a cascade (e.g. AutoAttack's Square) that
     # every earlier, white-box stage left robust; None for single attacks (masking check 2)
     black_box_broken: np.ndarray | None = None
+    # the verified adversarials, kept in memory when asked (--save-adversarials, transfer);
+    # never part of the cell files (they go to evaluations.record.adversarials)
+    adversarials: KeptAdversarials | None = None
 
 
 #: a cell whose failed verifications exceed this fraction of its examples (at some epsilon) is
@@ -98,8 +102,20 @@ def concat_or_none(parts: Sequence[np.ndarray | None]) -> np.ndarray | None:
 
 
 def cell_rows(
-    ckpt: LoadedCheckpoint, attack: str, backend: str, norm: str, cell: CellOutcome
+    ckpt: LoadedCheckpoint,
+    attack: str,
+    backend: str,
+    norm: str,
+    cell: CellOutcome,
+    *,
+    transfer_from: str | None = None,
 ) -> list[dict[str, Any]]:
+    """The results rows of one cell (one per epsilon; schema in :mod:`evaluations.record.results`).
+
+    ``transfer_from`` names the checkpoint whose adversarials were scored (a transfer cell,
+    :mod:`evaluations.engine.transfer`); it fills the ``transfer_from`` column, which white-box
+    rows leave empty.
+    """
     rows = summarize_cell(cell.epsilons, cell.clean_correct, cell.robust, cell.norms)
     ident = {
         "checkpoint": ckpt.name,
@@ -131,6 +147,7 @@ def cell_rows(
             "grad_evals": cell.grad_evals,
             "verify_failed": int(failed[k]) if failed is not None else math.nan,
             "unreliable": unreliable,
+            **({"transfer_from": transfer_from} if transfer_from is not None else {}),
         }
         for k, r in enumerate(rows)
     ]

@@ -30,6 +30,9 @@ params                      str    JSON of the attack parameters
 grad_evals                  int    optional: example-gradient evaluations
 verify_failed               int    optional: returned adversarials that failed verification
 unreliable                  bool   optional: verify_failed > 1 % of n at some eps of the cell
+transfer_from               str    optional: the checkpoint whose saved adversarials were scored
+                                   (a transfer row, attack ``<attack> from <checkpoint>``); empty
+                                   for white-box rows
 ==========================  =====  ================================================================
 
 Minimum-norm attacks also store per-example minimal distances, one row per (checkpoint, attack,
@@ -67,12 +70,14 @@ __all__ = [
     "RESULTS_PARQUET",
     "RESULT_COLUMNS",
     "SIDECAR_FILE",
+    "TRANSFER_FROM",
     "make_min_norms",
     "read_min_norms",
     "read_results",
     "read_sidecar",
     "to_json_safe",
     "validate_results",
+    "white_box",
     "write_min_norms",
     "write_results",
     "write_sidecar",
@@ -137,7 +142,9 @@ RESULT_COLUMNS: list[str] = [
     "params",
 ]
 #: Optional columns with a known type; any other extra column is kept as is, after these.
-OPTIONAL_COLUMNS: list[str] = ["grad_evals", "verify_failed", "unreliable"]
+OPTIONAL_COLUMNS: list[str] = ["grad_evals", "verify_failed", "unreliable", "transfer_from"]
+#: the column that marks transfer rows (empty for white-box rows)
+TRANSFER_FROM = "transfer_from"
 
 #: Columns of the per-example minimum-norm store.
 MIN_NORM_COLUMNS: list[str] = [
@@ -246,7 +253,23 @@ def _normalize(df: pd.DataFrame) -> pd.DataFrame:
             out[col] = num.astype("int64") if num.notna().all() else num.astype("float64")
     if "unreliable" in out.columns:
         out["unreliable"] = out["unreliable"].map(_as_bool).astype("bool")
+    if TRANSFER_FROM in out.columns:  # white-box rows: "" (NaN where rows were mixed, or in CSV)
+        out[TRANSFER_FROM] = out[TRANSFER_FROM].map(_as_source).astype("str")
     return out
+
+
+def _as_source(value: Any) -> str:
+    """``transfer_from`` as a string: the source checkpoint, ``""`` for a white-box row."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return _as_str(value)
+
+
+def white_box(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` that are not transfer rows (all of them without the column)."""
+    if TRANSFER_FROM not in df.columns:
+        return df
+    return df[df[TRANSFER_FROM].fillna("").astype(str) == ""]
 
 
 def _as_bool(value: Any) -> bool:
@@ -280,7 +303,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         path,
         keep_default_na=False,
         na_values={c: ["", "nan", "NaN"] for c in float_cols},
-        dtype={c: "str" for c in _STR_COLUMNS},
+        dtype={c: "str" for c in (*_STR_COLUMNS, TRANSFER_FROM)},
     )
 
 
