@@ -6,6 +6,7 @@ information bound, ratios).
 
     rbs export CKPT_DIR --format packed --out model.rbsp [--overwrite] [--signed-zeros] [--verify]
     rbs export CKPT_DIR --verify model.rbsp
+    rbs export CKPT_DIR --format thin --out THIN_DIR [--overwrite]   (robustbench_sparse.thin_export)
 """
 
 from __future__ import annotations
@@ -19,23 +20,28 @@ from robustbench_sparse.errors import UserError
 
 __all__ = ["add_export_parser", "cmd_export"]
 
-FORMATS = ("packed",)
+FORMATS = ("packed", "thin")
 
 
 def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``export`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "export",
-        help="write a compressed (packed) copy of a Campfire checkpoint, or verify one",
+        help="write a compressed (packed) or thinned copy of a checkpoint, or verify one",
         description=(
-            "Store Campfire-sparse layers as their kept values plus per-group position codes "
-            "(ceil(log2 C(group, kept)) bits per group) and every other tensor as is; "
-            "--verify reloads the packed file and checks it bit for bit against the checkpoint."
+            "packed: store Campfire-sparse layers as their kept values plus per-group position "
+            "codes (ceil(log2 C(group, kept)) bits per group) and every other tensor as is; "
+            "--verify reloads the packed file and checks it bit for bit against the checkpoint. "
+            "thin: a checkpoint directory with every exactly-zero channel physically removed "
+            "(dead filters, and residual channels dead in their whole coupled group), checked "
+            "allclose to the masked model; it loads wherever a checkpoint loads."
         ),
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint directory (or its .safetensors file)")
-    p.add_argument("--format", choices=FORMATS, default=None, help="export format (packed)")
-    p.add_argument("--out", type=Path, default=None, help="file to write")
+    p.add_argument("--format", choices=FORMATS, default=None, help="export format")
+    p.add_argument(
+        "--out", type=Path, default=None, help="file to write (packed) or directory (thin)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument(
         "--signed-zeros",
@@ -64,6 +70,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from robustbench_sparse.export import compare_packed, pack_checkpoint, verify_packed
 
     verify = args.verify
+    if args.format == "thin":
+        return _export_thin(args)
     out: dict[str, Any] = {"checkpoint": str(args.checkpoint)}
     if args.out is None and args.format is None and verify is None:
         raise UserError("nothing to do: pass --format packed --out FILE, and/or --verify FILE")
@@ -119,3 +127,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     return status
+
+
+def _export_thin(args: argparse.Namespace) -> int:
+    """``--format thin``: write the thinned checkpoint directory and print what was removed."""
+    from robustbench_sparse.thin_export import export_thin_checkpoint
+
+    if args.out is None:
+        raise UserError("--format thin needs --out DIR")
+    if args.verify is not None or args.signed_zeros:
+        raise UserError("--verify and --signed-zeros apply to --format packed only")
+    result = export_thin_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite)
+    summary = {
+        "checkpoint": str(args.checkpoint),
+        "thin": {"dir": str(args.out), **result.summary()},
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    removed = sum(result.removed.values())
+    print(f"wrote {args.out}")
+    print(
+        f"  removed {removed} channels in {len(result.removed)} coupled groups; "
+        f"parameters {result.params_before:,} -> {result.params_after:,}; "
+        f"MACs per example {result.macs_before:,} -> {result.macs_after:,} "
+        f"({result.macs_before / max(result.macs_after, 1):.2f}x fewer)"
+    )
+    print(f"  logits match the masked model (max |diff| {result.max_abs_diff:.2g})")
+    if not removed:
+        print(
+            "  no channel is zero in every layer it couples (Campfire window/channel/combined "
+            "keep a weight in every filter): the thin model is the masked one"
+        )
+    return 0

@@ -44,6 +44,7 @@ from robustbench_sparse.datasets import (
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.imagefolder import resolve_layout
 from robustbench_sparse.models import create_model, load_state_dict_into
+from robustbench_sparse.models.widths import apply_widths
 from robustbench_sparse.packed_format import load_packed
 from robustbench_sparse.sparsity.detect import MEASURED_METHOD, measured_sparsity_report
 from robustbench_sparse.sparsity.report import SparsityReport
@@ -106,7 +107,8 @@ class LoadedCheckpoint:
         from robustbench_sparse.sparsity import SparsityConfig, sparsity_report
 
         section = self.meta.get("sparsity")
-        if self.meta.get("method") == MEASURED_METHOD or not isinstance(section, dict):
+        thin = bool(self.meta.get("thin"))  # thinned: its shapes are not the config's
+        if self.meta.get("method") == MEASURED_METHOD or thin or not isinstance(section, dict):
             return measured_sparsity_report(self.model)
         config = dataclass_from_dict(SparsityConfig, section, "sparsity")
         pruned = [str(n) for n in self.meta.get("pruned_layers") or []]
@@ -346,6 +348,9 @@ def load_checkpoint(
         std=norm.get("std"),
         **dict(meta.get("arch_kwargs") or {}),
     )
+    thin = meta.get("thin")
+    if isinstance(thin, dict) and thin.get("widths"):  # `rbs export --format thin`
+        apply_widths(model, thin["widths"])
     load_state_dict_into(model, state)
     model.eval()
     name = str(meta.get("name") or (p.name if p.is_dir() else p.stem))

@@ -96,3 +96,40 @@ def test_rbs_inspect_and_attack_read_a_packed_file(
     argv = ["attack", "--checkpoint", str(packed), "--attack", "fgsm", "--eps", "0,0.1"]
     assert main([*argv, "--limit", "20", "--no-report", "--out", str(out)]) == 0
     assert (out / "results.csv").is_file()
+
+
+def test_export_thin_writes_a_loadable_thinner_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from robustbench_sparse.checkpoint import load_checkpoint
+    from robustbench_sparse.sparsity import SparsityConfig, create_sparsifier
+
+    source = _checkpoint(tmp_path, None)
+    src = load_checkpoint(source)
+    sp = create_sparsifier(SparsityConfig(target=0.75, granularity="nm", end=0.0), 1)
+    sp.prepare(src.model)  # 2:4 plus half the filters removed, BatchNorm masked
+    from robustbench_sparse.checkpoint import save_checkpoint
+
+    meta = {k: v for k, v in src.meta.items() if k not in ("weights_sha256",)}
+    meta["pruned_layers"] = sp.pruned_names
+    save_checkpoint(source, src.model, meta, sp.masks)
+    out = tmp_path / "thin"
+    assert _run(["export", str(source), "--format", "thin", "--out", str(out)]) == 0
+    assert "coupled groups" in capsys.readouterr().out
+    thin = load_checkpoint(out)  # rebuilt from the recorded widths
+    assert thin.name.endswith("-thin") and thin.meta["thin"]["widths"]
+    assert thin.sparsity_report().method == "measured"
+    x = torch.rand(6, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(thin.model(x), src.model.eval()(x), atol=1e-5, rtol=1e-4)
+    n_src = sum(p.numel() for p in src.model.parameters())
+    assert sum(p.numel() for p in thin.model.parameters()) < 0.5 * n_src
+    with pytest.raises(UserError, match="overwrite"):
+        _run(["export", str(source), "--format", "thin", "--out", str(out)])
+    with pytest.raises(UserError, match="already a thin"):
+        _run(["export", str(out), "--format", "thin", "--out", str(tmp_path / "t2")])
+    with pytest.raises(UserError, match="needs --out"):
+        _run(["export", str(source), "--format", "thin"])
+    assert _run(["export", str(source), "--format", "thin", "--out", str(out), "--overwrite"]) == 0

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
 from robustbench_sparse.sparsity import SparsityConfig, create_sparsifier, kept_per_group
 from robustbench_sparse.sparsity.config import FilterNorm
@@ -150,7 +149,7 @@ def test_export_thin_is_smaller_and_matches_the_masked_model() -> None:
     )
     _train(model, sp, 6)
     model.eval()
-    thin = export_thin(model)
+    thin = export_thin(model, (1, 8, 8))
     x = torch.rand(12, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(thin(x), model(x), atol=1e-5, rtol=1e-4)
@@ -161,9 +160,16 @@ def test_export_thin_is_smaller_and_matches_the_masked_model() -> None:
     assert thin.net.conv3[0].in_channels == kept_per_group(16, 0.5)  # type: ignore[union-attr, index]
 
 
-def test_export_thin_refuses_residual_networks() -> None:
-    with pytest.raises(UserError, match="small_cnn"):
-        export_thin(create_model("resnet20", num_classes=10, in_channels=3))
+def test_export_thin_thins_a_filter_pruned_resnet() -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10, in_channels=3).eval()
+    sp = create_sparsifier(SparsityConfig(target=0.5, method="filter", end=0.0), 1)
+    sp.prepare(model)
+    thin = export_thin(model, (3, 16, 16))
+    assert thin.net.layer1[0].conv1.out_channels == kept_per_group(16, 0.5)  # type: ignore[union-attr, index]
+    x = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(thin(x), model(x), atol=1e-5, rtol=1e-4)
 
 
 def test_filter_checkpoint_passes_inspect(tmp_path: Path) -> None:

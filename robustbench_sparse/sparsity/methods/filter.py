@@ -23,23 +23,22 @@ zeroes the residual branch only; the skip connection still carries that channel.
 
 The comparison is at equal *weight* sparsity: the report counts the zeroed filter weights. The
 input channels of the next layer that read a dead channel are not counted, although they are
-dead too; :func:`export_thin` removes them physically (``small_cnn`` only).
+dead too; :func:`export_thin` removes them physically (``rbs export --format thin``).
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
+from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from robustbench_sparse.errors import UserError
 from robustbench_sparse.sparsity.base import PrunedLayer
 from robustbench_sparse.sparsity.config import FilterNorm, PruningMethod, SparsityConfig
 from robustbench_sparse.sparsity.masks import _keep_top, kept_per_group
 from robustbench_sparse.sparsity.sparsifier import GradualSparsifier
+from robustbench_sparse.thin import thin_model
 
 logger = logging.getLogger(__name__)
 
@@ -155,79 +154,11 @@ class FilterSparsifier(GradualSparsifier):
         return filter_mask(layer.param, sparsity, self.config.filter_norm, previous=layer.mask)
 
 
-def _dead_channels(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tensor:
-    """(K,) bool: channels whose output is exactly zero (zero filter, bias and BN affine)."""
-    n = conv.out_channels
-    dead = (conv.weight.detach().reshape(n, -1) == 0).all(dim=1)
-    if conv.bias is not None:
-        dead &= conv.bias.detach() == 0
-    if bn.weight is None or bn.bias is None:
-        return torch.zeros(n, dtype=torch.bool)
-    return dead & (bn.weight.detach() == 0) & (bn.bias.detach() == 0)
+def export_thin(model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
+    """A physically thinner dense copy of a filter-pruned model (same logits, eval mode).
 
-
-def export_thin(model: nn.Module) -> nn.Module:
-    """A physically thinner dense copy of a filter-pruned ``small_cnn`` (same outputs).
-
-    Every conv-bn block drops the output channels that are exactly zero (zero filter and zero
-    BatchNorm ``weight``/``bias``, as :class:`FilterSparsifier` leaves them) and the next layer
-    drops the matching input channels; the classifier drops the matching features. The result is
-    an ordinary dense model (``allclose`` to the masked one, in eval mode).
-
-    Only ``small_cnn`` (a plain chain of conv-bn-ReLU blocks) is supported: residual networks need
-    the channels of a skip connection and its branches pruned consistently, which filter pruning
-    does not guarantee. Other architectures raise ``UserError``.
+    ``input_shape``: one example ``(C, H, W)``. Any chain or residual network of the registry:
+    :func:`robustbench_sparse.thin.thin_model` removes every channel that is exactly zero in its
+    whole coupled group (a residual-stream channel only if it is dead in every block).
     """
-    from robustbench_sparse.models import NormalizedModel, SmallCNN
-
-    thin = copy.deepcopy(model)
-    net = thin.net if isinstance(thin, NormalizedModel) else thin
-    if not isinstance(net, SmallCNN):
-        raise UserError(
-            f"export_thin supports small_cnn only (got {type(net).__name__}); residual "
-            "architectures cannot be thinned consistently"
-        )
-    keep_in: Tensor | None = None  # input channels kept (None = all)
-    for block_name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
-        block = getattr(net, block_name)
-        conv, bn = block[0], block[1]
-        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-        keep_out = (~_dead_channels(conv, bn)).nonzero().flatten()  # (K',)
-        if keep_out.numel() == 0:
-            keep_out = torch.zeros(1, dtype=torch.long)  # a dead layer keeps one zero channel
-        weight = conv.weight.detach()[keep_out]  # (K', C, kh, kw)
-        if keep_in is not None:
-            weight = weight[:, keep_in]  # (K', C', kh, kw)
-        new_conv = nn.Conv2d(
-            weight.shape[1],
-            weight.shape[0],
-            conv.kernel_size,  # type: ignore[arg-type]
-            stride=conv.stride,  # type: ignore[arg-type]
-            padding=conv.padding,  # type: ignore[arg-type]
-            dilation=conv.dilation,  # type: ignore[arg-type]
-            bias=conv.bias is not None,
-        )
-        with torch.no_grad():
-            new_conv.weight.copy_(weight)
-            if conv.bias is not None and new_conv.bias is not None:
-                new_conv.bias.copy_(conv.bias.detach()[keep_out])
-        new_bn = nn.BatchNorm2d(
-            len(keep_out),
-            eps=bn.eps,
-            momentum=bn.momentum,
-            affine=bn.affine,
-            track_running_stats=bn.track_running_stats,
-        )
-        state = {k: (v[keep_out] if v.ndim == 1 else v.clone()) for k, v in bn.state_dict().items()}
-        new_bn.load_state_dict(state)
-        block[0], block[1] = new_conv, new_bn
-        keep_in = keep_out
-    fc = net.fc
-    assert keep_in is not None
-    new_fc = nn.Linear(len(keep_in), fc.out_features, bias=fc.bias is not None)
-    with torch.no_grad():
-        new_fc.weight.copy_(fc.weight.detach()[:, keep_in])
-        if fc.bias is not None and new_fc.bias is not None:
-            new_fc.bias.copy_(fc.bias.detach())
-    net.fc = new_fc
-    return thin.eval()
+    return thin_model(model, input_shape).model
