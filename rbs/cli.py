@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rbs.commands import attack, misc, run, train
+from rbs.commands import attack, cost, misc, run, train
 from rbs.commands.common import strip_nproc as _strip_nproc  # noqa: F401 (tests import it here)
 from rbs.export_cli import add_export_parser
 from robustbench_sparse import __version__
@@ -28,6 +28,7 @@ _COMMANDS: tuple[Callable[[Any], Any], ...] = (
     run.add_parser,
     train.add_parser,
     misc.add_inspect,
+    cost.add_parser,
     attack.add_parser,
     misc.add_plot_report,
     misc.add_models,

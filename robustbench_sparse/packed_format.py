@@ -93,6 +93,7 @@ __all__ = [
     "canonical_sha256",
     "load_packed",
     "pack_tensors",
+    "position_code_bits",
     "read_header",
     "unpack",
 ]
@@ -153,6 +154,28 @@ def _levels(mask3: np.ndarray) -> tuple[int | None, int | None] | None:
     n_c, channels, window = int(per_filter[0]), mask3.shape[1], mask3.shape[2]
     n_w = int(per_kernel[0]) if per_kernel.size else window
     return (n_c if n_c < channels else None), (n_w if n_w < window else None)
+
+
+def position_code_bits(mask: np.ndarray) -> tuple[str, int, int]:
+    """How the packed export encodes the positions of a bool mask of a Conv2d / Linear weight.
+
+    ``mask``: bool ``(K, C, kh, kw)`` or ``(K, C)``. Returns ``(encoding, code_bits,
+    bound_code_bits)`` exactly as :func:`pack_tensors` reports them in :class:`LayerStats` for a
+    layer stored with this mask: ``window`` / ``channel`` / ``combined`` / ``balanced`` rank codes
+    (stored bits = bound), or the ``bitmask`` fallback (``numel`` bits; bound
+    ``ceil(log2 C(numel, kept))``).
+    """
+    m = np.asarray(mask, dtype=bool)
+    k3, c3, s3 = _as3(tuple(m.shape))
+    levels = _levels(m.reshape(k3, c3, s3)) if m.ndim in (2, 4) else None
+    if levels is None:
+        return "bitmask", m.size, code_bits(m.size, int(m.sum()))
+    n_c, n_w = levels
+    mask3 = m.reshape(k3, c3, s3)  # (K, C, kh*kw)
+    bits = 0 if n_c is None else k3 * code_bits(c3, n_c)
+    if n_w is not None:
+        bits += int(mask3.any(axis=2).sum()) * code_bits(s3, n_w)
+    return _encoding_name(n_c, n_w, s3), bits, bits
 
 
 def _as3(shape: tuple[int, ...]) -> tuple[int, int, int]:

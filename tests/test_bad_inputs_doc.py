@@ -237,6 +237,8 @@ CASES: list[Case] = [
     Case("attack", "unknown attack parameter", f"{A} --attack pgd --param pgd.stepz=10"),
     Case("attack", "malformed --param", f"{A} --param steps=10"),
     Case("attack", "--limit 0", f"{A} --limit 0"),
+    Case("cost", "`--input-shape` not C,H,W", "rbs cost ck --input-shape 8,8"),
+    Case("cost", "`--input-shape` with the wrong channels", "rbs cost ck --input-shape 3,8,8"),
     Case(
         "attack",
         "model returning a tuple (library; wrap it with attacks.wrappers.select_output)",

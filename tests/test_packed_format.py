@@ -75,3 +75,23 @@ def test_bad_magic_version_or_missing_meta_are_user_errors(tmp_path: Path) -> No
     path.write_bytes(data.replace(b'"version":1', b'"version":9'))
     with pytest.raises(UserError, match="packed-format version 9"):
         read_header(path)
+
+
+def test_position_code_bits_match_pack_tensors_for_each_encoding() -> None:
+    import numpy as np
+
+    from robustbench_sparse.packed_format import pack_tensors, position_code_bits
+
+    rng = np.random.default_rng(0)
+    window = np.zeros((4, 6, 3, 3), dtype=bool)
+    window.reshape(24, 9)[:, :2] = True  # 2 of 9 in every kernel
+    unbalanced = rng.random((4, 6, 3, 3)) < 0.4
+    for name, mask in (("w", window), ("u", unbalanced)):
+        weight = torch.from_numpy(np.where(mask, 1.0, 0.0).astype(np.float32))
+        _, stats = pack_tensors({name: weight, f"__mask__.{name}": torch.from_numpy(mask)})
+        enc, bits, bound = position_code_bits(mask)
+        assert (enc, bits, bound) == (
+            stats[0].encoding,
+            stats[0].code_bits,
+            stats[0].bound_code_bits,
+        )
