@@ -16,6 +16,7 @@ from typing import Any
 from rbs.commands import attack, cost, misc, run, train
 from rbs.commands.common import strip_nproc as _strip_nproc  # noqa: F401 (tests import it here)
 from rbs.export_cli import add_export_parser
+from rbs.speed_cli import add_speed_parser
 from robustbench_sparse import __version__
 from robustbench_sparse.errors import UserError
 
@@ -34,6 +35,7 @@ _COMMANDS: tuple[Callable[[Any], Any], ...] = (
     misc.add_models,
     misc.add_recipes,
     add_export_parser,
+    add_speed_parser,
 )
 
 
