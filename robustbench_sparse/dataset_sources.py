@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from robustbench_sparse import imagefolder
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.image_files import image_dataset
 
 __all__ = ["CIFAR10_CLASSES", "cifar10_folder", "load_raw_split"]
 
@@ -153,13 +154,9 @@ CIFAR10_CLASSES = (
 def _imagefolder_split(
     root: Path, split: str, transform: Any, classes: Sequence[str] | None = None
 ) -> Dataset[Any]:
-    from torchvision import datasets as tvd
-
     folder = imagefolder.split_dir(root, split)
-    try:
-        dataset = tvd.ImageFolder(str(folder), transform=transform)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise UserError(f"imagefolder dataset at {folder} is unusable: {exc}") from exc
+    # Hidden entries skipped, 16-bit and float images scaled by their depth (image_files).
+    dataset: Any = image_dataset(folder, transform)
     if classes is not None and list(dataset.classes) != list(classes):
         raise UserError(
             f"{folder} has class folders {dataset.classes} but {list(classes)} were expected"

@@ -14,6 +14,8 @@ folder names.
   horizontal flip (the CIFAR recipe at 32x32); larger, ``RandomResizedCrop`` + flip.
 - **Mean/std**: given, or computed once on the training split (at the model's input size, without
   augmentation) and recorded in the checkpoint.
+- **Files**: hidden folders and files (a name starting with ``.``) are neither classes nor images;
+  16-bit and float images are scaled by their own depth (:mod:`robustbench_sparse.image_files`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.image_files import is_image_file
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +54,6 @@ EVAL_SPLITS = ("val", "test")
 
 IMAGENET_STYLE_MIN = 128
 """Output sizes from this many pixels up are resized/cropped ImageNet style."""
-
-# torchvision.datasets.folder.IMG_EXTENSIONS
-_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def split_dir(root: str | Path, split: str) -> Path:
@@ -98,12 +98,16 @@ def class_names(root: str | Path) -> list[str]:
 
 @lru_cache(maxsize=16)
 def _sizes(folder: str) -> tuple[tuple[tuple[int, int], int], ...]:
-    """``((height, width), count)`` over every image file under ``folder`` (headers only)."""
+    """``((height, width), count)`` over every image file under ``folder`` (headers only).
+
+    Hidden entries (``.ipynb_checkpoints/``, ``.DS_Store``, ...) are skipped, as the datasets skip
+    them (:func:`robustbench_sparse.image_files.is_image_file`).
+    """
     from PIL import Image, UnidentifiedImageError
 
     counts: Counter[tuple[int, int]] = Counter()
     for path in sorted(Path(folder).rglob("*")):
-        if path.suffix.lower() not in _EXTENSIONS or not path.is_file():
+        if not is_image_file(path, folder) or not path.is_file():
             continue
         try:
             with Image.open(path) as img:
@@ -199,12 +203,26 @@ def transform(
         elif not large:
             steps.append(T.RandomCrop((h, w), padding=max(1, round(min(h, w) / 8))))
         steps.append(T.RandomHorizontalFlip())
-    steps.append(T.ToTensor())  # uint8 HWC -> float32 CHW in [0, 1]; Normalize is in the model
+    steps.append(T.Lambda(_to_tensor))  # float32 CHW in [0, 1]; Normalize is in the model
     return T.Compose(steps)  # type: ignore[no-any-return]
 
 
 def _to_rgb(img: Any) -> Any:
-    return img.convert("RGB")
+    """A PIL image in RGB; a tensor (a 16-bit or float image, already ``(3, H, W)``) as is."""
+    return img if isinstance(img, torch.Tensor) else img.convert("RGB")
+
+
+def _to_tensor(img: Any) -> torch.Tensor:
+    """PIL RGB (uint8 HWC) -> float32 ``(3, H, W)`` in ``[0, 1]``; a tensor is already one.
+
+    16-bit, 32-bit and float images arrive as tensors scaled by their own bit depth
+    (:func:`robustbench_sparse.image_files.read_image`).
+    """
+    from torchvision.transforms import functional as F
+
+    if isinstance(img, torch.Tensor):
+        return img
+    return F.to_tensor(img)  # type: ignore[no-any-return]
 
 
 def channel_mean_std(

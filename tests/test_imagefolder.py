@@ -83,9 +83,9 @@ def test_augmentation_fits_the_size(cifar_root: Path, tmp_path: Path) -> None:
         T.Lambda,
         T.RandomCrop,
         T.RandomHorizontalFlip,
-        T.ToTensor,
+        T.Lambda,
     ]
-    assert _kinds(imf.transform(small, False, True)) == [T.Lambda, T.ToTensor]
+    assert _kinds(imf.transform(small, False, True)) == [T.Lambda, T.Lambda]
     crop = imf.transform(small, True, True).transforms[1]  # type: ignore[attr-defined]
     assert crop.padding == 4  # the CIFAR recipe at 32x32
     big = imf.resolve_layout(cifar_root, ["train"], image_size=224)  # asked: ImageNet style
@@ -95,10 +95,10 @@ def test_augmentation_fits_the_size(cifar_root: Path, tmp_path: Path) -> None:
         T.Lambda,
         T.Resize,
         T.CenterCrop,
-        T.ToTensor,
+        T.Lambda,
     ]
     mid = imf.resolve_layout(cifar_root, ["train"], image_size=64)  # asked, small: plain resize
-    assert _kinds(imf.transform(mid, False, False)) == [T.Lambda, T.Resize, T.ToTensor]
+    assert _kinds(imf.transform(mid, False, False)) == [T.Lambda, T.Resize, T.Lambda]
     large = _folder(tmp_path / "large", {"a": [(160, 160)], "b": [(160, 160)]}, ("train", "val"))
     native_large = imf.resolve_layout(large, ["train"])
     assert native_large.native and native_large.size == (160, 160)
@@ -106,9 +106,9 @@ def test_augmentation_fits_the_size(cifar_root: Path, tmp_path: Path) -> None:
         T.Lambda,
         T.RandomResizedCrop,
         T.RandomHorizontalFlip,
-        T.ToTensor,
+        T.Lambda,
     ]
-    assert _kinds(imf.transform(native_large, False, False)) == [T.Lambda, T.ToTensor]
+    assert _kinds(imf.transform(native_large, False, False)) == [T.Lambda, T.Lambda]
 
 
 @pytest.mark.parametrize(
@@ -255,3 +255,59 @@ def test_extract_per_class_unreadable_archive(tmp_path: Path) -> None:
     for archive in (bad, tmp_path / "missing.tar.gz"):
         with pytest.raises(UserError, match="cannot read the archive"):
             imf.extract_per_class(archive, tmp_path / "out", {"train": 1})
+
+
+# ------------------------------------------ issue 29 (6, 7): hidden entries, 16-bit images
+def _hidden_tree(root: Path, hidden_in: tuple[str, ...]) -> Path:
+    """3 classes x 4 images of 8x8 in train/ and val/, a hidden folder (with images) in ``hidden_in``."""
+    rng = np.random.default_rng(1)
+    for split in ("train", "val"):
+        names = ["a", "b", "c"] + ([".ipynb_checkpoints"] if split in hidden_in else [])
+        for cls in names:
+            (root / split / cls).mkdir(parents=True)
+            for i in range(4):
+                pixels = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+        (root / split / "a" / ".DS_Store").write_bytes(b"\0\1")
+        (root / split / "b" / ".ipynb_checkpoints").mkdir()
+        Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(
+            root / split / "b" / ".ipynb_checkpoints" / "0-checkpoint.png"  # another size, too
+        )
+    return root
+
+
+@pytest.mark.parametrize("hidden_in", [("train",), ("val",), ("train", "val")])
+def test_hidden_entries_are_no_classes_anywhere(tmp_path: Path, hidden_in: tuple[str, ...]) -> None:
+    root = _hidden_tree(tmp_path / "d", hidden_in)
+    assert imf.class_names(root) == ["a", "b", "c"]
+    layout = imf.resolve_layout(root, ["train", "test"])
+    assert layout.classes == ("a", "b", "c") and layout.size == (8, 8)  # 5x5 checkpoint ignored
+    data = ds.load_dataset("imagefolder", root=root, augment=False)
+    assert data.info.num_classes == 3
+    for split in (data.train, data.test):
+        labels = sorted(int(split[i][1]) for i in range(len(split)))  # type: ignore[arg-type]
+        assert labels == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_training_with_a_hidden_folder_in_train(tmp_path: Path) -> None:
+    """The field report: ``IndexError: Target 10 is out of bounds`` from a .ipynb_checkpoints."""
+    root = _hidden_tree(tmp_path / "d", ("train",))
+    out = tmp_path / "ck"
+    argv = ["train", "--dataset", "imagefolder", "--data-root", str(root), "--out", str(out)]
+    argv += ["--epochs", "1", "--warmup-epochs", "0", "--batch-size", "4"]
+    assert main(argv) == 0
+    assert json.loads((out / "checkpoint.json").read_text())["num_classes"] == 3
+
+
+def test_sixteen_bit_imagefolder_is_not_clipped(tmp_path: Path) -> None:
+    ramp = np.linspace(0.0, 1.0, 64).reshape(8, 8)
+    for split in ("train", "val"):
+        for c, cls in enumerate(("dark", "light")):
+            (tmp_path / split / cls).mkdir(parents=True)
+            values = np.round((0.1 + 0.8 * c) * ramp * 65535).astype(np.uint16)
+            Image.fromarray(values).save(tmp_path / split / cls / "0.png")  # mode I;16
+    data = ds.load_dataset("imagefolder", root=tmp_path, augment=False)
+    x, y = data.test[1]  # the "light" image: 0.9 * ramp, nothing near white
+    assert int(y) == 1 and x.shape == (3, 8, 8)
+    assert float(x.max()) == pytest.approx(0.9, abs=1e-4)
+    assert torch.allclose(x[0].double(), torch.from_numpy(0.9 * ramp), atol=1e-4)
