@@ -351,7 +351,9 @@ class _APGDBase(Attack):
     min_classes: ClassVar[int] = 2
     # Dataclass fields provided by the parameter classes.
     steps: int
-    rho: float
+    restarts: int
+    seed: int | None
+    rho: float  # Linf / L2 only (the L1 runs override _single_run)
     nested: bool
     parallel: bool
 
@@ -436,19 +438,7 @@ class _APGDBase(Attack):
                 if targets[0] is None
                 else torch.cat([t for t in targets for _ in range(self.restarts)])  # type: ignore[misc]
             )
-            run = apgd_run(
-                model,
-                x[ex],
-                y[ex],
-                eps[ex],
-                norm=self.norm,
-                steps=self.steps,
-                loss=_LOSSES[self.loss_name],
-                gen=gen,
-                target=target,
-                rho=self.rho,
-                group=ex,
-            )
+            run = self._single_run(model, x[ex], y[ex], eps[ex], gen, target, ex)
             out = run.adversarials[:m].clone()  # first run's best point for the robust ones
             out[ex[run.broken]] = run.adversarials[run.broken]
             broken[ex[run.broken]] = True
@@ -458,18 +448,7 @@ class _APGDBase(Attack):
             if alive.numel() == 0:
                 break
             target1 = self._target(model, x[alive], rank, forwards)
-            run = apgd_run(
-                model,
-                x[alive],
-                y[alive],
-                eps[alive],
-                norm=self.norm,
-                steps=self.steps,
-                loss=_LOSSES[self.loss_name],
-                gen=gen,
-                target=target1,
-                rho=self.rho,
-            )
+            run = self._single_run(model, x[alive], y[alive], eps[alive], gen, target1, None)
             evals += run.grad_evals
             out[alive] = run.adversarials
             broken[alive[run.broken]] = True
@@ -478,6 +457,31 @@ class _APGDBase(Attack):
 
     def _target(self, model: nn.Module, x: Tensor, rank: int, forwards: list[int]) -> Tensor | None:
         return None
+
+    def _single_run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        eps: Tensor,
+        gen: torch.Generator,
+        target: Tensor | None,
+        group: Tensor | None,
+    ) -> EpsRun:
+        """One run (one restart, one target) of every row of ``x`` (m, ...): :func:`apgd_run`."""
+        return apgd_run(
+            model,
+            x,
+            y,
+            eps,
+            norm=self.norm,
+            steps=self.steps,
+            loss=_LOSSES[self.loss_name],
+            gen=gen,
+            target=target,
+            rho=self.rho,
+            group=group,
+        )
 
 
 _LOSSES: dict[str, Loss] = {
@@ -491,9 +495,12 @@ class _APGDUntargeted(APGDParams, _APGDBase):
     pass
 
 
-class _APGDTargetedBase(APGDTargetedParams, _APGDBase):
+class _TargetedRuns(_APGDBase):
+    """APGD-T's targets (any norm): the 2nd, 3rd, ... most likely classes at the clean input."""
+
     loss_name: ClassVar[str] = "dlr-targeted"
     min_classes: ClassVar[int] = 4
+    n_target_classes: int
 
     def _targets(self, n_classes: int) -> int:
         return min(self.n_target_classes, n_classes - 1)
@@ -504,6 +511,10 @@ class _APGDTargetedBase(APGDTargetedParams, _APGDBase):
             logits = model(x)
         forwards[0] += x.shape[0]
         return logits.sort(dim=1)[1][:, -rank]
+
+
+class _APGDTargetedBase(APGDTargetedParams, _TargetedRuns):
+    pass
 
 
 @dataclass(frozen=True, repr=False)

@@ -60,9 +60,11 @@ from attacks.params import check_seed
 from attacks.registry import attack_class
 
 __all__ = [
+    "L1_STANDARD_STAGES",
     "PLUS_STAGES",
     "STANDARD_STAGES",
     "AutoAttack",
+    "AutoAttackL1",
     "AutoAttackL2",
     "AutoAttackPlus",
     "AutoAttackPlusL2",
@@ -80,6 +82,14 @@ STANDARD_STAGES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("apgd-t", {"restarts": 1, "n_target_classes": 9}),
     ("fab-t", {"restarts": 1, "n_target_classes": 9}),
     ("square", {}),
+)
+#: AutoAttack "standard" for L1 (``_set_version('standard')`` with ``norm='L1'``): l1-APGD-CE with
+#: 5 restarts and l1-APGD-T with 5 targets, both with ``use_largereps`` (``larger_eps``). The
+#: reference (pyautoattack 0.2) also lists FAB-T and Square for L1, which have no native L1
+#: version here: this cascade is the APGD part of AutoAttack L1 (docs/attacks.md says so).
+L1_STANDARD_STAGES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("apgd-ce", {"restarts": 5, "larger_eps": True}),
+    ("apgd-t", {"restarts": 1, "n_target_classes": 5, "larger_eps": True}),
 )
 #: AutoAttack "plus" (``_set_version('plus')`` of the reference).
 PLUS_STAGES: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -122,7 +132,7 @@ class Cascade(Attack):
 
     def stages(self) -> list[Attack]:
         """The stage attacks (native backend), built from the registry with this seed."""
-        suffix = "-l2" if self.norm is Norm.L2 else ""
+        suffix = "" if self.norm is Norm.LINF else f"-{self.norm.value}"
         out: list[Attack] = []
         for base, params in self.stage_specs:
             cls = attack_class(base + suffix, backend="native")  # AttackConfigError if missing
@@ -318,6 +328,16 @@ class AutoAttackL2(_CascadeParams, Cascade):
     norm: ClassVar[Norm] = Norm.L2
     version: ClassVar[str] = "standard"
     stage_specs: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = STANDARD_STAGES
+
+
+@dataclass(frozen=True, repr=False)
+class AutoAttackL1(_CascadeParams, Cascade):
+    """AutoAttack "standard", L1 (Croce & Hein 2021): l1-APGD-CE -> l1-APGD-T, nested grid."""
+
+    name: ClassVar[str] = "autoattack-l1"
+    norm: ClassVar[Norm] = Norm.L1
+    version: ClassVar[str] = "standard"
+    stage_specs: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = L1_STANDARD_STAGES
 
 
 @dataclass(frozen=True, repr=False)

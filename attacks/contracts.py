@@ -220,8 +220,8 @@ def epsilon_unit_warnings(epsilons: Sequence[float], norm: Norm, dim: int) -> li
 
     An Linf epsilon ``>= 1`` allows every image in ``[0, 1]`` (any input becomes reachable); an L2
     epsilon above the input diameter ``sqrt(dim)`` (the largest L2 distance between two points of
-    ``[0, 1]^dim``) does the same. Both usually mean a budget on the 0..255 scale, e.g. ``8``
-    for ``8/255``. Returns one message per offending epsilon (empty when all are plausible).
+    ``[0, 1]^dim``) and an L1 epsilon above ``dim`` (the L1 diameter) do the same. All usually
+    mean a budget on the 0..255 scale, e.g. ``8`` for ``8/255``. Returns one message per offending epsilon (empty when all are plausible).
     """
     messages: list[str] = []
     diameter = math.sqrt(max(dim, 1))
@@ -235,6 +235,12 @@ def epsilon_unit_warnings(epsilons: Sequence[float], norm: Norm, dim: int) -> li
             messages.append(
                 f"l2 epsilon {e:g} exceeds the diameter sqrt({dim}) = {diameter:.4g} of the "
                 f"input space [0, 1]^{dim} (every image is reachable); did you mean "
+                f"{e:g}/255 = {e / 255:.4g}?"
+            )
+        elif norm is Norm.L1 and e > dim:
+            messages.append(
+                f"l1 epsilon {e:g} exceeds the L1 diameter {dim} of the input space "
+                f"[0, 1]^{dim} (every image is reachable); did you mean "
                 f"{e:g}/255 = {e / 255:.4g}?"
             )
     return messages

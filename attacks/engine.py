@@ -46,9 +46,15 @@ __all__ = [
 
 
 def random_start(x: Tensor, eps: Tensor, norm: Norm) -> Tensor:
-    """Uniform random point of the eps ball around ``x`` (M, ...), eps (M,); clipped to [0, 1]."""
+    """Random point of the eps ball around ``x`` (M, ...), eps (M,); inside [0, 1].
+
+    Linf and L2: uniform in the ball, then clipped; L1: a Gaussian projected onto the ball ∩ box.
+    """
     if norm is Norm.LINF:
         delta = (torch.rand_like(x) * 2 - 1) * per_row(eps, x)
+    elif norm is Norm.L1:
+        # A Gaussian projected onto the L1 ball ∩ box (l1-APGD's start; not uniform in the ball).
+        delta = torch.randn_like(x)
     else:
         # Uniform in the L2 ball: Gaussian direction, radius eps · U^(1/d).
         direction = torch.randn_like(x)
@@ -63,9 +69,13 @@ def ascent_direction(grad: Tensor, norm: Norm) -> Tensor:
     """Steepest-ascent direction of unit ``norm`` for ``grad`` (M, ...) -> (M, ...).
 
     Linf: ``sign(grad)``; L2: ``grad / ‖grad‖`` per example. Used by PGD and adversarial training.
+    L1 has no useful steepest-ascent direction of this kind (it moves one coordinate; l1-APGD
+    uses its own k-sparse step, :mod:`attacks.apgd_l1`): ``ValueError``.
     """
     if norm is Norm.LINF:
         return grad.sign()
+    if norm is not Norm.L2:
+        raise ValueError(f"no ascent direction for norm {norm.value!r}")
     g_norm = perturbation_norm(grad, Norm.L2).clamp_min(1e-12)
     return grad / per_row(g_norm, grad)
 

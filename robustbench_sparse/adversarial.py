@@ -143,6 +143,8 @@ class AdversarialConfig:
             self, "method", _enum(AdversarialMethod, self.method, "adversarial method")
         )
         object.__setattr__(self, "norm", _enum(Norm, self.norm, "adversarial norm"))
+        if self.norm is Norm.L1:  # no L1 ascent step for training (attacks.engine)
+            raise UserError("adversarial norm 'l1' is for evaluation only; train with linf or l2")
         object.__setattr__(self, "bn_mode", _enum(BatchNormMode, self.bn_mode, "bn_mode"))
         object.__setattr__(self, "eps", parse_fraction(self.eps, "adversarial eps"))
         for name in ("step_size", "rel_step_size"):

@@ -9,7 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attacks.norms import Norm, clip_to_ball, perturbation_norm, verify_adversarials
+from attacks.norms import (
+    Norm,
+    clip_to_ball,
+    l1_box_projection,
+    perturbation_norm,
+    verify_adversarials,
+)
 
 
 def test_perturbation_norm_known_values() -> None:
@@ -110,3 +116,88 @@ def test_verify_adversarials_tolerance_is_tight() -> None:
     assert bool(verify_adversarials(adv, x, 0.1, Norm.LINF).all())
     adv[0, 0, 0, 0] = 0.1 + 1e-4
     assert not bool(verify_adversarials(adv, x, 0.1, Norm.LINF).any())
+
+
+def test_l1_norm_known_value_and_parse() -> None:
+    delta = torch.tensor([[[[3.0, -4.0], [0.5, 0.0]]]])
+    assert perturbation_norm(delta, Norm.L1).tolist() == [7.5]
+    assert Norm("l1") is Norm.L1
+
+
+def _brute_l1_box(x: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
+    """Bisection on the threshold of sign(v)·clip(|v| − λ, 0, room): an independent solver."""
+    room = torch.where(v > 0, 1 - x, x)
+    a = v.abs()
+    if torch.minimum(a, room).sum() <= eps:
+        return v.sign() * torch.minimum(a, room)
+    lo, hi = 0.0, float(a.max())
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if (a - mid).clamp_min(0).minimum(room).sum() > eps:
+            lo = mid
+        else:
+            hi = mid
+    return v.sign() * (a - hi).clamp_min(0).minimum(room)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("eps", [0.3, 2.0, 7.5])
+def test_l1_box_projection_equals_an_independent_solver(seed: int, eps: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(3, 1, 6, 6, generator=gen, dtype=torch.float64)
+    v = torch.randn(3, 1, 6, 6, generator=gen, dtype=torch.float64) * (0.2 + seed)
+    got = l1_box_projection(x, v, eps)
+    for i in range(3):
+        want = _brute_l1_box(x[i].flatten(), v[i].flatten(), eps)
+        assert torch.allclose(got[i].flatten(), want, atol=1e-9)
+    assert (perturbation_norm(got, Norm.L1) <= eps + 1e-9).all()
+    assert ((x + got) >= 0).all() and ((x + got) <= 1).all()
+
+
+def test_l1_box_projection_is_the_nearest_point_of_the_set() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 20, generator=gen, dtype=torch.float64)
+    v = torch.randn(4, 20, generator=gen, dtype=torch.float64)
+    p = l1_box_projection(x, v, 1.5)
+    best = (p - v).norm(dim=1)
+    for _ in range(300):  # other points of the set are never closer to v
+        q = l1_box_projection(x, p + 0.05 * torch.randn(p.shape, generator=gen).double(), 1.5)
+        assert ((q - v).norm(dim=1) >= best - 1e-12).all()
+
+
+def test_l1_box_projection_spends_no_budget_outside_the_box() -> None:
+    # Pixel at 1.0 pushed up (cut off by the box) and one at 0.5 pushed up: the whole budget goes
+    # to the second, where a ball projection followed by a clamp would waste half of it.
+    x = torch.tensor([[1.0, 0.5]])
+    v = torch.tensor([[1.0, 1.0]])
+    assert l1_box_projection(x, v, 0.4).tolist() == [[0.0, pytest.approx(0.4)]]
+    assert clip_to_ball(x + v, x, 0.4, Norm.L1).tolist() == [[1.0, pytest.approx(0.9)]]
+
+
+def test_l1_box_projection_per_example_eps_and_zero() -> None:
+    x = torch.full((2, 5), 0.5)
+    v = torch.ones(2, 5)
+    p = l1_box_projection(x, v, torch.tensor([0.0, 1.0]))
+    assert p[0].abs().sum() == 0
+    assert float(p[1].sum()) == pytest.approx(1.0)
+
+
+def test_l1_box_projection_agrees_with_pyautoattack() -> None:
+    ref = pytest.importorskip("pyautoattack.autopgd_base")
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(20, 1, 8, 8, generator=gen)
+    v = torch.randn(20, 1, 8, 8, generator=gen)
+    for eps in (0.5, 3.0, 12.0):
+        want = v + ref.L1_projection(x, v, eps)
+        assert torch.allclose(l1_box_projection(x, v, eps), want, atol=1e-4)
+
+
+def test_verify_adversarials_knows_l1() -> None:
+    x = torch.full((2, 1, 2, 2), 0.5)
+    adv = x.clone()
+    adv[0, 0, 0, 0] += 0.3
+    adv[0, 0, 1, 1] -= 0.3  # L1 0.6, Linf 0.3
+    adv[1, 0, 0, 0] += 0.4
+    assert verify_adversarials(adv, x, 0.6, Norm.L1).tolist() == [True, True]
+    assert verify_adversarials(adv, x, 0.5, Norm.L1).tolist() == [False, True]
+    assert verify_adversarials(adv, x, 0.5, Norm.LINF).tolist() == [True, True]
