@@ -135,8 +135,10 @@ class GemmConv(nn.Module):
         self.kernel_size = conv.kernel_size
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        self.weight = weight  # (K, R*S*C), not a Parameter: inference only
-        self.bias = None if conv.bias is None else conv.bias.detach()
+        self.weight: Tensor  # (K, R*S*C), a buffer (inference only): moves with .to()
+        self.bias: Tensor | None
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C, H, W)`` -> ``(N, K, Ho, Wo)``."""
@@ -165,8 +167,10 @@ class _SparseLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear, weight: Tensor) -> None:
         super().__init__()
-        self.weight = weight
-        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.weight: Tensor
+        self.bias: Tensor | None
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, F)`` -> ``(N, K)``."""
@@ -232,14 +236,16 @@ def semi_structured_eligible(weight: Tensor) -> bool:
     return bool((groups <= 2).all())
 
 
-def semi_structured_model(model: nn.Module, dtype: torch.dtype) -> tuple[nn.Module, int, int]:
+def semi_structured_model(
+    model: nn.Module, dtype: torch.dtype, device: torch.device
+) -> tuple[nn.Module, int, int]:
     """CUDA: a :func:`gemm_model` in ``dtype`` with eligible weights as 2:4 semi-structured.
 
-    Returns (model, converted layers, dense-left layers). Needs CUDA and sm80+.
+    Returns (model on ``device``, converted layers, dense-left layers). Needs CUDA and sm80+.
     """
     from torch.sparse import to_sparse_semi_structured
 
-    out = gemm_model(model).to(dtype)
+    out = gemm_model(model).to(device=device, dtype=dtype)
     converted = left = 0
     for module in out.modules():
         if isinstance(module, GemmConv | nn.Linear):
@@ -284,7 +290,7 @@ def _variants(
     else:
         info["skipped"]["csr"] = "the CSR negative control runs on CPU only"
         try:
-            half, converted, left = semi_structured_model(masked, torch.float16)
+            half, converted, left = semi_structured_model(masked, torch.float16, device)
         except (RuntimeError, ImportError) as exc:  # no cuSPARSELt / CUTLASS for this GPU
             info["skipped"]["2:4"] = f"{type(exc).__name__}: {str(exc)[:160]}"
         else:
@@ -295,6 +301,27 @@ def _variants(
             else:
                 info["skipped"]["2:4"] = "no layer holds a valid 2:4 pattern (train with nm)"
     return {k: m.to(device).eval() for k, m in models.items()}, info
+
+
+def _probe_2to4(
+    models: dict[str, nn.Module],
+    x: Tensor,
+    batch: int,
+    fns: dict[str, Callable[[], object]],
+    info: dict[str, Any],
+) -> None:
+    """Run the 2:4 model once: drop it for this batch if the kernel refuses the shape, else
+    record its largest difference from the dense GEMM model (both fp16)."""
+    try:
+        with torch.inference_mode():
+            got, want = models["2:4_fp16"](x), models["gemm_fp16"](x)
+    except RuntimeError as exc:
+        info["skipped"][f"2:4 batch {batch}"] = f"{type(exc).__name__}: {str(exc)[:160]}"
+        del fns["2:4_fp16"]
+        return
+    info.setdefault("max_abs_diff_2to4_vs_dense_fp16", {})[batch] = float(
+        (got.float() - want.float()).abs().max()
+    )
 
 
 def _forward(model: nn.Module, x: Tensor) -> Callable[[], object]:
@@ -331,6 +358,8 @@ def measure_speed(
         for name, m in models.items():
             inp = xh if name.endswith("fp16") else x
             fns[name] = _forward(m, inp)
+        if "2:4_fp16" in fns:
+            _probe_2to4(models, xh, batch, fns, info)
         with torch.inference_mode():
             times = interleaved_medians(fns, dev, repeats=repeats, min_block_s=min_block_s)
         for name, t in times.items():

@@ -8,6 +8,7 @@ figure whose data is absent is skipped with an INFO log line. File names (``<nor
 * ``accuracy_vs_sparsity_<norm>.{png,svg}`` worst-case robust accuracy vs achieved sparsity
 * ``cw_ecdf.{png,svg}`` ECDF of minimum-norm (C&W) L2 distances per checkpoint
 * ``clean_vs_robust_<norm>.{png,svg}`` clean vs worst-case robust accuracy at one epsilon
+* ``robustness_vs_cost_<norm>.{png,svg}`` robustness vs modelled speed-up and weight bytes
 
 :func:`plot_all` draws them all from a results directory into ``<results_dir>/figures``.
 """
@@ -20,9 +21,11 @@ from pathlib import Path
 
 from evaluations.present.plot_style import layout_problems, thin_tick_labels
 from evaluations.present.plots_curves import plot_accuracy_vs_sparsity, plot_robustness_curves
+from evaluations.present.plots_cost import plot_robustness_vs_cost
 from evaluations.present.plots_points import plot_clean_vs_robust, plot_cw_ecdf
 from evaluations.present.plots_security import plot_security_curves
 from evaluations.present.plots_training import plot_training_curves
+from evaluations.record.costs import read_costs
 from evaluations.record.results import FIGURES_DIR, read_min_norms, read_results
 from evaluations.record.security import read_min_norm_table
 
@@ -55,6 +58,7 @@ def plot_all(results_dir: str | os.PathLike[str]) -> list[Path]:
     paths += plot_cw_ecdf(min_norms, out, results=df)
     paths += plot_security_curves(read_min_norm_table(root), df, out)
     paths += plot_clean_vs_robust(df, out)
+    paths += plot_robustness_vs_cost(df, read_costs(root), out)  # needs costs.csv
     paths += plot_training_curves(df, out)  # adversarially trained checkpoints only
     logger.info("wrote %d figure files to %s", len(paths), out)
     return paths

@@ -28,6 +28,7 @@ from evaluations.present.document import (
     render_markdown,
 )
 from evaluations.present.plots import plot_all
+from evaluations.present.report_cost import cost_blocks
 from evaluations.present.report_format import joined
 from evaluations.present.report_results import (
     auc_table_blocks,
@@ -49,6 +50,7 @@ from evaluations.record.budgets import (
     choose_budgets,
     relative_to_dense,
 )
+from evaluations.record.costs import read_costs
 from evaluations.record.metrics import (
     check_invariants,
     pgd_vs_fgsm,
@@ -115,6 +117,7 @@ def write_report(
     blocks += summary_blocks(df, side, checks)
     blocks += clean_table_blocks(df)
     blocks += relative_blocks(budgets, rel)
+    blocks += cost_blocks(df, read_costs(root))  # robustness vs modelled hardware cost
     blocks += training_method_blocks(df)
     blocks += robust_table_blocks(df)
     blocks += auc_table_blocks(df)

@@ -13,6 +13,7 @@ FIGURE_ORDER = (
     "security_curves",
     "accuracy_vs_sparsity",
     "clean_vs_robust",
+    "robustness_vs_cost",
     "cw_ecdf",
 )
 

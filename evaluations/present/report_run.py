@@ -30,6 +30,13 @@ def _figure_caption(stem: str) -> str:
             "sparsity target; bands are 95% Wilson intervals. Each row's ε axis stops at the first "
             "budget from which every model stays at or below 1% (the tables list every budget)."
         )
+    if stem.startswith("robustness_vs_cost"):
+        return (
+            f"Robustness vs modelled hardware cost ({label}): worst-case robust accuracy at the "
+            "anchor budget (top) and the AUC (bottom) against the MAC speed-up with zero weights "
+            "skipped, with dead filters removed, and the weight bytes (values + position codes); "
+            "MODELLED from exact MAC counts, not measured. Dashed: the Pareto front."
+        )
     if stem.startswith("accuracy_vs_sparsity"):
         return (
             f"Worst-case robust accuracy vs achieved sparsity ({label}) at the discriminating "
