@@ -2,8 +2,9 @@
 
 After the grid: the evidence (invariants, masking checks, per-attack seeds), the sidecar
 ``results.json`` (the command, what was asked, seeds, evaluation subset, evidence and the compute
-time accumulated over resumed invocations), then the figures and the report. Under torchrun rank 0
-alone writes; every rank gets the report paths.
+time accumulated over resumed invocations), the modelled hardware cost of every checkpoint
+(``costs.csv``, :mod:`evaluations.record.costs`), then the figures and the report. Under torchrun
+rank 0 alone writes; every rank gets the report paths.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from evaluations.engine.spec import GridConfig
 from evaluations.present.plots import plot_all
 from evaluations.present.report import write_report
 from evaluations.record.compute_time import previous_sidecar, run_timing
+from evaluations.record.costs import cost_table, write_costs
 from evaluations.record.results import write_sidecar
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint
@@ -83,6 +85,7 @@ def finish_run(
     if rdist.is_main():  # under torchrun rank 0 alone writes
         sidecar["distributed"] = rdist.run_description()
         write_sidecar(out, sidecar)
+        write_costs(out, cost_table(checkpoints))  # the modelled hardware cost of each checkpoint
         if report:
             plot_all(out)
             paths = write_report(out, command=command)  # (md, html)

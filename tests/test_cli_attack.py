@@ -15,6 +15,7 @@ import pytest
 import torch
 from pandas.testing import assert_frame_equal
 
+from evaluations.record.costs import read_costs
 from evaluations.record.metrics import WORST_CASE
 from evaluations.record.results import read_results, read_sidecar
 from rbs.cli import main
@@ -108,6 +109,9 @@ def test_attack_writes_results_and_report(attacked: tuple[Path, list[str], str])
     out, _, stdout = attacked
     for name in ("results.csv", "results.parquet", "results.json", "report.html", "report.md"):
         assert (out / name).is_file(), name
+    costs = read_costs(out)  # the modelled hardware cost of every checkpoint (rbs/finish.py)
+    assert set(costs["checkpoint"]) == {"dense", "window-70"}
+    assert "Robustness against modelled cost" in (out / "report.md").read_text(encoding="utf-8")
     assert f"results: {out / 'results.csv'}" in stdout
     assert f"report:  {out / 'report.html'}" in stdout
     side = read_sidecar(out)

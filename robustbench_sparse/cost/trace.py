@@ -205,10 +205,12 @@ class _Recorder(TorchFunctionMode):
             self.trace.pin(out_groups)
             zero = _no(out)
         else:
-            w = weight.detach().reshape(weight.shape[0], weight.shape[1], -1)  # (K, C, kh*kw)
+            w = weight.detach().cpu().reshape(weight.shape[0], weight.shape[1], -1)  # (K, C, kh*kw)
             live = torch.from_numpy(~xin.zero)
             reads = (w[:, live] != 0).flatten(1).any(dim=1)  # (K,) some live input read
-            b_zero = (bias.detach() == 0) if isinstance(bias, Tensor) else torch.ones_like(reads)
+            b_zero = (
+                (bias.detach().cpu() == 0) if isinstance(bias, Tensor) else torch.ones_like(reads)
+            )
             zero = (~reads & b_zero).numpy()
         if param is not None and xin is not None:
             self.trace.layers.append(
@@ -276,9 +278,11 @@ def _batch_norm(x: _Chan, args: Sequence[Any], kw: dict[str, Any]) -> _Chan:
     call = dict(zip(names, args, strict=False)) | kw
     n = len(x.groups)
     w, b, mean = call.get("weight"), call.get("bias"), call.get("running_mean")
-    w_zero = (w.detach() == 0).numpy() if isinstance(w, Tensor) else np.zeros(n, dtype=bool)
-    b_zero = (b.detach() == 0).numpy() if isinstance(b, Tensor) else np.ones(n, dtype=bool)
-    m_zero = (mean.detach() == 0).numpy() if isinstance(mean, Tensor) else np.zeros(n, dtype=bool)
+    w_zero = (w.detach().cpu() == 0).numpy() if isinstance(w, Tensor) else np.zeros(n, dtype=bool)
+    b_zero = (b.detach().cpu() == 0).numpy() if isinstance(b, Tensor) else np.ones(n, dtype=bool)
+    m_zero = (
+        (mean.detach().cpu() == 0).numpy() if isinstance(mean, Tensor) else np.zeros(n, dtype=bool)
+    )
     if call.get("training"):
         m_zero = np.zeros(n, dtype=bool)  # batch statistics: BN(0) depends on the batch
     # BN(x) = (x - mean) / std * w + b is exactly 0 when w = b = 0, or x = 0, b = 0 and mean·w = 0
