@@ -11,6 +11,7 @@ from robustbench_sparse.sparsity import Granularity, compute_mask
 from robustbench_sparse.sparsity.detect import (
     MEASURED_METHOD,
     detect_pattern,
+    looks_pruned,
     measured_sparsity_report,
     model_pattern,
 )
@@ -132,3 +133,64 @@ def test_report_of_a_window_model_names_it() -> None:
     assert [layer.granularity for layer in report.layers] == ["dense", "window", "balanced-filter"]
     # 3x3 kernels keep 3 of 9 (66.7 %): the achieved value is reported, not the 70 % asked for.
     assert report.layers[1].achieved == pytest.approx(6 / 9)
+
+
+# ------------------------------------------------ issue 29 (9): accidental zeros are no pruning
+def _with_zeros(weight: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
+    """``weight`` with ``count`` scattered entries set to exactly zero."""
+    g = torch.Generator().manual_seed(seed)
+    flat = weight.clone().reshape(-1)
+    flat[torch.randperm(flat.numel(), generator=g)[:count]] = 0.0
+    return flat.reshape(weight.shape)
+
+
+@pytest.mark.parametrize(
+    ("shape", "zeros"),
+    [
+        ((64, 32, 3, 3), 1),  # the field report: one exact zero
+        ((64, 32, 3, 3), 18),  # just under 0.1 % of 18 432
+        ((256, 512), 100),  # a Linear layer, 0.076 %
+        ((128, 128, 1, 1), 16),  # a 1x1 conv, 0.098 %
+    ],
+)
+def test_a_few_accidental_zeros_leave_a_layer_dense(shape: tuple[int, ...], zeros: int) -> None:
+    w = _with_zeros(_weight(*shape), zeros)
+    assert int((w == 0).sum()) == zeros
+    assert not looks_pruned(w)
+
+
+@pytest.mark.parametrize(
+    ("shape", "make"),
+    [
+        ((64, 32, 3, 3), lambda w: _with_zeros(w, 19)),  # 0.103 %: pruning, however light
+        ((64, 32, 3, 3), lambda w: w.index_fill(0, torch.tensor([5]), 0.0)),  # one whole filter
+        ((64, 32, 3, 3), lambda w: _zero_kernel(w)),  # one whole 3x3 kernel (9 zeros)
+        ((256, 512), lambda w: w.index_fill(0, torch.tensor([3]), 0.0)),  # one Linear row
+        ((64, 32, 3, 3), lambda w: w * compute_mask(w, 0.5, Granularity.WINDOW)),
+    ],
+)
+def test_zeros_beyond_chance_are_pruning(shape: tuple[int, ...], make: object) -> None:
+    assert looks_pruned(make(_weight(*shape)))  # type: ignore[operator]
+
+
+def _zero_kernel(w: torch.Tensor) -> torch.Tensor:
+    out = w.clone()
+    out[2, 7] = 0.0
+    return out
+
+
+def test_dense_models_with_stray_zeros_report_dense() -> None:
+    """A dense small model with one zero, and a random-init WRN-28-10 (a few zeros among 36 M)."""
+    from robustbench_sparse.models import create_model
+
+    torch.manual_seed(0)
+    small = create_model("small_cnn", num_classes=10, in_channels=1)
+    with torch.no_grad():
+        small.net.fc.weight[0, 0] = 0.0  # type: ignore[index, union-attr, operator]
+    torch.manual_seed(2)  # this seed draws 3 exact zeros in float32
+    wrn = create_model("wrn28_10", num_classes=10)
+    for model in (small, wrn):
+        report = measured_sparsity_report(model)
+        assert report.nnz_all < report.numel_all  # the zeros are counted...
+        assert report.granularity == "dense" and report.pruned_names == []  # ...but no pruning
+        assert report.target == 0.0 and report.achieved_pruned == 0.0

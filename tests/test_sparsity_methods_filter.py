@@ -11,12 +11,13 @@ from torch import nn
 
 from robustbench_sparse.models import create_model
 from robustbench_sparse.sparsity import SparsityConfig, create_sparsifier, kept_per_group
-from robustbench_sparse.sparsity.config import FilterNorm
+from robustbench_sparse.sparsity.config import FilterNorm, PruningMethod
 from robustbench_sparse.sparsity.methods import (
     FilterSparsifier,
     conv_bn_pairs,
     export_thin,
     filter_mask,
+    filter_sparsity_figures,
 )
 from robustbench_sparse.train_job import run_train_job
 from tests.core_helpers import inspect_json, method_job, single_thread, tiny_digits
@@ -188,3 +189,45 @@ def test_filter_checkpoint_passes_inspect(tmp_path: Path) -> None:
         bn = layer["name"].replace(".0.weight", ".1")
         dead = (state[layer["name"]].reshape(k, -1) == 0).all(1)
         assert not state[f"{bn}.weight"][dead].any() and not state[f"{bn}.bias"][dead].any()
+    figures = inspect_json(tmp_path / "f")["filter_sparsity"]  # both figures, named
+    assert isinstance(figures, dict)
+    assert figures["filters_masked"] == sum(
+        layer["shape"][0] - layer["filters_kept"] for layer in pruned
+    )
+    assert figures["thinned_removed"] > figures["filter_sparsity"]
+
+
+# ------------------------------------------------- issue 29 (9): both figures, each named
+def _expected_thinned(model: nn.Module) -> float:
+    """Removed fraction of conv/linear weights counted by hand: dead filters and dead inputs."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    total = kept = 0
+    alive_in: torch.Tensor | None = None  # (C,) input channels alive
+    for layer in layers:
+        w = layer.weight.detach()
+        alive_out = (w.reshape(w.shape[0], -1) != 0).any(dim=1)  # (K,)
+        cols = alive_in if alive_in is not None else torch.ones(w.shape[1], dtype=torch.bool)
+        per = w[0, 0].numel() if w.ndim == 4 else 1
+        total += w.numel()
+        kept += int(alive_out.sum()) * int(cols.sum()) * per
+        alive_in = alive_out if isinstance(layer, nn.Conv2d) else None
+    return 1.0 - kept / total
+
+
+@pytest.mark.parametrize(("width", "target"), [(1.0, 0.5), (0.5, 0.5), (1.0, 0.3), (0.5, 0.75)])
+def test_filter_sparsity_and_weights_removed_by_thinning(width: float, target: float) -> None:
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=10, in_channels=1, width=width).eval()
+    assert filter_sparsity_figures(model, (1, 8, 8)) is None  # dense: no figure
+    sp = create_sparsifier(SparsityConfig(target=target, method=PruningMethod.FILTER, end=0.0), 1)
+    sp.prepare(model)
+    figures = filter_sparsity_figures(model, (1, 8, 8))
+    assert figures is not None
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)][1:]  # conv1 stays dense
+    expected_masked = sum(m.out_channels - kept_per_group(m.out_channels, target) for m in convs)
+    assert figures["filters_masked"] == expected_masked
+    assert figures["filters"] == sum(m.out_channels for m in convs)
+    assert figures["filter_sparsity"] == pytest.approx(target, abs=0.1)
+    # thinning also drops the next layer's input channels: well above the filter sparsity
+    assert figures["thinned_removed"] == pytest.approx(_expected_thinned(model), abs=1e-9)
+    assert figures["thinned_removed"] > figures["filter_sparsity"] + 0.1

@@ -75,6 +75,7 @@ from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.progress import progress_bar
 from robustbench_sparse.provenance import provenance
+from robustbench_sparse.sparsity.methods import filter_sparsity_figures
 
 logger = logging.getLogger(__name__)
 
@@ -463,6 +464,12 @@ def grid_evidence(
                     }
                     if c.meta.get("source") == "plain-state-dict"
                     else {}
+                ),
+                # whole zero filters: filter sparsity and the weights thinning removes, named
+                "filter_sparsity": (
+                    filter_sparsity_figures(c.model, c.info.input_shape)
+                    if c.granularity == "filter"
+                    else None
                 ),
             }
             for c in checkpoints

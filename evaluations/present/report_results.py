@@ -82,6 +82,17 @@ def summary_blocks(df: pd.DataFrame, side: dict[str, Any], checks: dict[str, Any
                 f"Checkpoint {entry.get('name')} is a plain state dict{taken}: inputs normalized "
                 f"with {applied}; {how}."
             )
+    # Filter pruning: the filter sparsity and the (larger) share of weights thinning removes.
+    for entry in side.get("checkpoints") or []:
+        figures = entry.get("filter_sparsity") if isinstance(entry, dict) else None
+        if isinstance(figures, dict):
+            removed = figures.get("thinned_removed")
+            items.append(
+                f"Checkpoint {entry.get('name')}: filter sparsity (masked filters / filters) "
+                f"{pct(figures.get('filter_sparsity'))} % ({figures.get('filters_masked')}/"
+                f"{figures.get('filters')}); weights removed by thinning (of conv/linear "
+                f"weights) {'not computed' if removed is None else pct(removed) + ' %'}."
+            )
     # The data may not fit a checkpoint (see evaluations.engine.data_checks): said up front, never hidden.
     for check in side.get("clean_checks") or []:
         if isinstance(check, dict) and check.get("warning"):

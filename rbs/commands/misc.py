@@ -41,6 +41,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     # Recomputed from the weights just loaded from disk, not copied from the JSON (a plain state
     # dict: granularity detected from its zeros).
     report = ckpt.sparsity_report()
+    from robustbench_sparse.sparsity.methods import filter_sparsity_figures
+
+    # Whole zero filters: the filter sparsity and the (larger) share of weights thinning removes.
+    filtered = "filter" in (ckpt.granularity, report.granularity)
+    figures = filter_sparsity_figures(ckpt.model, ckpt.info.input_shape) if filtered else None
     if args.json:
         out = {
             "name": ckpt.name,
@@ -52,6 +57,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "test_correct": meta.get("test_correct"),
             "test_n": meta.get("test_n"),
             "sparsity_report": report.to_dict(),
+            "filter_sparsity": figures,
         }
         if meta.get("source") == "plain-state-dict":
             out["normalization"] = meta.get("normalization")
@@ -68,6 +74,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"plain state dict{entry}: inputs normalized with {applied}")
         print(f"  {how}")
     print(report.format_table())
+    if figures is not None:
+        print(
+            f"filter sparsity (masked filters / filters): {figures['filter_sparsity']:.2%} "
+            f"({figures['filters_masked']}/{figures['filters']})"
+        )
+        removed = figures["thinned_removed"]
+        said = "not computed (cannot be thinned)" if removed is None else f"{removed:.2%}"
+        print(f"weights removed by thinning (of conv/linear weights): {said}")
     acc = meta.get("clean_accuracy")
     if acc is not None:
         print(f"clean test accuracy: {acc:.4f} ({meta.get('test_correct')}/{meta.get('test_n')})")

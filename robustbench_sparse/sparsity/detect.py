@@ -19,6 +19,14 @@ Pattern of one Conv2d/Linear weight ``W[K, C, kh, kw]`` (``W[K, F]`` for Linear)
 These are the Campfire granularities of :mod:`robustbench_sparse.sparsity.masks` (the structure its
 masks impose), detected instead of configured. A weight that is exactly zero by accident would break
 a structured pattern and read as ``unstructured``: that is the honest reading of such a tensor.
+
+**Dense or pruned** (:func:`looks_pruned`): dense float weights hold exact zeros only by accident,
+independently and rarely (a normal or uniform draw in float32 hits 0 about once in 2**24; a random
+WRN-28-10 holds a few among its 36 M weights; underflow adds a handful). A layer therefore counts as
+pruned only when its zeros are more than that: at least :data:`DENSE_ZERO_FRACTION` of its weights,
+or a whole filter / output row or a whole k×k kernel zero (a group chance never zeroes: a lone zero
+is 1 in 2**24, two in one group 1 in 2**48). Below both, its zeros are reported in the counts
+(``achieved_all``) but the layer is dense, and a model with no pruned layer is ``dense``.
 """
 
 from __future__ import annotations
@@ -33,10 +41,23 @@ from robustbench_sparse.sparsity.config import SparsityConfig
 from robustbench_sparse.sparsity.report import LayerSparsity, SparsityReport, _layer
 from robustbench_sparse.sparsity.selection import weight_layers
 
-__all__ = ["MEASURED_METHOD", "detect_pattern", "measured_sparsity_report", "model_pattern"]
+__all__ = [
+    "DENSE_ZERO_FRACTION",
+    "MEASURED_METHOD",
+    "detect_pattern",
+    "looks_pruned",
+    "measured_sparsity_report",
+    "model_pattern",
+]
 
 MEASURED_METHOD = "measured"
 """``SparsityReport.method`` of a report whose targets and granularities were read off the weights."""
+
+DENSE_ZERO_FRACTION = 1e-3
+"""Fewer exact zeros than this fraction of a layer's weights (and no all-zero group) is dense.
+
+Two orders of magnitude above any accidental rate of float training or initialisation, and
+two below the lowest sparsity pruning is used at (a few percent)."""
 
 # Campfire granularities of k×k convolutions; 1×1 convs and Linear layers get "balanced-filter".
 _CAMPFIRE = ("window", "channel", "combined")
@@ -88,6 +109,28 @@ def detect_pattern(weight: torch.Tensor) -> str:
     return "unstructured"
 
 
+def looks_pruned(weight: torch.Tensor) -> bool:
+    """Whether the exact zeros of a Conv2d ``(K, C, kh, kw)`` / Linear ``(K, F)`` weight are pruning.
+
+    True when at least :data:`DENSE_ZERO_FRACTION` of the weights are zero, or some filter / output
+    row (of >= 2 weights) or some k×k kernel (k×k > 1) is entirely zero; False for a dense weight
+    with a few accidental zeros (see the module docstring).
+    """
+    zero = weight.detach() == 0
+    if not bool(zero.any()):
+        return False
+    if float(zero.float().mean()) >= DENSE_ZERO_FRACTION:
+        return True
+    k = weight.shape[0]
+    rows = zero.reshape(k, -1)  # (K, row size)
+    if rows.shape[1] >= 2 and bool(rows.all(dim=1).any()):
+        return True
+    if weight.ndim == 4 and weight.shape[2] * weight.shape[3] > 1:
+        kernels = zero.reshape(k * weight.shape[1], -1)  # (K*C, kh*kw)
+        return bool(kernels.all(dim=1).any())
+    return False
+
+
 def model_pattern(patterns: Sequence[str]) -> str:
     """One label for a model from its layers' patterns (``dense`` layers ignored).
 
@@ -109,8 +152,9 @@ def model_pattern(patterns: Sequence[str]) -> str:
 def measured_sparsity_report(model: nn.Module) -> SparsityReport:
     """Report every Conv2d/Linear weight of ``model`` from its zeros alone (no recorded config).
 
-    A layer counts as pruned when it holds at least one exact zero; its ``granularity`` is
-    :func:`detect_pattern`'s, and its ``target`` and ``rounded_target`` are the achieved sparsity
+    A layer counts as pruned when :func:`looks_pruned` says so (a few accidental zeros leave it
+    dense); its ``granularity`` is :func:`detect_pattern`'s, and its ``target`` and
+    ``rounded_target`` are the achieved sparsity
     (no target was recorded). The report's ``target`` is the achieved sparsity over the pruned
     layers, ``granularity`` is :func:`model_pattern`'s and ``method`` is :data:`MEASURED_METHOD`.
     """
@@ -120,7 +164,7 @@ def measured_sparsity_report(model: nn.Module) -> SparsityReport:
         name = f"{module_name}.weight" if module_name else "weight"
         weight = module.weight.detach()
         pattern = detect_pattern(weight)
-        pruned = pattern != "dense"
+        pruned = pattern != "dense" and looks_pruned(weight)
         layer = _layer(name, weight, pruned, config, (pattern, 0.0, None))
         if pruned:
             layer = dataclasses.replace(layer, target=layer.achieved)

@@ -34,6 +34,7 @@ from robustbench_sparse.sparsity.methods.filter import (
     conv_bn_pairs,
     export_thin,
     filter_mask,
+    filter_sparsity_figures,
 )
 from robustbench_sparse.sparsity.methods.gmp import GMPSparsifier
 from robustbench_sparse.sparsity.methods.grasp import GraspSparsifier
@@ -82,5 +83,6 @@ __all__ = [
     "conv_bn_pairs",
     "create_sparsifier",
     "export_thin",
+    "filter_sparsity_figures",
     "filter_mask",
 ]
