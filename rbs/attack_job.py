@@ -18,7 +18,7 @@ import logging
 import time
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig
 from rbs.finish import finish_run
+from rbs.transfer_job import checkpoints_with_source, drop_default_transfer_keys, transfer_plan
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
 from robustbench_sparse.config import ConfigSchema, coerce, to_jsonable
@@ -63,6 +64,11 @@ class AttackRunRequest:
     report: bool = True
     seed: int = 0
     protocol: str | None = None  # quick | standard | thorough; replaces ``attacks`` when given
+    # transfer (rbs.transfer_job): write adversarials; score saved ones; craft on one checkpoint
+    save_adversarials: bool = False
+    adversarials: tuple[Path, ...] = ()
+    transfer_from: Path | None = None
+    transfer_in_worst_case: bool = False
 
     def attack_plan(self) -> tuple[Protocol | None, list[str], dict[str, dict[str, Any]]]:
         """(protocol, attack names, per-attack params): ``protocol`` wins over ``attacks``."""
@@ -102,6 +108,11 @@ class AttackRunRequest:
         payload = to_jsonable(self)
         payload["checkpoints"] = [str(Path(p).resolve()) for p in self.checkpoints]
         payload.pop("report", None)
+        drop_default_transfer_keys(payload)  # keeps fingerprints of earlier runs
+        if payload.get("adversarials"):
+            payload["adversarials"] = [str(Path(p).resolve()) for p in self.adversarials]
+        if payload.get("transfer_from"):
+            payload["transfer_from"] = str(Path(str(self.transfer_from)).resolve())
         for key in ("normalize", "protocol", "state_dict_key"):
             if payload.get(key) is None:  # keeps fingerprints of earlier runs
                 payload.pop(key, None)
@@ -124,6 +135,10 @@ ATTACK_SCHEMA = ConfigSchema(
             "device",
             "seed",
             "report",
+            "save_adversarials",
+            "adversarials",
+            "transfer_from",
+            "transfer_in_worst_case",
         ),
         "epsilons": ("linf", "l2"),
         "data": ("dataset", "data_root", "download"),
@@ -150,11 +165,15 @@ def request_from_config(config: Mapping[str, Any]) -> AttackRunRequest:
             value = table[key]
             if section == "epsilons":
                 value = config_epsilons(value, where)
-            elif key == "checkpoints":
+            elif key in ("checkpoints", "adversarials"):
                 value = [Path(str(p)) for p in (value if isinstance(value, list) else [value])]
+            elif key == "transfer_from" and value is not None:
+                value = Path(str(value))
             fields[name] = coerce(value, hints[name], where)
     if "protocol" in fields and "attacks" in fields:
         raise UserError("[attack] give protocol or attacks, not both")
+    if fields.get("adversarials") and "protocol" not in fields and "attacks" not in fields:
+        fields["attacks"] = ()  # score the saved adversarials only (unless attacks are asked)
     if not fields.get("checkpoints"):
         raise UserError(
             "the following arguments are required: --checkpoint (or [attack] checkpoints)"
@@ -223,7 +242,8 @@ def run_attack_command(
     """Run ``rbs attack``: grid into ``out_dir``, sidecar, figures and report."""
     t0 = time.perf_counter()
     grid = request.grid()
-    checkpoints = load_request_checkpoints(request)
+    paths, source_index = checkpoints_with_source(request.checkpoints, request.transfer_from)
+    checkpoints = load_request_checkpoints(replace(request, checkpoints=paths))
     datasets = {c.info.name for c in checkpoints}
     resolve_device(grid.device)  # a missing CUDA fails here, before the output is touched
     data = {
@@ -243,11 +263,19 @@ def run_attack_command(
         if len(test):  # type: ignore[arg-type]
             first = test[0][0]
             check_input_shape(ckpt.name, ckpt.meta, ckpt.info.name, first.unsqueeze(0))
+    plan = transfer_plan(  # saved adversarials are checked before the output is touched
+        save=request.save_adversarials,
+        source_index=source_index,
+        checkpoints=checkpoints,
+        adversarials=request.adversarials,
+        data=data,
+        in_worst_case=request.transfer_in_worst_case,
+    )
     out = Path(out_dir)
     rdist.on_main(
         lambda: prepare_results_dir(out, request.fingerprint(), overwrite=overwrite, resume=resume)
     )
-    grid_run = run_grid(checkpoints, data, grid, out_dir=out, progress=progress)
+    grid_run = run_grid(checkpoints, data, grid, out_dir=out, progress=progress, transfer=plan)
     finished = finish_run(
         out,
         grid_run,
@@ -255,7 +283,11 @@ def run_attack_command(
         data,
         grid,
         request.attack_plan()[0] or identify(grid.attacks),
-        header={"request": to_jsonable(request), "config": to_jsonable(grid)},
+        header={
+            "request": to_jsonable(request),
+            "config": to_jsonable(grid),
+            "transfer": plan.describe(),
+        },
         seeds={},
         evaluation_subset={
             name: evaluation_subset_record(test, request.limit) for name, test in data.items()

@@ -64,6 +64,7 @@ from evaluations.record.results import (
     OPTIONAL_COLUMNS,
     RESULT_COLUMNS,
     TRANSFER_FROM,
+    TRANSFER_INCLUDED,
     make_min_norms,
     write_min_norms,
     write_results,
@@ -319,11 +320,14 @@ def _attack_checkpoint(
         if tally.out is not None and tally.main:
             write_results(pd.DataFrame(tally.rows), tally.out)  # after every finished cell
     transferred = _transfer_cells(ckpt, model, xye, grid, tally, by_norm)
+    joined = {norm for norm, _ in transferred} if tally.plan.in_worst_case else set()
     for norm, cells in by_norm.items():
         wc = worst_case([c for _, c in cells])
+        if norm in joined:  # said in the rows (the report's caption reads it)
+            wc.params = {"over": f"all attacks of this norm, {TRANSFER_INCLUDED}"}
         backend = "+".join(sorted({b for b, _ in cells}))
         tally.rows.extend(cell_rows(ckpt, WORST_CASE, backend, norm, wc))
-    first = next((c for cells in by_norm.values() for _, c in cells), None) or transferred[0]
+    first = next((c for cells in by_norm.values() for _, c in cells), None) or transferred[0][1]
     clean = int(first.clean_correct.sum())
     tally.clean_checks.append(_clean_check(ckpt, clean, len(first.clean_correct)))
     model.to("cpu")
@@ -355,8 +359,10 @@ def _transfer_cells(
     grid: GridConfig,
     tally: _Tally,
     by_norm: dict[str, list[tuple[str, CellOutcome]]],
-) -> list[CellOutcome]:
+) -> list[tuple[str, CellOutcome]]:
     """Score ``ckpt`` on every transfer source but its own; rows ``<attack> from <source>``.
+
+    Returns the (norm, cell) of every transfer cell.
 
     With :attr:`TransferPlan.in_worst_case` the cells join ``by_norm`` (the worst case).
     """
@@ -371,7 +377,7 @@ def _transfer_cells(
                 f"score checkpoint {ckpt.name!r} ({ckpt.info.name})"
             )
         cell = transfer_cell(model, src, batch_size=grid.batch_size, device=tally.device)
-        cells.append(cell)
+        cells.append((saved.norm, cell))
         tally.rows.extend(
             cell_rows(ckpt, src.label, saved.backend, saved.norm, cell, transfer_from=saved.source)
         )

@@ -57,6 +57,7 @@ __all__ = [
     "example_indices",
     "saved_from_cell",
     "source_from_file",
+    "source_from_saved",
     "transfer_cell",
     "transfer_label",
 ]
@@ -247,7 +248,12 @@ def source_from_file(path: str | Path, test: Dataset[Any]) -> TransferSource:
     Raises:
         UserError: unreadable file, indices outside the split, or :func:`check_saved`.
     """
-    saved = load_adversarials(path)
+    return source_from_saved(load_adversarials(path), test)
+
+
+def source_from_saved(saved: SavedAdversarials, test: Dataset[Any]) -> TransferSource:
+    """:func:`source_from_file` for adversarials already loaded."""
+    path = saved.path or f"adversarials of {saved.source}"
     n = len(test)  # type: ignore[arg-type]
     ex = saved.examples
     if ex.numel() and (int(ex.min()) < 0 or int(ex.max()) >= n):

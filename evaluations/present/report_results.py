@@ -22,6 +22,7 @@ from evaluations.record.metrics import (
     robustness_auc,
     wilson_interval,
 )
+from evaluations.record.results import TRANSFER_INCLUDED, white_box
 from evaluations.record.training_methods import (
     below_budget_warnings,
     has_training_methods,
@@ -381,6 +382,17 @@ def _eps_table(
     return Table(headers, rows, ["l", "l", *("r" for _ in eps_grid)])
 
 
+def _worst_case_over(data: pd.DataFrame, singles: list[str]) -> str:
+    """The attacks a worst case is over: transfer rows only when they joined it (said in the
+    worst-case rows' params, ``--transfer-in-worst-case``)."""
+    wc = data[data["attack"] == WORST_CASE]
+    if wc["params"].astype(str).str.contains(TRANSFER_INCLUDED).any():
+        return ", ".join(singles)
+    white = set(white_box(data)["attack"].astype(str))
+    over = ", ".join(a for a in singles if a in white)
+    return over + ("; transfer rows not included" if any(a not in white for a in singles) else "")
+
+
 def robust_table_blocks(df: pd.DataFrame) -> list[Block]:
     order = list(checkpoint_table(df)["checkpoint"])
     blocks: list[Block] = []
@@ -397,8 +409,8 @@ def robust_table_blocks(df: pd.DataFrame) -> list[Block]:
                     t.headers,
                     t.rows,
                     t.align,
-                    f"Worst-case robust accuracy (%) over {', '.join(singles)} at each ε ({label}); "
-                    "95% Wilson interval in brackets.",
+                    f"Worst-case robust accuracy (%) over {_worst_case_over(data, singles)} at "
+                    f"each ε ({label}); 95% Wilson interval in brackets.",
                 )
             )
         for attack in singles:

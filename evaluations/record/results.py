@@ -71,6 +71,7 @@ __all__ = [
     "RESULT_COLUMNS",
     "SIDECAR_FILE",
     "TRANSFER_FROM",
+    "TRANSFER_INCLUDED",
     "make_min_norms",
     "read_min_norms",
     "read_results",
@@ -145,6 +146,8 @@ RESULT_COLUMNS: list[str] = [
 OPTIONAL_COLUMNS: list[str] = ["grad_evals", "verify_failed", "unreliable", "transfer_from"]
 #: the column that marks transfer rows (empty for white-box rows)
 TRANSFER_FROM = "transfer_from"
+#: in a worst-case row's ``params`` when transfer rows joined it (``--transfer-in-worst-case``)
+TRANSFER_INCLUDED = "transfer included"
 
 #: Columns of the per-example minimum-norm store.
 MIN_NORM_COLUMNS: list[str] = [

@@ -102,8 +102,40 @@ MORE = (
         extra={"const": False},
     ),
 )
+#: transfer attacks and saved adversarials (rbs.transfer_job; docs/attacks.md)
+TRANSFER = (
+    Alias(
+        "--save-adversarials",
+        "attack.save_adversarials",
+        "write each cell's verified adversarials to OUT/adversarials/ (safetensors)",
+        action="store_true",
+    ),
+    Alias(
+        "--adversarials",
+        "attack.adversarials",
+        "score the checkpoints on adversarials saved by --save-adversarials (a results "
+        "directory or file; repeatable); without --attack/--protocol nothing else runs",
+        type=Path,
+        action="append",
+        metavar="DIR",
+    ),
+    Alias(
+        "--transfer-from",
+        "attack.transfer_from",
+        "craft the grid's attacks on this checkpoint and score every other --checkpoint on its "
+        "adversarials (rows '<attack> from <name>')",
+        type=Path,
+        metavar="CKPT",
+    ),
+    Alias(
+        "--transfer-in-worst-case",
+        "attack.transfer_in_worst_case",
+        "let transfer rows join the per-example worst case (default: white-box only)",
+        action="store_true",
+    ),
+)
 #: every flag of ``rbs attack`` that sets a config key
-ALIASES = (*EVERYDAY, *MORE)
+ALIASES = (*EVERYDAY, *MORE, *TRANSFER)
 
 
 def add_parser(sub: Any) -> None:
@@ -122,6 +154,7 @@ def add_parser(sub: Any) -> None:
     add_aliases(g, EVERYDAY)
     p._action_groups.insert(0, p._action_groups.pop())  # everyday first in --help
     add_aliases(p, MORE)
+    add_aliases(p.add_argument_group("transfer and saved adversarials"), TRANSFER)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     add_nproc(p)
