@@ -32,7 +32,8 @@ from rbs.transfer_job import checkpoints_with_source, drop_default_transfer_keys
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint
 from robustbench_sparse.config import ConfigSchema, coerce, to_jsonable
-from robustbench_sparse.datasets import evaluation_subset_record, load_split
+from robustbench_sparse.data_roots import load_evaluation_split
+from robustbench_sparse.datasets import evaluation_subset_record
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.outdir import ATTACK_RULES, prepare_output_dir
@@ -59,6 +60,8 @@ class AttackRunRequest:
     data_root: str | None = None
     download: bool = False
     arch: str | None = None
+    arch_kwargs: dict[str, Any] | None = None  # plain state dicts: the constructor keywords
+    trust_arch: bool = False  # rebuild checkpoints of a user class without --arch naming it
     normalize: str | None = None
     state_dict_key: str | None = None  # plain .pt/.pth: the entry holding the weights
     report: bool = True
@@ -113,6 +116,9 @@ class AttackRunRequest:
             payload["adversarials"] = [str(Path(p).resolve()) for p in self.adversarials]
         if payload.get("transfer_from"):
             payload["transfer_from"] = str(Path(str(self.transfer_from)).resolve())
+        payload.pop("trust_arch", None)  # permission to import, not a setting of the run
+        if payload.get("arch_kwargs") is None:  # keeps fingerprints of earlier runs
+            payload.pop("arch_kwargs", None)
         for key in ("normalize", "protocol", "state_dict_key"):
             if payload.get(key) is None:  # keeps fingerprints of earlier runs
                 payload.pop(key, None)
@@ -142,11 +148,15 @@ ATTACK_SCHEMA = ConfigSchema(
         ),
         "epsilons": ("linf", "l2"),
         "data": ("dataset", "data_root", "download"),
-        "model": ("arch", "normalize", "state_dict_key"),
+        "model": ("arch", "kwargs", "trust_arch", "normalize", "state_dict_key"),
     }
 )
 #: config key -> request field (the same name unless listed)
-_RENAMED = {("epsilons", "linf"): "linf_epsilons", ("epsilons", "l2"): "l2_epsilons"}
+_RENAMED = {
+    ("epsilons", "linf"): "linf_epsilons",
+    ("epsilons", "l2"): "l2_epsilons",
+    ("model", "kwargs"): "arch_kwargs",
+}
 
 
 def request_from_config(config: Mapping[str, Any]) -> AttackRunRequest:
@@ -211,8 +221,10 @@ def load_request_checkpoints(request: AttackRunRequest) -> list[LoadedCheckpoint
             p,
             arch=request.arch,
             dataset=request.dataset,
+            arch_kwargs=request.arch_kwargs,
             data_root=request.data_root,
             normalize=request.normalize,
+            trust_arch=request.trust_arch,
             state_dict_key=request.state_dict_key,
         )
         for p in request.checkpoints
@@ -228,6 +240,16 @@ def _recorded_image_size(checkpoints: list[LoadedCheckpoint], dataset: str) -> i
         if ckpt.info.name == dataset and size is not None:
             return int(size)
     return None
+
+
+def _recorded_roots(checkpoints: list[LoadedCheckpoint], dataset: str) -> dict[str, str | None]:
+    """Checkpoint name -> the data root it recorded at training, for those evaluated on ``dataset``
+    (a checkpoint evaluated on another dataset than its own recorded nothing that applies)."""
+    return {
+        c.name: (c.meta.get("data_root") if c.meta.get("dataset") == dataset else None)
+        for c in checkpoints
+        if c.info.name == dataset
+    }
 
 
 def run_attack_command(
@@ -247,12 +269,12 @@ def run_attack_command(
     datasets = {c.info.name for c in checkpoints}
     resolve_device(grid.device)  # a missing CUDA fails here, before the output is touched
     data = {
-        name: load_split(
+        name: load_evaluation_split(
             name,
-            "test",
+            _recorded_roots(checkpoints, name),
             request.data_root,
-            request.download,
-            request.limit,
+            download=request.download,
+            limit=request.limit,
             augment=False,
             image_size=_recorded_image_size(checkpoints, name),
         )

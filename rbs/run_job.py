@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,8 @@ from typing import Any
 from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, get_protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig
-from evaluations.engine.transfer import TransferPlan
 from rbs.attack_job import config_epsilons
 from rbs.finish import finish_run
-from rbs.transfer_job import RUN_TRANSFER_KEYS, experiment_transfer, transfer_settings
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.config import ConfigSchema, check_keys, load_toml, to_jsonable
@@ -55,7 +53,6 @@ EXPERIMENT_FILE = str(RUN_RULES.marker)
 _MODELS_KEYS = ["dense", "targets", "granularities", "methods", "extra", "trainings"]
 _EXTRA_KEYS = ["method", "target", "granularity"]
 _ATTACK_KEYS = ["protocol", "attacks", "backend", "batch_size", "limit", "device", "params"]
-_ATTACK_KEYS += list(RUN_TRANSFER_KEYS)  # rbs.transfer_job: save, craft on one model, score others
 _EPS_KEYS = ["linf", "l2"]
 
 #: the keys of an experiment config (``rbs run`` CONFIG, ``--set``): the training sections of
@@ -101,7 +98,6 @@ class ExperimentPlan:
     grid: GridConfig
     config: dict[str, Any]
     protocol: Protocol | None = None  # None: hand-picked ``[attack] attacks``
-    transfer: TransferPlan = field(default_factory=TransferPlan)  # [attack] transfer keys
 
     def fingerprint(self) -> str:
         """Hash of the resolved config: a re-run with the same fingerprint resumes."""
@@ -132,21 +128,17 @@ def plan_experiment(
     )
     plans = _model_plans(base, models_cfg)
     chosen, grid = _attack_grid(attack_cfg, eps_cfg, seed=base.train.seed)
-    transfer = experiment_transfer(attack_cfg, [p.name for p in plans])
     resolved = {
         "name": cfg.get("name", "experiment"),
         "models": [{"name": p.name, "job": to_jsonable(p.job)} for p in plans],
         "grid": to_jsonable(grid),
     }
-    if transfer_settings(attack_cfg):  # absent when unset: earlier fingerprints stay
-        resolved["transfer"] = transfer_settings(attack_cfg)
     return ExperimentPlan(
         str(cfg.get("name", "experiment")),
         tuple(plans),
         grid,
         resolved,
         chosen if chosen is not None else identify(grid.attacks),
-        transfer,
     )
 
 
@@ -368,6 +360,7 @@ def _checked_data(plan: ExperimentPlan) -> DatasetSplits:
             arch,
             num_classes=data.info.num_classes,
             in_channels=data.info.input_shape[0],
+            input_shape=data.info.input_shape,  # a user class's logits are checked here
             **kwargs,
         )
     return data
@@ -399,14 +392,7 @@ def run_experiment(
         )
         checkpoints.append(ckpt)
     results_dir = out / "results"
-    grid_run = run_grid(
-        checkpoints,
-        data.test,
-        plan.grid,
-        out_dir=results_dir,
-        progress=progress,
-        transfer=plan.transfer,
-    )
+    grid_run = run_grid(checkpoints, data.test, plan.grid, out_dir=results_dir, progress=progress)
     finished = finish_run(
         results_dir,
         grid_run,
@@ -414,11 +400,7 @@ def run_experiment(
         data.test,
         plan.grid,
         plan.protocol,
-        header={
-            "experiment": plan.name,
-            "config": plan.config,
-            "transfer": plan.transfer.describe(),
-        },
+        header={"experiment": plan.name, "config": plan.config},
         # The seeds that matter: training (data subset, order, init) and each attack's own.
         seeds={"train": plan.models[0].job.train.seed},
         evaluation_subset={data.info.name: evaluation_subset_record(data.test, plan.grid.limit)},

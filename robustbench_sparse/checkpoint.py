@@ -43,7 +43,9 @@ from robustbench_sparse.datasets import (
 )
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.imagefolder import resolve_layout
-from robustbench_sparse.models import create_model, load_state_dict_into
+from robustbench_sparse.model_section import check_arch_kwargs
+from robustbench_sparse.models import create_model, is_user_arch, load_state_dict_into
+from robustbench_sparse.models.user_arch import warn_if_source_changed
 from robustbench_sparse.models.widths import apply_widths
 from robustbench_sparse.packed_format import load_packed
 from robustbench_sparse.sparsity.detect import MEASURED_METHOD, measured_sparsity_report
@@ -219,6 +221,7 @@ def _load_plain(
 ) -> LoadedCheckpoint:
     if arch is None or dataset is None:
         raise UserError(f"{p} is a plain state dict: pass --arch and --dataset to load it")
+    check_arch_kwargs(arch_kwargs or {})
     info = _info_for(dataset, data_root)
     plain, used_key = load_plain_state_dict(p, state_dict_key)
     state, masks = fold_prune_masks(plain, str(p))
@@ -241,6 +244,7 @@ def _load_plain(
         in_channels=info.input_shape[0],
         mean=mean,
         std=std,
+        input_shape=info.input_shape,
         **(arch_kwargs or {}),
     )
     load_state_dict_into(model, state)
@@ -278,6 +282,36 @@ def _load_plain(
     return LoadedCheckpoint(model, meta, p, p.stem, info, masks)
 
 
+def _check_arch_trusted(
+    p: Path,
+    meta: dict[str, Any],
+    arch: str | None,
+    arch_kwargs: dict[str, Any] | None,
+    trust_arch: bool,
+) -> None:
+    """A checkpoint of the user's own class is rebuilt only when the user names it (or trusts it).
+
+    Rebuilding imports the recorded module, which runs its code: a checkpoint alone must never
+    make that happen.
+    """
+    recorded = str(meta["arch"])
+    if not is_user_arch(recorded):
+        return
+    recorded_kwargs = dict(meta.get("arch_kwargs") or {})
+    if arch == recorded and arch_kwargs and dict(arch_kwargs) != recorded_kwargs:
+        raise UserError(
+            f"checkpoint {p} records arch kwargs {meta.get('arch_kwargs') or {}}, not "
+            f"{dict(arch_kwargs)}; drop --arch-kwargs (a checkpoint records its own)"
+        )
+    if trust_arch or arch == recorded:
+        return
+    named = f", not {arch!r}," if arch is not None else ""
+    raise UserError(
+        f"checkpoint {p} is built from your own class {recorded!r}{named} and loading it would "
+        f"import and run that module: pass --arch {recorded} (or --trust-arch) if you trust it"
+    )
+
+
 def load_checkpoint(
     path: str | Path,
     *,
@@ -287,6 +321,7 @@ def load_checkpoint(
     data_root: str | Path | None = None,
     normalize: str | None = None,
     state_dict_key: str | None = None,
+    trust_arch: bool = False,
 ) -> LoadedCheckpoint:
     """Rebuild a model from a checkpoint directory / file, in eval mode on the CPU.
 
@@ -300,8 +335,13 @@ def load_checkpoint(
     input channels agree. An ``imagefolder``'s class count comes from its folders under
     ``data_root`` (default :func:`~robustbench_sparse.datasets.default_data_root`).
 
+    A checkpoint of the user's own class (``package.module:ClassName``) is rebuilt only when
+    ``arch`` names that class again or ``trust_arch`` is set: rebuilding imports its module
+    (:mod:`robustbench_sparse.models.user_arch`), so a checkpoint alone never runs code.
+
     Raises:
-        UserError: missing or corrupt files, a dataset that does not fit, a bad ``normalize``.
+        UserError: missing or corrupt files, a dataset that does not fit, a bad ``normalize``,
+            a user architecture that was neither named nor trusted.
     """
     p = Path(path)
     if p.suffix in (".pt", ".pth"):
@@ -335,6 +375,7 @@ def load_checkpoint(
     state = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
     check_finite(state, weights_path)
 
+    _check_arch_trusted(p, meta, arch, arch_kwargs, trust_arch)
     ckpt_dataset = str(meta["dataset"])
     name = dataset or ckpt_dataset
     info = _info_for(name, data_root, meta if name == ckpt_dataset else None)
@@ -346,8 +387,10 @@ def load_checkpoint(
         in_channels=int(meta["in_channels"]),
         mean=norm.get("mean"),
         std=norm.get("std"),
+        input_shape=meta.get("input_shape"),
         **dict(meta.get("arch_kwargs") or {}),
     )
+    warn_if_source_changed(str(meta["arch"]), meta.get("arch_source"))
     thin = meta.get("thin")
     if isinstance(thin, dict) and thin.get("widths"):  # `rbs export --format thin`
         apply_widths(model, thin["widths"])

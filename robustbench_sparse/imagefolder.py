@@ -70,7 +70,8 @@ def split_dir(root: str | Path, split: str) -> Path:
     expected = " or ".join(f"{base / n}/<class>/<image>" for n in names)
     raise UserError(
         f"imagefolder dataset not found: expected {expected} "
-        "(ImageFolder layout: root/train and root/val or root/test; nothing is downloaded)"
+        "(ImageFolder layout: root/train and root/val or root/test; nothing is downloaded); "
+        "pass --data-root DIR ([data] data_root) pointing at it"
     )
 
 

@@ -41,10 +41,13 @@ from robustbench_sparse.config import (
     deep_merge,
     to_jsonable,
 )
+from robustbench_sparse.data_roots import recorded_data_root
 from robustbench_sparse.datasets import DatasetSplits, dataset_info, load_dataset, load_split
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.model_section import check_user_arch, model_section
 from robustbench_sparse.models import create_model_for
+from robustbench_sparse.models.user_arch import source_record
 from robustbench_sparse.outdir import TRAIN_RULES, prepare_output_dir
 from robustbench_sparse.provenance import provenance
 from robustbench_sparse.sparsity import Sparsifier, SparsityConfig, sparsity_report
@@ -115,7 +118,11 @@ def _meta(
         "kind": kind,
         "arch": job.arch,
         "arch_kwargs": dict(job.arch_kwargs),
+        # the user's own package.module:Class: its file and SHA-256 (never imported on load alone)
+        **({"arch_source": source_record(job.arch)} if source_record(job.arch) else {}),
         "dataset": data.info.name,
+        # the absolute root the data was read from (rbs attack reads it again while it exists)
+        "data_root": recorded_data_root(data.info.name, job.data.data_root),
         "num_classes": data.info.num_classes,
         "in_channels": data.info.input_shape[0],
         "input_shape": list(data.info.input_shape),
@@ -196,7 +203,7 @@ def run_train_job(
 
     if rdist.on_main(prepare):
         logger.info("%s is already finished; skipping training", out)
-        return load_checkpoint(out)
+        return load_checkpoint(out, arch=job.arch)
     data, plain_train = _load_job_data(job, data)
     torch.manual_seed(job.train.seed)
     model = create_model_for(job.arch, data.info, **dict(job.arch_kwargs))
@@ -214,7 +221,7 @@ def run_train_job(
         plain_train=plain_train,
     )
     _save_final(job, data, result, out, name)
-    return load_checkpoint(out)
+    return load_checkpoint(out, arch=job.arch)  # the job names its arch: a user class is trusted
 
 
 def load_job_dataset(job: TrainJob) -> DatasetSplits:
@@ -242,6 +249,8 @@ def _check_job(job: TrainJob, data: DatasetSplits | None) -> None:
         )
     if data is None:
         dataset_info(job.data.dataset)  # unknown names fail here, listing the valid ones
+    info = data.info if data is not None else dataset_info(job.data.dataset)
+    check_user_arch(job.arch, dict(job.arch_kwargs), info)  # a user class: import, kwargs, logits
 
 
 def _load_job_data(job: TrainJob, data: DatasetSplits | None) -> tuple[DatasetSplits, Dataset[Any]]:
@@ -520,8 +529,7 @@ def train_job_from_config(
     for layer in layers:
         check_keys("config", layer, TRAIN_SCHEMA.top_keys())
     data_cfg = dataclass_from_dict(DataConfig, _merged_section(layers, "data"), "data")
-    model_section = _merged_section(layers, "model")
-    arch_name = model_section.pop("arch", "small_cnn")
+    arch_name, arch_kwargs = model_section([_section(layer, "model") for layer in layers])
     train_layers = [
         to_jsonable(default_train_config(data_cfg.dataset)),
         *(_section(layer, "train") for layer in layers),
@@ -531,7 +539,7 @@ def train_job_from_config(
     return TrainJob(
         data=data_cfg,
         arch=arch_name,
-        arch_kwargs=tuple(sorted(model_section.items())),
+        arch_kwargs=tuple(sorted(arch_kwargs.items())),
         train=train_cfg,
         sparsity=sparsity_cfg,
         name=layers[1].get("name") or layers[0].get("name"),

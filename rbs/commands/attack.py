@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rbs.arch_flags import ARCH_KWARGS_HELP, TRUST_ARCH_HELP, parse_arch_kwargs
 from rbs.commands.common import (
     NORMALIZE_HELP,
     STATE_DICT_KEY_HELP,
@@ -91,7 +92,14 @@ MORE = (
     Alias("--dataset", "data.dataset", "override the checkpoint's dataset"),
     Alias("--data-root", "data.data_root", "where torchvision datasets live"),
     Alias("--download", "data.download", action="store_true"),
-    Alias("--arch", "model.arch", "architecture of a plain .pt/.pth state dict (with --dataset)"),
+    Alias(
+        "--arch",
+        "model.arch",
+        "architecture of a plain .pt/.pth state dict (with --dataset); your own "
+        "package.module:Class also lets checkpoints that record it be rebuilt",
+    ),
+    Alias("--arch-kwargs", "model.kwargs", ARCH_KWARGS_HELP, convert=parse_arch_kwargs),
+    Alias("--trust-arch", "model.trust_arch", TRUST_ARCH_HELP, action="store_true"),
     Alias("--normalize", "model.normalize", NORMALIZE_HELP),
     Alias("--state-dict-key", "model.state_dict_key", STATE_DICT_KEY_HELP, metavar="KEY"),
     Alias(

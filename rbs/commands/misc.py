@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rbs.arch_flags import ARCH_KWARGS_HELP, TRUST_ARCH_HELP, parse_arch_kwargs
 from rbs.commands.common import add_normalize, add_state_dict_key
 from robustbench_sparse.errors import UserError
 
@@ -18,7 +19,13 @@ def add_inspect(sub: Any) -> None:
         "checkpoint", type=Path, help="checkpoint directory, .safetensors, or .pt/.pth state dict"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--arch", help="architecture of a plain .pt/.pth state dict (with --dataset)")
+    p.add_argument(
+        "--arch",
+        help="architecture of a plain .pt/.pth state dict (with --dataset); your own "
+        "package.module:Class also lets a checkpoint that records it be rebuilt",
+    )
+    p.add_argument("--arch-kwargs", metavar="KEY=VALUE,...", help=ARCH_KWARGS_HELP)
+    p.add_argument("--trust-arch", action="store_true", help=TRUST_ARCH_HELP)
     p.add_argument("--dataset", help="dataset of a plain state dict (gives the class count)")
     p.add_argument("--data-root", help="where the dataset lives (imagefolder: its class folders)")
     add_normalize(p)
@@ -33,9 +40,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         args.checkpoint,
         arch=args.arch,
         dataset=args.dataset,
+        arch_kwargs=parse_arch_kwargs(args.arch_kwargs),
         data_root=args.data_root,
         normalize=args.normalize,
         state_dict_key=args.state_dict_key,
+        trust_arch=args.trust_arch,
     )
     meta = ckpt.meta
     # Recomputed from the weights just loaded from disk, not copied from the JSON (a plain state
@@ -98,7 +107,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     from robustbench_sparse.datasets import list_datasets
     from robustbench_sparse.models import list_models
 
-    print("models:   " + ", ".join(list_models()) + ", tv:<any torchvision classifier>")
+    print(
+        "models:   "
+        + ", ".join(list_models())
+        + ", tv:<any torchvision classifier>, <package.module>:<Class> (your own, see README)"
+    )
     print("datasets: " + ", ".join(list_datasets()))
     return 0
 

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rbs.arch_flags import ARCH_KWARGS_HELP, parse_arch_kwargs
 from rbs.commands.common import (
     add_nproc,
     checked_protocol,
@@ -38,7 +39,15 @@ EVERYDAY = (
         protocol_help("replaces the config's [attack] protocol / attacks (default: the config's)"),
     ),
 )
-MORE = (Alias("--device", "train.device", "training device: auto, cpu, cuda"),)
+MORE = (
+    Alias("--device", "train.device", "training device: auto, cpu, cuda"),
+    Alias(
+        "--arch",
+        "model.arch",
+        "every model's architecture: a name (see `rbs models`) or your own package.module:Class",
+    ),
+    Alias("--arch-kwargs", "model.kwargs", ARCH_KWARGS_HELP, convert=parse_arch_kwargs),
+)
 #: every flag of ``rbs run`` that sets a config key
 ALIASES = (*EVERYDAY, *MORE)
 

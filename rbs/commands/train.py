@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rbs.arch_flags import ARCH_KWARGS_HELP, parse_arch_kwargs
 from rbs.commands.common import add_nproc, launch_torchrun, parse_float, parse_floats
 from rbs.overrides import Alias, add_aliases, add_config_flags, command_line_layer
 from robustbench_sparse.errors import UserError
@@ -34,7 +35,13 @@ def _milestones(text: str, flag: str) -> list[float] | None:
 #: the flags most runs use; ``rbs train --help`` lists them first
 EVERYDAY = (
     Alias("--dataset", "data.dataset", "digits (default), mnist, fashion-mnist, cifar10, ..."),
-    Alias("--arch", "model.arch", "model name (see `rbs models`); default small_cnn"),
+    Alias(
+        "--arch",
+        "model.arch",
+        "model name (see `rbs models`) or your own package.module:Class (imported from "
+        "PYTHONPATH); default small_cnn",
+    ),
+    Alias("--arch-kwargs", "model.kwargs", ARCH_KWARGS_HELP, convert=parse_arch_kwargs),
     Alias("--epochs", "train.epochs", type=int),
     Alias("--batch-size", "train.batch_size", type=int),
     Alias("--lr", "train.lr", type=float),

@@ -16,6 +16,12 @@ from torch import Tensor, nn
 
 from robustbench_sparse.errors import UserError, unknown_name
 from robustbench_sparse.models.normalize import NormalizedModel
+from robustbench_sparse.models.user_arch import (
+    PLACEHOLDER,
+    check_logits_shape,
+    is_import_path,
+    user_builder,
+)
 from robustbench_sparse.state_dicts import strip_wrapper_prefixes
 
 if TYPE_CHECKING:
@@ -29,6 +35,7 @@ __all__ = [
     "create_model",
     "create_model_for",
     "first_conv_and_classifier",
+    "is_user_arch",
     "list_models",
     "load_state_dict_into",
     "register_model",
@@ -79,14 +86,25 @@ def register_namespace(
     _NAMESPACES[prefix] = (resolve, placeholder)
 
 
+def is_user_arch(name: str) -> bool:
+    """True when ``name`` is the user's own ``package.module:ClassName`` (not a registered name or
+    namespace such as ``tv:``): building it imports that module
+    (:mod:`robustbench_sparse.models.user_arch`)."""
+    if name in _REGISTRY or any(name.startswith(prefix) for prefix in _NAMESPACES):
+        return False
+    return is_import_path(name)
+
+
 def _resolve(name: str) -> ModelBuilder:
     if name in _REGISTRY:
         return _REGISTRY[name]
     for prefix, (resolve, _) in _NAMESPACES.items():
         if name.startswith(prefix):
             return resolve(name[len(prefix) :])
+    if is_import_path(name):
+        return user_builder(name)  # imports the user's module
     namespaces = [prefix + placeholder for prefix, (_, placeholder) in _NAMESPACES.items()]
-    raise unknown_name("arch", name, [*list_models(), *namespaces])
+    raise unknown_name("arch", name, [*list_models(), *namespaces, PLACEHOLDER])
 
 
 def create_model(
@@ -96,17 +114,26 @@ def create_model(
     in_channels: int = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    input_shape: Sequence[int] | None = None,
     **kwargs: Any,
 ) -> NormalizedModel:
     """Build registered model ``name`` wrapped in a :class:`NormalizedModel`.
 
     Args:
-        name: one of :func:`list_models`, or ``tv:<torchvision classification model>``.
+        name: one of :func:`list_models`, ``tv:<torchvision classification model>``, or the
+            user's own ``package.module:ClassName`` (imported from the Python path; see
+            :mod:`robustbench_sparse.models.user_arch`).
         num_classes: number of logits.
         in_channels: image channels (1 for MNIST/digits).
         mean: per-channel mean for the ``Normalize`` layer (default 0 per channel).
         std: per-channel std (default 1 per channel).
+        input_shape: ``(C, H, W)`` of the inputs; when given, a user architecture's logits are
+            checked to be ``(N, num_classes)`` on a zero batch of this shape.
         **kwargs: passed to the builder (e.g. ``width`` for ``small_cnn``, ``pretrained`` for torchvision).
+
+    Raises:
+        UserError: an unknown name, keywords the builder does not take, mean/std of the wrong
+            length, a user architecture that cannot be imported or gives logits of another shape.
     """
     builder = _resolve(name)
     if num_classes < 1 or in_channels < 1:
@@ -127,20 +154,25 @@ def create_model(
         raise UserError(f"arch {name!r} does not accept {sorted(kwargs)}: {exc}") from exc
     # `pretrained` is not recorded: a model rebuilt from a checkpoint gets the saved weights instead.
     arch_kwargs = {k: v for k, v in kwargs.items() if k != "pretrained"}
-    return NormalizedModel(
+    model = NormalizedModel(
         net, mean_t, std_t, arch=name, num_classes=num_classes, arch_kwargs=arch_kwargs
     )
+    if input_shape is not None and is_user_arch(name):
+        check_logits_shape(model, name, input_shape, num_classes)
+    return model
 
 
 def create_model_for(name: str, info: DatasetInfo, **kwargs: Any) -> NormalizedModel:
     """:func:`create_model` sized and normalized for a dataset: its class count, input channels
-    (``info.input_shape[0]``) and per-channel mean/std. ``kwargs`` go to the builder."""
+    (``info.input_shape[0]``) and per-channel mean/std (a user architecture's logits are checked
+    on the dataset's input shape). ``kwargs`` go to the builder."""
     return create_model(
         name,
         num_classes=info.num_classes,
         in_channels=info.input_shape[0],
         mean=info.mean,
         std=info.std,
+        input_shape=info.input_shape,
         **kwargs,
     )
 
