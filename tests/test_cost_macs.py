@@ -15,7 +15,12 @@ from robustbench_sparse.sparsity.masks import kept_per_group
 from tests.cost_helpers import SMALL_CNN_PRUNED, apply_masks, flop_counter_macs, small_cnn
 
 #: small inputs keep the test fast; the big models are marked slow
-_SHAPES = {"resnet18": (3, 32, 32), "resnet50": (3, 32, 32), "small_cnn": (1, 28, 28)}
+_SHAPES = {
+    "resnet18": (3, 32, 32),
+    "resnet50": (3, 32, 32),
+    "small_cnn": (1, 28, 28),
+    "vgg16_bn_cifar": (3, 32, 32),  # five 2x2 max-pools
+}
 _SLOW = {"resnet50", "wrn28_10", "wrn34_10", "vgg16_bn_cifar"}
 
 
@@ -73,3 +78,28 @@ def test_nm_compliant_groups_along_input_channels() -> None:
     assert not nm_compliant(np.zeros((2, 6, 3, 3), dtype=bool))  # C % 4 != 0
     macs = layer_macs((2, 8, 3, 3), (4, 4), mask, 2, 8)
     assert macs.nm * 2 == macs.dense
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.75])
+def test_nm_granularity_masks_run_at_half_the_macs_under_2to4(sparsity: float) -> None:
+    from robustbench_sparse.cost import imbalance
+    from robustbench_sparse.sparsity.masks import compute_mask, nm_violations
+
+    model = small_cnn(width=0.5)
+    params = dict(model.named_parameters())
+    masks = {}
+    with torch.no_grad():
+        for name in SMALL_CNN_PRUNED:
+            mask = compute_mask(params[name], sparsity, Granularity.NM, nm=(2, 4))
+            assert nm_violations(mask, (2, 4)) == 0
+            params[name].mul_(mask)
+            masks[name] = mask
+    cost = model_cost(model, masks, (1, 8, 8))
+    for lc in cost.layers:
+        if f"{lc.name}.weight" in masks:
+            assert lc.nm_compliant and lc.macs.nm * 2 == lc.macs.dense
+            assert lc.metadata_bits["2to4"] == masks[f"{lc.name}.weight"].numel()
+            if sparsity == 0.5:
+                assert imbalance(masks[f"{lc.name}.weight"].numpy(), "nm-group-per-lane") == 1.0
+        else:  # the first conv (1 input channel) and the classifier stay dense
+            assert not lc.nm_compliant and lc.macs.nm == lc.macs.dense
