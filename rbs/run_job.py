@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,10 @@ from typing import Any
 from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, get_protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig
+from evaluations.engine.transfer import TransferPlan
 from rbs.attack_job import config_epsilons
 from rbs.finish import finish_run
+from rbs.transfer_job import RUN_TRANSFER_KEYS, experiment_transfer, transfer_settings
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint
 from robustbench_sparse.config import ConfigSchema, check_keys, load_toml, to_jsonable
@@ -53,6 +55,7 @@ EXPERIMENT_FILE = str(RUN_RULES.marker)
 _MODELS_KEYS = ["dense", "targets", "granularities", "methods", "extra", "trainings"]
 _EXTRA_KEYS = ["method", "target", "granularity"]
 _ATTACK_KEYS = ["protocol", "attacks", "backend", "batch_size", "limit", "device", "params"]
+_ATTACK_KEYS += list(RUN_TRANSFER_KEYS)  # rbs.transfer_job: save, craft on one model, score others
 _EPS_KEYS = ["linf", "l2"]
 
 #: the keys of an experiment config (``rbs run`` CONFIG, ``--set``): the training sections of
@@ -98,6 +101,7 @@ class ExperimentPlan:
     grid: GridConfig
     config: dict[str, Any]
     protocol: Protocol | None = None  # None: hand-picked ``[attack] attacks``
+    transfer: TransferPlan = field(default_factory=TransferPlan)  # [attack] transfer keys
 
     def fingerprint(self) -> str:
         """Hash of the resolved config: a re-run with the same fingerprint resumes."""
@@ -128,17 +132,21 @@ def plan_experiment(
     )
     plans = _model_plans(base, models_cfg)
     chosen, grid = _attack_grid(attack_cfg, eps_cfg, seed=base.train.seed)
+    transfer = experiment_transfer(attack_cfg, [p.name for p in plans])
     resolved = {
         "name": cfg.get("name", "experiment"),
         "models": [{"name": p.name, "job": to_jsonable(p.job)} for p in plans],
         "grid": to_jsonable(grid),
     }
+    if transfer_settings(attack_cfg):  # absent when unset: earlier fingerprints stay
+        resolved["transfer"] = transfer_settings(attack_cfg)
     return ExperimentPlan(
         str(cfg.get("name", "experiment")),
         tuple(plans),
         grid,
         resolved,
         chosen if chosen is not None else identify(grid.attacks),
+        transfer,
     )
 
 
@@ -392,7 +400,14 @@ def run_experiment(
         )
         checkpoints.append(ckpt)
     results_dir = out / "results"
-    grid_run = run_grid(checkpoints, data.test, plan.grid, out_dir=results_dir, progress=progress)
+    grid_run = run_grid(
+        checkpoints,
+        data.test,
+        plan.grid,
+        out_dir=results_dir,
+        progress=progress,
+        transfer=plan.transfer,
+    )
     finished = finish_run(
         results_dir,
         grid_run,
@@ -400,7 +415,11 @@ def run_experiment(
         data.test,
         plan.grid,
         plan.protocol,
-        header={"experiment": plan.name, "config": plan.config},
+        header={
+            "experiment": plan.name,
+            "config": plan.config,
+            "transfer": plan.transfer.describe(),
+        },
         # The seeds that matter: training (data subset, order, init) and each attack's own.
         seeds={"train": plan.models[0].job.train.seed},
         evaluation_subset={data.info.name: evaluation_subset_record(data.test, plan.grid.limit)},

@@ -110,3 +110,45 @@ def transfer_plan(
         in_worst_case=in_worst_case,
         sources=saved_sources(adversarials, data),
     )
+
+
+#: ``rbs run``'s ``[attack]`` keys of the transfer settings (an experiment's models are its own:
+#: no saved files are read there)
+RUN_TRANSFER_KEYS = ("save_adversarials", "transfer_from", "transfer_in_worst_case")
+
+
+def experiment_transfer(attack_cfg: Mapping[str, Any], models: Sequence[str]) -> TransferPlan:
+    """``[attack] save_adversarials / transfer_from / transfer_in_worst_case`` of an experiment.
+
+    ``transfer_from`` names one of the experiment's models (``"dense"``: craft on the dense
+    model, score each sparse one).
+
+    Raises:
+        UserError: a value of the wrong type, an unknown model, or the worst-case key without a
+            source.
+    """
+    for key in ("save_adversarials", "transfer_in_worst_case"):
+        if not isinstance(attack_cfg.get(key, False), bool):
+            raise UserError(f"[attack] {key} must be true or false, got {attack_cfg[key]!r}")
+    source = attack_cfg.get("transfer_from")
+    if source is not None and (not isinstance(source, str) or source not in models):
+        raise UserError(
+            f"[attack] transfer_from {source!r} is not a model of this experiment; "
+            f"valid: {', '.join(models)}"
+        )
+    if source is not None and len(models) < 2:
+        raise UserError("[attack] transfer_from needs at least one other model to score")
+    in_worst_case = bool(attack_cfg.get("transfer_in_worst_case", False))
+    if in_worst_case and source is None:
+        raise UserError("[attack] transfer_in_worst_case needs [attack] transfer_from")
+    return TransferPlan(
+        save=bool(attack_cfg.get("save_adversarials", False)),
+        source=source,
+        in_worst_case=in_worst_case,
+    )
+
+
+def transfer_settings(attack_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The transfer keys an experiment set (for its resolved config; ``{}`` when none, so the
+    fingerprints of earlier experiments stay as they were)."""
+    return {k: attack_cfg[k] for k in RUN_TRANSFER_KEYS if k in attack_cfg}

@@ -377,6 +377,42 @@ CASES: list[Case] = [
     Case("protocol", "unknown protocol", f"{A} --protocol fast"),
     Case("protocol", "unknown protocol (rbs run)", "rbs run --protocol fast --out new-run"),
     Case("protocol", "--protocol together with --attack", f"{A} --protocol quick --attack pgd"),
+    # ---------------------------------------- plain .pt wrappers and image files (issue 29: 5-7)
+    Case(
+        "checkpoint",
+        "`.pt` holding two state dicts (`{'ema': ..., 'model': ...}`) and no --state-dict-key",
+        "rbs inspect ema-model.pt --arch small_cnn --dataset digits",
+    ),
+    Case(
+        "checkpoint",
+        "`--state-dict-key` naming an entry the `.pt` lacks",
+        "rbs inspect ema-model.pt --arch small_cnn --dataset digits --state-dict-key emma",
+    ),
+    Case(
+        "checkpoint",
+        "`--state-dict-key` naming an entry that is no state dict",
+        "rbs inspect kuangliu.pt --arch small_cnn --dataset digits --state-dict-key acc",
+    ),
+    Case(
+        "checkpoint",
+        "`--state-dict-key` for a checkpoint directory (it holds one model)",
+        "rbs attack --checkpoint ck --state-dict-key model --out new-r",
+    ),
+    Case(
+        "checkpoint",
+        "`.pt` holding no state dict of tensors",
+        "rbs inspect no-weights.pt --arch small_cnn --dataset digits",
+    ),
+    Case(
+        "data",
+        "floating-point image with values outside [0, 1]",
+        "rbs attack --checkpoint if-ck --data-root float-images --out new-r",
+    ),
+    Case(
+        "data",
+        "32-bit integer image whose values do not fit its depth",
+        "rbs attack --checkpoint if-ck --data-root int32-images --out new-r",
+    ),
 ]
 
 # ------------------------------------------------------------------------------- workspace
@@ -458,6 +494,26 @@ def _imagefolder_files(ws: Path) -> None:
                 )
 
 
+def _issue29_files(ws: Path) -> None:
+    """Wrapped ``.pt`` files and imagefolders of images no depth can scale (issue 29: 5, 7)."""
+    import numpy as np
+    from PIL import Image
+
+    sd = _digits_model(width=1.0).net.state_dict()
+    torch.save({"ema": sd, "model": sd}, ws / "ema-model.pt")
+    torch.save({"net": sd, "acc": 95.3, "epoch": 200}, ws / "kuangliu.pt")
+    torch.save({"epoch": 200, "acc": 95.3}, ws / "no-weights.pt")
+    ramp = np.linspace(0.0, 1.0, 64).reshape(8, 8)
+    for folder, pixels in (
+        ("float-images", (ramp * 4.0).astype(np.float32)),
+        ("int32-images", (ramp * 4e9 - 2e9).astype(np.int32)),
+    ):
+        for split in ("train", "val"):
+            for c in "ab":
+                (ws / folder / split / c).mkdir(parents=True)
+                Image.fromarray(pixels).save(ws / folder / split / c / "0.tif")
+
+
 def build_workspace(ws: Path) -> None:
     """Every file the cases refer to (relative to ``ws``)."""
     ws.mkdir(parents=True, exist_ok=True)
@@ -496,6 +552,7 @@ def build_workspace(ws: Path) -> None:
     torch.save({"state_dict": {}, "x": _Payload(ws / "PWNED")}, ws / "evil.pt")
     _prune_files(ws)
     _imagefolder_files(ws)
+    _issue29_files(ws)
 
     (ws / "nodata").mkdir(exist_ok=True)
     shutil.rmtree(ws / "nodata")

@@ -9,6 +9,7 @@ exits 2 with one line and leaves no output directory behind.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,17 +18,21 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from evaluations.engine.transfer import TransferPlan
 from evaluations.record.adversarials import META_KEY
 from evaluations.record.metrics import WORST_CASE
 from evaluations.record.results import TRANSFER_FROM, read_results, read_sidecar
 from rbs.attack_job import AttackRunRequest, request_from_config
 from rbs.cli import main
+from rbs.run_job import plan_experiment
 from rbs.transfer_job import (
     TRANSFER_DEFAULTS,
     checkpoints_with_source,
     drop_default_transfer_keys,
+    experiment_transfer,
 )
 from robustbench_sparse.config import to_jsonable
+from robustbench_sparse.errors import UserError
 from tests.eval_helpers import build_checkpoints, single_thread
 
 EPS = "0,0.05,0.1"
@@ -237,3 +242,87 @@ def test_config_keys_reach_the_request(tmp_path: Path) -> None:
         }
     )
     assert asked.attacks == ("pgd",)
+
+
+# ------------------------------------------------------------------------------------- rbs run
+
+
+def test_experiment_transfer_keys() -> None:
+    models = ["dense", "window-70"]
+    plan = experiment_transfer(
+        {"transfer_from": "dense", "save_adversarials": True, "transfer_in_worst_case": True},
+        models,
+    )
+    assert (plan.source, plan.save, plan.in_worst_case) == ("dense", True, True)
+    assert experiment_transfer({}, models) == TransferPlan()
+    for cfg, message in [
+        ({"transfer_from": "window-90"}, "not a model of this experiment; valid: dense, window-70"),
+        ({"save_adversarials": "yes"}, "save_adversarials must be true or false"),
+        ({"transfer_in_worst_case": True}, "needs [attack] transfer_from"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            experiment_transfer(cfg, models)
+    with pytest.raises(UserError, match="at least one other model"):
+        experiment_transfer({"transfer_from": "dense"}, ["dense"])
+
+
+def test_run_plan_records_transfer_only_when_set() -> None:
+    plain = plan_experiment()
+    assert "transfer" not in plain.config and plain.transfer == TransferPlan()
+    same = plan_experiment(overrides={"attack": {"transfer_from": None}})
+    assert same.fingerprint() == plain.fingerprint()
+    plan = plan_experiment(overrides={"attack": {"transfer_from": "dense"}})
+    assert plan.transfer.source == "dense" and plan.config["transfer"] == {"transfer_from": "dense"}
+    assert plan.fingerprint() != plain.fingerprint()
+
+
+TRANSFER_RUN = """
+name = "tiny-transfer"
+
+[data]
+dataset = "digits"
+train_limit = 300
+test_limit = 60
+
+[model]
+arch = "small_cnn"
+width = 0.25
+
+[train]
+batch_size = 32
+lr = 0.05
+warmup_epochs = 0.0
+device = "cpu"
+amp = false
+
+[sparsity]
+update_every = 2
+
+[models]
+dense = true
+targets = [0.7]
+granularities = ["window"]
+
+[attack]
+attacks = ["fgsm"]
+batch_size = 50
+transfer_from = "dense"
+save_adversarials = true
+
+[epsilons]
+linf = [0, 0.05, 0.1]
+"""
+
+
+@pytest.mark.slow
+def test_rbs_run_crafts_on_dense_and_scores_the_sparse_model(tmp_path: Path) -> None:
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TRANSFER_RUN)
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out), "--epochs", "1", "--limit", "40"]) == 0
+    df = read_results(out / "results")
+    transfer = df[df[TRANSFER_FROM] != ""]
+    assert set(transfer["checkpoint"]) == {"window-70"}
+    assert set(transfer["attack"]) == {"fgsm from dense"}
+    assert (out / "results" / "adversarials" / "dense" / "fgsm@native.safetensors").is_file()
+    assert read_sidecar(out / "results")["transfer"]["transfer_from"] == "dense"

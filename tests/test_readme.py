@@ -58,6 +58,7 @@ PLACEHOLDERS = {
     "CONFIG.toml": "experiment.toml",
     "NAME": "digits-smallcnn",
     "N": "30",
+    "THIN": "thin",
 }
 #: What a trailing ``...`` ("and the rest of the command") stands for, per subcommand.
 REST = {"train": ["--out", "DIR"], "attack": ["--checkpoint", "DIR", "--out", "RESULTS"]}

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rbs.commands.common import add_normalize
+from rbs.commands.common import add_normalize, add_state_dict_key
 from robustbench_sparse.errors import UserError
 
 __all__ = ["add_parser", "cmd_cost", "parse_input_shape"]
@@ -50,6 +50,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dataset", help="dataset of a plain state dict (gives the input shape)")
     p.add_argument("--data-root", help="where the dataset lives (imagefolder: its class folders)")
     add_normalize(p)
+    add_state_dict_key(p)
     p.set_defaults(handler=cmd_cost)
 
 
@@ -84,6 +85,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         data_root=args.data_root,
         normalize=args.normalize,
+        state_dict_key=args.state_dict_key,
     )
     input_shape = shape or tuple(ckpt.info.input_shape)
     if shape is not None and shape[0] != ckpt.info.input_shape[0]:
