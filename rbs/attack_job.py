@@ -53,6 +53,7 @@ class AttackRunRequest:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     linf_epsilons: list[float] | None = None
     l2_epsilons: list[float] | None = None
+    l1_epsilons: list[float] | None = None
     limit: int | None = None
     batch_size: int = 500
     device: str = "cpu"
@@ -78,7 +79,11 @@ class AttackRunRequest:
         if self.protocol is None:
             return None, list(dict.fromkeys(self.attacks)), dict(self.params)
         return resolve_attacks(
-            self.protocol, None, self.params, l2_grid_given=self.l2_epsilons is not None
+            self.protocol,
+            None,
+            self.params,
+            l2_grid_given=self.l2_epsilons is not None,
+            l1_grid_given=self.l1_epsilons is not None,
         )
 
     def grid(self) -> GridConfig:
@@ -100,6 +105,7 @@ class AttackRunRequest:
             attacks=specs,
             linf_epsilons=tuple(self.linf_epsilons) if self.linf_epsilons is not None else None,
             l2_epsilons=tuple(self.l2_epsilons) if self.l2_epsilons is not None else None,
+            l1_epsilons=tuple(self.l1_epsilons) if self.l1_epsilons is not None else None,
             batch_size=self.batch_size,
             limit=self.limit,
             device=self.device,
@@ -119,7 +125,7 @@ class AttackRunRequest:
         payload.pop("trust_arch", None)  # permission to import, not a setting of the run
         if payload.get("arch_kwargs") is None:  # keeps fingerprints of earlier runs
             payload.pop("arch_kwargs", None)
-        for key in ("normalize", "protocol", "state_dict_key"):
+        for key in ("normalize", "protocol", "state_dict_key", "l1_epsilons"):
             if payload.get(key) is None:  # keeps fingerprints of earlier runs
                 payload.pop(key, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -146,7 +152,7 @@ ATTACK_SCHEMA = ConfigSchema(
             "transfer_from",
             "transfer_in_worst_case",
         ),
-        "epsilons": ("linf", "l2"),
+        "epsilons": ("linf", "l2", "l1"),
         "data": ("dataset", "data_root", "download"),
         "model": ("arch", "kwargs", "trust_arch", "normalize", "state_dict_key"),
     }
@@ -155,6 +161,7 @@ ATTACK_SCHEMA = ConfigSchema(
 _RENAMED = {
     ("epsilons", "linf"): "linf_epsilons",
     ("epsilons", "l2"): "l2_epsilons",
+    ("epsilons", "l1"): "l1_epsilons",
     ("model", "kwargs"): "arch_kwargs",
 }
 

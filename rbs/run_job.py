@@ -56,7 +56,7 @@ _MODELS_KEYS = ["dense", "targets", "granularities", "methods", "extra", "traini
 _EXTRA_KEYS = ["method", "target", "granularity"]
 _ATTACK_KEYS = ["protocol", "attacks", "backend", "batch_size", "limit", "device", "params"]
 _ATTACK_KEYS += list(RUN_TRANSFER_KEYS)  # rbs.transfer_job: save, craft on one model, score others
-_EPS_KEYS = ["linf", "l2"]
+_EPS_KEYS = ["linf", "l2", "l1"]
 
 #: the keys of an experiment config (``rbs run`` CONFIG, ``--set``): the training sections of
 #: :data:`~robustbench_sparse.train_job.TRAIN_SCHEMA`, the models, the attack and its epsilons
@@ -229,6 +229,7 @@ def _attack_grid(
             None,
             params,
             l2_grid_given="l2" in eps_cfg,
+            l1_grid_given="l1" in eps_cfg,
         )
     for key in params:
         if key not in names:
@@ -237,14 +238,15 @@ def _attack_grid(
     specs = tuple(
         AttackSpec(n, backend, tuple(sorted(dict(params.get(n, {})).items()))) for n in names
     )
-    linf, l2 = (
+    linf, l2, l1 = (
         tuple(config_epsilons(eps_cfg[n], f"[epsilons] {n}")) if n in eps_cfg else None
-        for n in ("linf", "l2")
+        for n in ("linf", "l2", "l1")
     )
     grid = GridConfig(
         attacks=specs,
         linf_epsilons=linf,
         l2_epsilons=l2,
+        l1_epsilons=l1,
         batch_size=int(attack_cfg.get("batch_size", 500)),
         limit=attack_cfg.get("limit"),
         device=str(attack_cfg.get("device", "cpu")),

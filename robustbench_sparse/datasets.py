@@ -125,6 +125,16 @@ _EPS_GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
         **dict.fromkeys(_CIFAR_LIKE, (0.0, 0.125, 0.25, 0.5, 1.0)),
         "imagefolder": (0.0, 0.25, 0.5, 1.0, 2.0),
     },
+    "l1": {
+        # An L1 budget of e can change about e pixels fully: 8x8 digits are broken by a few.
+        "digits": (0.0, 0.5, 1.0, 2.0, 3.0, 4.0),
+        # MNIST/CIFAR/ImageNet: around the budgets of the L1 literature (MNIST 10, Tramer & Boneh
+        # 2019; CIFAR-10 12 and ImageNet 60, Croce & Hein 2021).
+        "mnist": (0.0, 2.5, 5.0, 10.0, 15.0),
+        "fashion-mnist": (0.0, 2.5, 5.0, 10.0, 15.0),
+        **dict.fromkeys(_CIFAR_LIKE, (0.0, 2.0, 4.0, 8.0, 12.0)),
+        "imagefolder": (0.0, 15.0, 30.0, 60.0),
+    },
 }
 
 _SPLITS = ("train", "test")
@@ -159,7 +169,7 @@ def default_eps_grid(name: str, norm: str) -> list[float]:
 
     Args:
         name: dataset name.
-        norm: ``"linf"`` or ``"l2"`` (a ``str``-valued enum member works too).
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (a ``str``-valued enum member works too).
     """
     _check_name(name)
     key = str(getattr(norm, "value", norm)).lower()

@@ -319,6 +319,10 @@ def test_plot_and_report_need_results(tmp_path: Path, capsys: pytest.CaptureFixt
         (["--attack", "fgsm", "--eps", "0,8"], ["linf epsilon 8 >= 1", "8/255 = 0.03137"]),
         (["--attack", "fgsm", "--eps", "0,1,2"], ["linf epsilon 1 >= 1", "linf epsilon 2 >= 1"]),
         (["--attack", "pgd-l2", "--eps-l2", "0,9"], ["sqrt(64) = 8", "9/255 = 0.03529"]),
+        (
+            ["--attack", "apgd-ce-l1", "--param", "apgd-ce-l1.steps=3", "--eps-l1", "0,70"],
+            ["L1 diameter 64", "70/255 = 0.2745"],
+        ),
     ],
 )
 def test_epsilon_in_the_wrong_unit_is_warned_once_and_recorded(
@@ -396,6 +400,29 @@ def test_protocol_quick_is_recorded(
     side = read_sidecar(out)
     assert side["protocol"]["label"] == "quick/v1"
     assert sorted(read_results(out)["attack"].unique()) == ["cw", "fgsm", "pgd", WORST_CASE]
+
+
+@pytest.mark.slow
+def test_l1_grid_runs_l1_attacks_verified_and_reported(
+    ckpt_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "l1"
+    extra = ["--attack", "apgd-ce-l1", "--attack", "apgd-t-l1", "--eps-l1", "0,1,3"]
+    extra += ["--param", "apgd-ce-l1.steps=6", "--param", "apgd-ce-l1.restarts=1"]
+    extra += ["--param", "apgd-t-l1.steps=6", "--param", "apgd-t-l1.n_target_classes=2"]
+    argv = _argv({"dense": ckpt_dirs["dense"]}, out, *extra, "--limit", "16")
+    assert main(argv) == 0
+    df = read_results(out)
+    assert set(df["norm"]) == {"l1"}
+    assert sorted(df["attack"].unique()) == ["apgd-ce-l1", "apgd-t-l1", WORST_CASE]
+    wc = df[df["attack"] == WORST_CASE].sort_values("epsilon")
+    assert wc["epsilon"].tolist() == [0.0, 1.0, 3.0]
+    assert wc["robust_correct"].is_monotonic_decreasing
+    assert int(wc["robust_correct"].iloc[0]) == int(wc["clean_correct"].iloc[0])
+    side = read_sidecar(out)
+    unbounded = side["masking"]["checks"]["unbounded_budget"]
+    assert "l1" in json.dumps(unbounded) and "apgd-ce-l1" in json.dumps(unbounded)
+    assert "L1" in (out / "report.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("command", ["attack", "run"])

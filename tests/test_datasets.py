@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -159,9 +160,11 @@ def test_imagefolder_reads_class_folders(tmp_path: Path) -> None:
 
 def test_default_eps_grids() -> None:
     for name in ds.list_datasets():
-        for norm in ("linf", "l2"):
+        for norm in ("linf", "l2", "l1"):
             grid = ds.default_eps_grid(name, norm)
             assert grid[0] == 0.0 and grid == sorted(grid) and len(set(grid)) == len(grid)
+            d = math.prod(ds.dataset_info(name).input_shape)
+            assert grid[-1] < {"linf": 1.0, "l2": math.sqrt(d), "l1": d}[norm]  # not everything
     assert ds.default_eps_grid("digits", "linf") == [0.0, 0.05, 0.1, 0.15, 0.2, 0.3]
     assert ds.default_eps_grid("cifar10", "linf")[-1] == pytest.approx(16 / 255)
     assert ds.default_eps_grid("imagefolder", "linf")[-1] == pytest.approx(4 / 255)
@@ -171,8 +174,9 @@ def test_default_eps_grids() -> None:
     assert ds.default_eps_grid("imagefolder", "l2") == [0.0, 0.25, 0.5, 1.0, 2.0]
     ds.default_eps_grid("digits", "linf").append(9.0)  # a copy: the default is not mutated
     assert ds.default_eps_grid("digits", "linf")[-1] == 0.3
+    assert ds.default_eps_grid("cifar10", "l1")[-1] == 12.0  # Croce & Hein 2021's CIFAR-10 budget
     with pytest.raises(UserError, match="norm"):
-        ds.default_eps_grid("digits", "l1")
+        ds.default_eps_grid("digits", "l0")
 
 
 @pytest.fixture

@@ -41,15 +41,26 @@ def test_quick_is_the_historical_default() -> None:
 
 
 def test_standard_and_thorough_extend_quick_with_stronger_attacks() -> None:
-    quick = set(PROTOCOLS["quick"].attack_names(l2_grid_given=True))
-    standard = set(PROTOCOLS["standard"].attack_names(l2_grid_given=True))
-    thorough = set(PROTOCOLS["thorough"].attack_names(l2_grid_given=True))
+    every = {"l2_grid_given": True, "l1_grid_given": True}
+    quick = set(PROTOCOLS["quick"].attack_names(**every))
+    standard = set(PROTOCOLS["standard"].attack_names(**every))
+    thorough = set(PROTOCOLS["thorough"].attack_names(**every))
     assert quick < standard < thorough
-    assert {"autoattack", "autoattack-l2", "fmn"} <= standard
+    assert {"autoattack", "autoattack-l2", "autoattack-l1", "fmn"} <= standard
     assert {"autoattack-plus", "autoattack-plus-l2"} <= thorough
     assert standard == STANDARD_ATTACKS
     thorough_pgd = PROTOCOLS["thorough"].params(l2_grid_given=False)["pgd"]
     assert thorough_pgd["steps"] > 20 and thorough_pgd["restarts"] > 1
+
+
+@pytest.mark.parametrize("l2, l1", [(False, False), (True, False), (False, True), (True, True)])
+def test_standard_adds_autoattack_of_a_norm_only_when_its_grid_is_given(l2: bool, l1: bool) -> None:
+    names = PROTOCOLS["standard"].attack_names(l2_grid_given=l2, l1_grid_given=l1)
+    assert ("autoattack-l2" in names) is l2
+    assert ("autoattack-l1" in names) is l1
+    assert "autoattack" in names
+    _, resolved, _ = resolve_attacks("standard", None, {}, l2_grid_given=l2, l1_grid_given=l1)
+    assert resolved == names
 
 
 @pytest.mark.parametrize("name", ["quick", "standard", "thorough"])

@@ -155,7 +155,7 @@ def test_validate_names_missing_columns() -> None:
 def test_validate_rejects_bad_values() -> None:
     df, _ = synthetic_results(with_l2=False)
     bad = df.copy()
-    bad.loc[0, "norm"] = "l1"
+    bad.loc[0, "norm"] = "l0"
     with pytest.raises(ValueError, match="unknown norms"):
         validate_results(bad)
     bad = df.copy()

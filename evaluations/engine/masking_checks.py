@@ -45,8 +45,9 @@ def flagged(checks: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def unbounded_budget(norm: str, input_shape: Sequence[int]) -> float:
-    """A budget that allows any image in ``[0, 1]^d``: Linf 1.0, L2 the diameter ``sqrt(d)``."""
-    return 1.0 if norm == "linf" else math.sqrt(float(np.prod(input_shape)))
+    """A budget that allows any image in ``[0, 1]^d``: Linf 1.0, L2 ``sqrt(d)``, L1 ``d``."""
+    d = float(np.prod(input_shape))
+    return {"linf": 1.0, "l2": math.sqrt(d), "l1": d}[norm]
 
 
 # --------------------------------------------------------------------------- pure checks

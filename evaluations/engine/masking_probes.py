@@ -57,10 +57,15 @@ def probe_randomness(model: nn.Module, x: Tensor) -> dict[str, Any]:
     return {"n": int(x.shape[0]), "disagree": disagree, "max_logit_diff": diff}
 
 
+def _for_norm(name: str, norm: str) -> str:
+    """The registry name of attack ``name`` for ``norm``: ``apgd-ce``, ``apgd-ce-l2``, ..."""
+    return name if norm == "linf" else f"{name}-{norm}"
+
+
 def _strongest_white_box(norm: str) -> str:
     available = set(list_attacks("native"))
     for name in ("apgd-ce", "pgd"):
-        full = name if norm == "linf" else f"{name}-l2"
+        full = _for_norm(name, norm)
         if full in available:
             return full
     raise AttackConfigError(f"no white-box {norm} attack registered")
@@ -87,7 +92,7 @@ _CONFIRM = ("apgd-ce", "apgd-t")
 def _white_box_survivors(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str) -> int:
     """How many of ``x`` (n, ...) every confirming white-box attack leaves robust at ``eps``."""
     available = set(list_attacks("native"))
-    names = [n if norm == "linf" else f"{n}-l2" for n in _CONFIRM]
+    names = [_for_norm(n, norm) for n in _CONFIRM]
     names = [n for n in names if n in available] or [_strongest_white_box(norm)]
     for name in names:
         if x.shape[0] == 0:
@@ -99,7 +104,7 @@ def _white_box_survivors(model: nn.Module, x: Tensor, y: Tensor, eps: float, nor
 
 
 def _black_box_attack(probes: MaskingProbes, norm: str) -> Any | None:
-    name = probes.black_box if norm == "linf" else f"{probes.black_box}-l2"
+    name = _for_norm(probes.black_box, norm)
     if name not in list_attacks("native"):
         return None
 

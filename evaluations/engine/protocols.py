@@ -9,9 +9,11 @@ what it is known to be equivalent to. Three protocols ship:
     leaving 2.6x AutoAttack's robust accuracy at Linf 0.15 on digits); use it for development.
 ``standard`` (v1)
     ``quick`` + ``autoattack`` (APGD-CE -> APGD-T -> FAB-T -> Square on the survivors; Croce & Hein,
-    ICML 2020, "standard" version) for Linf, and for L2 where an L2 grid is given, + FMN (Pintor et
-    al., NeurIPS 2021) for Linf minimum norms. This is the set the adversarial-pruning benchmark
-    (Piras et al. 2024) re-evaluates every method with; the number to publish.
+    ICML 2020, "standard" version) for Linf, and for L2 where an L2 grid is given, + ``autoattack-l1``
+    (l1-APGD-CE with 5 restarts -> l1-APGD-T with 5 targets; Croce & Hein, ICML 2021) where an L1
+    grid is given, + FMN (Pintor et al., NeurIPS 2021) for Linf minimum norms. This is the set the
+    adversarial-pruning benchmark (Piras et al. 2024) re-evaluates every method with (L1 apart);
+    the number to publish.
 ``thorough`` (v1)
     ``standard`` + ``autoattack-plus`` (AutoAttack's "plus" version: more restarts, untargeted FAB and
     Square restarts) + PGD with 100 steps and 5 restarts. Run it to show ``standard`` has converged:
@@ -61,12 +63,20 @@ class ProtocolAttack:
     """One attack of a protocol: registry name, parameters, and when it runs.
 
     ``only_with_l2_grid``: run only when the user gave an explicit L2 epsilon grid (AutoAttack L2
-    is expensive and the default L2 grid exists for C&W's minimum norms).
+    is expensive and the default L2 grid exists for C&W's minimum norms); ``only_with_l1_grid``
+    the same for an explicit L1 grid (``--eps-l1``: AutoAttack L1).
     """
 
     name: str
     params: tuple[tuple[str, Any], ...] = ()
     only_with_l2_grid: bool = False
+    only_with_l1_grid: bool = False
+
+    def runs(self, *, l2_grid_given: bool, l1_grid_given: bool = False) -> bool:
+        """Whether this attack runs, given which explicit grids the user gave."""
+        return (l2_grid_given or not self.only_with_l2_grid) and (
+            l1_grid_given or not self.only_with_l1_grid
+        )
 
 
 @dataclass(frozen=True)
@@ -98,17 +108,17 @@ class Protocol:
         """``name/vN``: what the report prints next to every number."""
         return f"{self.name}/v{self.version}"
 
-    def attack_names(self, *, l2_grid_given: bool) -> list[str]:
-        """The registry names this protocol runs (L2-grid-only attacks dropped unless given)."""
-        return [a.name for a in self.attacks if l2_grid_given or not a.only_with_l2_grid]
+    def attack_names(self, *, l2_grid_given: bool, l1_grid_given: bool = False) -> list[str]:
+        """The registry names this protocol runs (L2/L1-grid-only attacks dropped unless given)."""
+        given = {"l2_grid_given": l2_grid_given, "l1_grid_given": l1_grid_given}
+        return [a.name for a in self.attacks if a.runs(**given)]
 
-    def params(self, *, l2_grid_given: bool) -> dict[str, dict[str, Any]]:
+    def params(
+        self, *, l2_grid_given: bool, l1_grid_given: bool = False
+    ) -> dict[str, dict[str, Any]]:
         """Per-attack parameter overrides (attacks without overrides are absent)."""
-        return {
-            a.name: dict(a.params)
-            for a in self.attacks
-            if a.params and (l2_grid_given or not a.only_with_l2_grid)
-        }
+        given = {"l2_grid_given": l2_grid_given, "l1_grid_given": l1_grid_given}
+        return {a.name: dict(a.params) for a in self.attacks if a.params and a.runs(**given)}
 
     def describe(self) -> dict[str, Any]:
         """JSON-able record for ``results.json``."""
@@ -119,7 +129,12 @@ class Protocol:
             "summary": self.summary,
             "equivalent_to": self.equivalent_to,
             "attacks": [
-                {"name": a.name, "params": dict(a.params), "only_with_l2_grid": a.only_with_l2_grid}
+                {
+                    "name": a.name,
+                    "params": dict(a.params),
+                    "only_with_l2_grid": a.only_with_l2_grid,
+                    **({"only_with_l1_grid": True} if a.only_with_l1_grid else {}),
+                }
                 for a in self.attacks
             ],
             "masking_probes": {
@@ -143,6 +158,7 @@ _QUICK_ATTACKS = (
 _STANDARD_EXTRA = (
     ProtocolAttack("autoattack"),
     ProtocolAttack("autoattack-l2", only_with_l2_grid=True),
+    ProtocolAttack("autoattack-l1", only_with_l1_grid=True),
     ProtocolAttack("fmn"),
 )
 
@@ -165,7 +181,7 @@ PROTOCOLS: dict[str, Protocol] = {
             version=1,
             summary=(
                 "quick + AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square; Linf, and L2 where "
-                "an L2 grid is given) + FMN Linf"
+                "an L2 grid is given; L1 APGD-CE + APGD-T where an L1 grid is given) + FMN Linf"
             ),
             equivalent_to=(
                 "AutoAttack 'standard' (Croce & Hein, ICML 2020) run per epsilon, as RobustBench "
@@ -274,6 +290,21 @@ PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 for _name in ("autoattack", "autoattack-l2", "autoattack-plus", "autoattack-plus-l2"):
     PAPER_DEFAULTS.setdefault(_name, {"source": "Croce & Hein, ICML 2020 (AutoAttack)"})
+PAPER_DEFAULTS["autoattack-l1"] = {"source": "Croce & Hein, ICML 2021 (AutoAttack L1 standard)"}
+PAPER_DEFAULTS["apgd-ce-l1"] = {
+    "source": "Croce & Hein, ICML 2021 (l1-APGD; AutoAttack L1 standard: 100 iterations, "
+    "5 restarts, use_largereps)",
+    "steps": 100,
+    "restarts": 5,
+    "larger_eps": True,
+}
+PAPER_DEFAULTS["apgd-t-l1"] = {
+    "source": "Croce & Hein, ICML 2021 (l1-APGD-T; AutoAttack L1 standard: 100 iterations, "
+    "5 target classes, use_largereps)",
+    "steps": 100,
+    "n_target_classes": 5,
+    "larger_eps": True,
+}
 for _name in ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "fmn"):
     PAPER_DEFAULTS.setdefault(f"{_name}-l2", {**PAPER_DEFAULTS.get(_name, {})})
 PAPER_DEFAULTS.setdefault("apgd-dlr", {**PAPER_DEFAULTS["apgd-ce"]})
@@ -311,6 +342,7 @@ def resolve_attacks(
     params: Mapping[str, Mapping[str, Any]],
     *,
     l2_grid_given: bool,
+    l1_grid_given: bool = False,
 ) -> tuple[Protocol | None, list[str], dict[str, dict[str, Any]]]:
     """Turn ``--protocol`` / ``--attack`` / ``--param`` into (protocol, attack names, params).
 
@@ -323,8 +355,9 @@ def resolve_attacks(
     if attacks:
         return None, list(attacks), {k: dict(v) for k, v in params.items()}
     chosen = get_protocol(protocol if protocol is not None else "quick")
-    names = chosen.attack_names(l2_grid_given=l2_grid_given)
-    merged = chosen.params(l2_grid_given=l2_grid_given)
+    given = {"l2_grid_given": l2_grid_given, "l1_grid_given": l1_grid_given}
+    names = chosen.attack_names(**given)
+    merged = chosen.params(**given)
     for key, values in params.items():
         if key not in names:
             raise UserError(
@@ -363,10 +396,11 @@ def identify(specs: Sequence[Any]) -> Protocol | None:
     names = [s.name for s in specs]
     used = {s.name: s.build().params() for s in specs}
     for protocol in PROTOCOLS.values():
-        for l2 in (False, True):
-            if sorted(protocol.attack_names(l2_grid_given=l2)) != sorted(names):
+        for l2, l1 in ((False, False), (True, False), (False, True), (True, True)):
+            given = {"l2_grid_given": l2, "l1_grid_given": l1}
+            if sorted(protocol.attack_names(**given)) != sorted(names):
                 continue
-            params = protocol.params(l2_grid_given=l2)
+            params = protocol.params(**given)
             try:
                 same = all(get_attack(n, **params.get(n, {})).params() == used[n] for n in names)
             except ValueError:  # an attack of the protocol is not registered

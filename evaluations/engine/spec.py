@@ -45,6 +45,7 @@ class GridConfig:
     attacks: tuple[AttackSpec, ...] = (AttackSpec("fgsm"), AttackSpec("pgd"), AttackSpec("cw"))
     linf_epsilons: tuple[float, ...] | None = None
     l2_epsilons: tuple[float, ...] | None = None
+    l1_epsilons: tuple[float, ...] | None = None
     batch_size: int = 500
     limit: int | None = None
     device: str = "cpu"
@@ -61,7 +62,7 @@ class GridConfig:
         if self.batch_size < 1:
             raise UserError(f"the attack batch size must be >= 1 (got {self.batch_size})")
         # The one place a configured grid is validated (and sorted): here, at construction.
-        for name in ("linf_epsilons", "l2_epsilons"):
+        for name in ("linf_epsilons", "l2_epsilons", "l1_epsilons"):
             given = getattr(self, name)
             if given is not None:
                 norm = name.partition("_")[0]
@@ -69,7 +70,11 @@ class GridConfig:
 
     def epsilons(self, norm: Norm, dataset: str) -> list[float]:
         """The sorted epsilon grid for ``norm`` (dataset default where not configured)."""
-        given = self.linf_epsilons if norm is Norm.LINF else self.l2_epsilons
+        given = {
+            Norm.LINF: self.linf_epsilons,
+            Norm.L2: self.l2_epsilons,
+            Norm.L1: self.l1_epsilons,
+        }[norm]
         return list(given) if given is not None else default_eps_grid(dataset, norm.value)
 
 

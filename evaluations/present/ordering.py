@@ -13,7 +13,7 @@ import pandas as pd
 from evaluations.record.metrics import WORST_CASE
 
 #: display names of the norms, in display order (L∞ first)
-NORM_LABEL = {"linf": "L∞", "l2": "L2"}
+NORM_LABEL = {"linf": "L∞", "l2": "L2", "l1": "L1"}
 #: attacks in display order; the worst case last, unknown attacks just before it
 ATTACK_ORDER = ("fgsm", "fgm", "pgd", "apgd", "cw", WORST_CASE)
 
@@ -24,7 +24,7 @@ def iter_rows(frame: pd.DataFrame) -> Iterator[Any]:
 
 
 def norm_label(norm: str) -> str:
-    """``"L∞"`` for ``"linf"``, ``"L2"`` for ``"l2"``; other names unchanged."""
+    """``"L∞"`` for ``"linf"``, ``"L2"`` for ``"l2"``, ``"L1"`` for ``"l1"``; others unchanged."""
     return NORM_LABEL.get(norm, norm)
 
 

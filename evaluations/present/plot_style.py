@@ -290,6 +290,8 @@ def eps_axis_label(norm: str) -> str:
         return "ε (L∞, pixel scale 0–1)"
     if norm == "l2":
         return "ε (L2 over the image, pixel scale 0–1)"
+    if norm == "l1":
+        return "ε (L1 over the image, pixel scale 0–1)"
     return f"ε ({norm})"
 
 

@@ -1,8 +1,8 @@
 """Figures of a results directory: robustness curves, accuracy vs sparsity, C&W distance ECDFs, clean vs robust.
 
 Every function writes one PNG and one SVG per figure (atomically) and returns the written paths; a
-figure whose data is absent is skipped with an INFO log line. File names (``<norm>`` is ``linf`` or
-``l2``):
+figure whose data is absent is skipped with an INFO log line. File names (``<norm>`` is ``linf``,
+``l2`` or ``l1``):
 
 * ``robustness_curves_<norm>.{png,svg}`` robust accuracy vs epsilon, one panel per attack
 * ``accuracy_vs_sparsity_<norm>.{png,svg}`` worst-case robust accuracy vs achieved sparsity

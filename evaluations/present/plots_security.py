@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import PercentFormatter
 
+from evaluations.present.ordering import NORM_LABEL, norm_label
 from evaluations.present.plot_style import (
     checkpoint_styles,
     describe_results,
@@ -44,7 +45,7 @@ def plot_security_curves(
     out = Path(out_dir)
     styles = checkpoint_styles(results)
     paths: list[Path] = []
-    for norm in [n for n in ("linf", "l2") if n in set(table["norm"])]:
+    for norm in [n for n in NORM_LABEL if n in set(table["norm"])]:
         sub = table[table["norm"] == norm]
         wc = results[(results["attack"] == WORST_CASE) & (results["norm"] == norm)]
         right = float(wc["epsilon"].max()) if not wc.empty else float(np.nan)
@@ -85,7 +86,7 @@ def plot_security_curves(
             ax.set_ylabel("robust accuracy (smallest perturbation found)")
             ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, fontsize=8)
             ax.set_title(
-                f"Security curves ({'L∞' if norm == 'linf' else 'L2'}): every ε, "
+                f"Security curves ({norm_label(norm)}): every ε, "
                 f"grid worst case as markers\n{describe_results(results)}",
                 fontsize=11,
             )

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from evaluations.present.ordering import norm_label
 from evaluations.present.plot_style import save_figure, seaborn_theme
 from evaluations.record.metrics import WORST_CASE
 from evaluations.record.training_methods import (
@@ -70,9 +71,7 @@ def plot_training_curves(df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> l
                     if n == norm:
                         ax.axvline(e, color="grey", ls=":", lw=1)
                 ax.set_title(str(training), fontsize=10)
-                ax.set_xlabel(
-                    f"epsilon ({'L∞' if norm == 'linf' else 'L2'}, pixel units in [0, 1])"
-                )
+                ax.set_xlabel(f"epsilon ({norm_label(norm)}, pixel units in [0, 1])")
                 ax.set_ylim(0, 100)
                 ax.grid(alpha=0.3)
             axes[0][0].set_ylabel("worst-case robust accuracy (%)")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluations.present.document import Block, Bullets, Heading, Paragraph, Table
+from evaluations.present.ordering import norm_label
 from evaluations.record.security import read_min_norm_table, security_summary
 
 __all__ = ["deviation_blocks", "masking_blocks", "security_blocks"]
@@ -117,7 +118,7 @@ def security_blocks(root: Path, side: dict[str, Any], eps_max: dict[str, float])
     rows = [
         [
             str(r["checkpoint"]),
-            "L∞" if r["norm"] == "linf" else "L2",
+            norm_label(str(r["norm"])),
             f"{_norm_text(float(r['median_norm']))} [{_norm_text(float(r['median_low']))}, "
             f"{_norm_text(float(r['median_high']))}]",
             f"{100 * float(r['auc']):.1f} %" if math.isfinite(float(r["auc"])) else "–",

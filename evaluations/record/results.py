@@ -15,7 +15,7 @@ sparsity_achieved           float  measured sparsity
 attack                      str    attack name; ``worst_case`` = per-example worst case over the
                                    attacks of that norm
 backend                     str    attack implementation (native, torchattacks, foolbox, ...)
-norm                        str    ``linf`` or ``l2``
+norm                        str    ``linf``, ``l2`` or ``l1``
 epsilon                     float  perturbation budget
 n                           int    examples evaluated
 clean_correct               int    examples classified correctly without attack
@@ -159,7 +159,7 @@ MIN_NORM_COLUMNS: list[str] = [
     "clean_correct",
 ]
 
-_NORMS = frozenset({"linf", "l2"})
+_NORMS = frozenset({"linf", "l2", "l1"})
 
 
 # --------------------------------------------------------------------------- helpers

@@ -72,6 +72,12 @@ EVERYDAY = (
     ),
     Alias("--eps-l2", "epsilons.l2", "L2 grid, comma-separated", convert=_eps),
     Alias(
+        "--eps-l1",
+        "epsilons.l1",
+        "L1 grid, comma-separated (adds AutoAttack L1 to --protocol standard)",
+        convert=_eps,
+    ),
+    Alias(
         "--limit",
         "attack.limit",
         "evaluate N test examples (class-balanced, fixed seed)",
