@@ -60,6 +60,7 @@ class AttackRunRequest:
     dataset: str | None = None
     data_root: str | None = None
     download: bool = False
+    image_size: int | None = None  # imagefolder: resize the test images to S x S
     arch: str | None = None
     arch_kwargs: dict[str, Any] | None = None  # plain state dicts: the constructor keywords
     trust_arch: bool = False  # rebuild checkpoints of a user class without --arch naming it
@@ -125,7 +126,7 @@ class AttackRunRequest:
         payload.pop("trust_arch", None)  # permission to import, not a setting of the run
         if payload.get("arch_kwargs") is None:  # keeps fingerprints of earlier runs
             payload.pop("arch_kwargs", None)
-        for key in ("normalize", "protocol", "state_dict_key", "l1_epsilons"):
+        for key in ("normalize", "protocol", "state_dict_key", "l1_epsilons", "image_size"):
             if payload.get(key) is None:  # keeps fingerprints of earlier runs
                 payload.pop(key, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -153,7 +154,7 @@ ATTACK_SCHEMA = ConfigSchema(
             "transfer_in_worst_case",
         ),
         "epsilons": ("linf", "l2", "l1"),
-        "data": ("dataset", "data_root", "download"),
+        "data": ("dataset", "data_root", "download", "image_size"),
         "model": ("arch", "kwargs", "trust_arch", "normalize", "state_dict_key"),
     }
 )
@@ -283,7 +284,7 @@ def run_attack_command(
             download=request.download,
             limit=request.limit,
             augment=False,
-            image_size=_recorded_image_size(checkpoints, name),
+            image_size=request.image_size or _recorded_image_size(checkpoints, name),
         )
         for name in sorted(datasets)
     }

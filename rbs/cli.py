@@ -164,8 +164,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"rbs {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
-    print(f"rbs {args.command}: error: {message}", file=sys.stderr)
+    print(
+        f"rbs {args.command}: error: {_for_command(parser, args.command, message)}", file=sys.stderr
+    )
     return 2
+
+
+def _for_command(parser: argparse.ArgumentParser, command: str, message: str) -> str:
+    """The message with flags ``command`` lacks worded as its ``--set`` (:mod:`rbs.hints`)."""
+    from rbs.hints import adapt_hint, command_options
+
+    return adapt_hint(message, command, command_options(parser)[command])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -359,6 +359,8 @@ def _checked_data(plan: ExperimentPlan) -> DatasetSplits:
     for device in {plan.grid.device, *(m.job.train.device for m in plan.models)}:
         resolve_device(device)
     data = load_job_dataset(plan.models[0].job)
+    for m in plan.models:  # the training budgets' units, before any model trains
+        m.job.adversarial.check_budget(data.info.input_shape)
     archs: list[tuple[str, dict[str, Any]]] = []
     for m in plan.models:
         if (m.job.arch, dict(m.job.arch_kwargs)) not in archs:

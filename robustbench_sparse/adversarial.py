@@ -34,7 +34,8 @@ under DDP every rank crafts the adversarials of its own shard with the unwrapped
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -177,6 +178,59 @@ class AdversarialConfig:
             )
         if not self.enabled and self.eps < 0:
             raise UserError(f"adversarial eps must be >= 0 (got {self.eps})")
+        if self.enabled:
+            self.check_budget(None)  # the linf scale needs no input size; l2 is checked with it
+
+    def check_warmup(self, epochs: int) -> None:
+        """Refuse an eps warm-up that does not end before the last of ``epochs``.
+
+        The checkpoint is labelled with ``eps``; a warm-up of ``epochs`` or more would train
+        every step (but at most the last) below it.
+
+        Raises:
+            UserError: ``eps_warmup_epochs >= epochs`` (one line naming both settings).
+        """
+        if self.eps_warmup_epochs > 0 and self.eps_warmup_epochs >= epochs:
+            reached = self.eps * min(1.0, epochs / self.eps_warmup_epochs)
+            how = "only at its last step" if reached >= self.eps else f"{reached:.3g} at most"
+            raise UserError(
+                f"eps warm-up of {self.eps_warmup_epochs:g} epochs does not end before training "
+                f"does ({epochs} epochs): the model would be labelled eps "
+                f"{format_epsilon(self.eps, style='training')} but reach {how}; lower "
+                "--adv-eps-warmup ([adversarial] eps_warmup_epochs) below --epochs or raise --epochs"
+            )
+
+    def check_budget(self, input_shape: Sequence[int] | None) -> None:
+        """Refuse a training budget in the wrong units for inputs in ``[0, 1]``, before any step.
+
+        From ``eps = 0.5`` (linf) or ``0.5 * sqrt(C*H*W)`` (l2: half the diameter of the input
+        cube) every input is within ``eps`` of the mid-grey image, so any model's robust accuracy
+        is at most that of always predicting one class and training ends at chance; such values
+        are usually budgets on the 0..255 scale (``8`` for ``8/255``). An absolute step size of
+        the whole cube's extent (``>= 1`` linf, ``>= sqrt(C*H*W)`` l2) is refused the same way.
+        ``input_shape`` ``None`` checks the linf budget only (it needs no size).
+
+        Raises:
+            UserError: one line with the limit and, where it fits, the ``k/255`` reading.
+        """
+        if not self.enabled or (self.norm is not Norm.LINF and input_shape is None):
+            return
+        dim = math.prod(int(v) for v in input_shape) if input_shape is not None else 1
+        extent = 1.0 if self.norm is Norm.LINF else math.sqrt(dim)
+        where = "" if self.norm is Norm.LINF else f" (inputs of {dim} values)"
+        if self.eps >= 0.5 * extent:
+            limit = "0.5" if self.norm is Norm.LINF else f"0.5 x sqrt({dim}) = {0.5 * extent:.4g}"
+            raise UserError(
+                f"adversarial eps {self.eps:g} ({self.norm.value}) on [0, 1] pixels{where} is "
+                f"not below {limit}: every input is then within eps of the mid-grey image and "
+                f"training ends at chance; {_scale_hint(self.eps)} (--adv-eps, [adversarial] eps)"
+            )
+        if self.step_size is not None and self.step_size >= extent:
+            raise UserError(
+                f"adversarial step size {self.step_size:g} ({self.norm.value}) spans the whole "
+                f"[0, 1] input space{where}; {_scale_hint(self.step_size)} (--adv-step-size, "
+                "[adversarial] step_size)"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -212,8 +266,24 @@ class AdversarialConfig:
         ramp = self.eps_warmup_epochs * steps_per_epoch
         return self.eps * min(1.0, (step + 1) / ramp)
 
-    def record(self) -> dict[str, Any]:
-        """The threat model as stored in checkpoints (every value resolved)."""
+    def record(self, reached: float | None = None) -> dict[str, Any]:
+        """The threat model as stored in checkpoints (every value resolved).
+
+        ``reached``: the budget of the last training step so far (the eps warm-up); a checkpoint
+        saved before the warm-up ended records it as ``eps_reached`` and says so in its label.
+        """
+        below = self.enabled and reached is not None and reached < self.eps
+        label = threat_label(
+            self.method.value,
+            self.norm.value,
+            self.eps,
+            self.effective_steps,
+            self.trades_beta if self.method is AdversarialMethod.TRADES else None,
+        )
+        if below:
+            label += (
+                f" [eps warm-up: reached {format_epsilon(float(reached or 0), style='training')}]"
+            )
         return {
             "method": self.method.value,
             "norm": self.norm.value,
@@ -225,14 +295,18 @@ class AdversarialConfig:
             "eps_warmup_epochs": self.eps_warmup_epochs,
             "bn_mode": self.bn_mode.value,
             "val_steps": self.effective_val_steps if self.enabled else 0,
-            "label": threat_label(
-                self.method.value,
-                self.norm.value,
-                self.eps,
-                self.effective_steps,
-                self.trades_beta if self.method is AdversarialMethod.TRADES else None,
-            ),
+            "eps_reached": float(reached)
+            if below and reached is not None
+            else (self.eps if self.enabled else 0.0),
+            "label": label,
         }
+
+
+def _scale_hint(value: float) -> str:
+    """``"did you mean 8/255 = 0.03137?"`` for a value on the 0..255 scale, else what to use."""
+    if value >= 1:
+        return f"did you mean {value:g}/255 = {value / 255:.4g}?"
+    return "use a budget in [0, 1] pixel units well below that, e.g. 0.3 (MNIST) or 8/255"
 
 
 def threat_label(method: str, norm: str, eps: float, steps: int, beta: float | None = None) -> str:

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from robustbench_sparse import imagefolder
+from robustbench_sparse.augmentation import Augment, AugmentedTensors, augment_ops, resolve_augment
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.image_files import image_dataset
 
@@ -181,19 +182,13 @@ def cifar10_folder(root: Path) -> Path | None:
     return None
 
 
-def _transform(name: str, train: bool, augment: bool) -> Callable[[Any], torch.Tensor]:
+def _transform(name: str, mode: Augment) -> Callable[[Any], torch.Tensor]:
+    """``mode`` (resolved, :mod:`robustbench_sparse.augmentation`) then ``ToTensor``."""
     from torchvision import transforms as T
 
-    steps: list[Any] = []
-    if train and augment and name in ("cifar10", "cifar100"):
-        steps += [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
-    elif train and augment and name == "svhn":
-        # No horizontal flip: house-number digits are not mirror-symmetric (a flipped 2 is not a 2).
-        steps += [T.RandomCrop(32, padding=4)]
-    steps.append(
-        T.ToTensor()
-    )  # uint8 HWC -> float32 CHW in [0, 1]; no Normalize (it is in the model)
-    return T.Compose(steps)  # type: ignore[no-any-return]
+    size = (28, 28) if name in ("mnist", "fashion-mnist") else (32, 32)
+    # uint8 HWC -> float32 CHW in [0, 1]; no Normalize (it is in the model)
+    return T.Compose([*augment_ops(mode, size), T.ToTensor()])  # type: ignore[no-any-return]
 
 
 def load_raw_split(
@@ -201,21 +196,25 @@ def load_raw_split(
     split: str,
     root: Path,
     download: bool,
-    augment: bool,
+    augment: Any,
     layout: imagefolder.ImageFolderLayout | None = None,
 ) -> Dataset[Any]:
     """The whole ``split`` of ``name`` as stored under ``root``, transformed to ``[0, 1]`` tensors.
 
-    ``augment`` applies the training augmentation; ``layout`` is an ``imagefolder``'s resolved
-    layout (resolved here from ``root`` when not given). Missing files raise ``UserError``.
+    ``augment`` is the training augmentation setting (``auto`` / ``none`` / ``crop`` /
+    ``crop-flip``, or a bool: :func:`~robustbench_sparse.augmentation.parse_augment`), applied to
+    the train split only; ``layout`` is an ``imagefolder``'s resolved layout (resolved here from
+    ``root`` when not given). Missing files raise ``UserError``.
     """
     train = split == "train"
+    mode = resolve_augment(name, augment) if train else Augment.NONE
     if name == "digits":
-        return _digits_tensors(split)
+        tensors = _digits_tensors(split)
+        return AugmentedTensors(tensors, mode, (8, 8)) if mode is not Augment.NONE else tensors
     if name == "imagefolder":
         layout = layout or imagefolder.resolve_layout(root, [split])
-        return _imagefolder_split(root, split, imagefolder.transform(layout, train, augment))
-    transform = _transform(name, train, augment)
+        return _imagefolder_split(root, split, imagefolder.transform(layout, train, mode))
+    transform = _transform(name, mode)
     if name in ("mnist", "fashion-mnist"):
         return _mnist_split(name, root, train, download, transform)
     if name == "cifar10" and (folder := cifar10_folder(root)) is not None:

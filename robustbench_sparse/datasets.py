@@ -278,7 +278,7 @@ def load_split(
     download: bool = False,
     limit: int | None = None,
     *,
-    augment: bool = False,
+    augment: bool | str = False,
     seed: int = EVAL_SUBSET_SEED,
     image_size: int | None = None,
 ) -> Dataset[Any]:
@@ -291,7 +291,8 @@ def load_split(
         root: data root (default :func:`default_data_root`); ignored by ``digits``.
         download: fetch missing files with torchvision (not for ``digits``/``imagefolder``).
         limit: keep a seeded, class-balanced subset of ``limit`` examples (:func:`balanced_subset`).
-        augment: apply training augmentation (train split only; the test split never is).
+        augment: the training augmentation, ``auto`` / ``none`` / ``crop`` / ``crop-flip`` or a
+            bool (:mod:`robustbench_sparse.augmentation`); train split only, the test split never is.
         seed: seed of the subset (the test split's default :data:`EVAL_SUBSET_SEED`).
         image_size: ``imagefolder`` only: square input size (default: the images' own, uniform size;
             see :mod:`robustbench_sparse.imagefolder`).
@@ -312,7 +313,9 @@ def load_split(
         if name == "imagefolder"
         else None
     )
-    dataset = load_raw_split(name, split, root_path, download, augment and split == "train", layout)
+    dataset = load_raw_split(
+        name, split, root_path, download, augment if split == "train" else False, layout
+    )
     return balanced_subset(dataset, limit, seed, f"{split} limit")
 
 
@@ -354,7 +357,7 @@ def load_dataset(
     download: bool = False,
     train_limit: int | None = None,
     test_limit: int | None = None,
-    augment: bool = True,
+    augment: bool | str = True,
     seed: int = 0,
     image_size: int | None = None,
     mean: Sequence[float] | None = None,
@@ -370,8 +373,9 @@ def load_dataset(
         train_limit: keep a deterministic seeded, class-balanced subset of this many train examples.
         test_limit: keep a class-balanced subset of this many test examples (seed
             :data:`EVAL_SUBSET_SEED`).
-        augment: training augmentation (CIFAR: crop+flip, SVHN: crop, imagefolder: by image size;
-            digits/MNIST: none). The test split is never augmented.
+        augment: training augmentation, ``auto`` (``True``: CIFAR crop-flip, SVHN crop,
+            imagefolder crop-flip, digits/MNIST none), ``none`` (``False``), ``crop`` or
+            ``crop-flip`` (:mod:`robustbench_sparse.augmentation`). The test split never is.
         seed: seed of the train subset.
         image_size: ``imagefolder``: square input size (default: the images' own uniform size).
         mean: ``imagefolder``: per-channel mean (default: computed on the training split).

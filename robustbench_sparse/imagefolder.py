@@ -10,8 +10,10 @@ folder names.
 - **Resize/crop** only when asked (``image_size`` differing from the native size, or mixed sizes):
   ImageNet style for large outputs (``>= 128``: ``RandomResizedCrop`` to train, ``Resize(S*256/224)``
   + ``CenterCrop(S)`` to evaluate), a plain ``Resize((S, S))`` for small ones.
-- **Augmentation** fits the size: at native size up to 64 px, ``RandomCrop`` with ``S/8`` padding +
-  horizontal flip (the CIFAR recipe at 32x32); larger, ``RandomResizedCrop`` + flip.
+- **Augmentation** (``[data] augment``, :mod:`robustbench_sparse.augmentation`; default ``auto`` =
+  ``crop-flip``) fits the size: below 128 px, ``RandomCrop`` with ``S/8`` padding (+ horizontal
+  flip), the CIFAR recipe at 32x32; from 128 px, ``RandomResizedCrop`` (+ flip). Flips are wrong
+  for digits and text: ``--augment crop`` or ``none`` turns them off.
 - **Mean/std**: given, or computed once on the training split (at the model's input size, without
   augmentation) and recorded in the checkpoint.
 - **Files**: hidden folders and files (a name starting with ``.``) are neither classes nor images;
@@ -32,6 +34,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from robustbench_sparse.augmentation import LARGE_MIN, Augment, augment_ops, resolve_augment
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.image_files import is_image_file
 
@@ -52,7 +55,7 @@ __all__ = [
 EVAL_SPLITS = ("val", "test")
 """Names the evaluation split may have (the first present is used)."""
 
-IMAGENET_STYLE_MIN = 128
+IMAGENET_STYLE_MIN = LARGE_MIN
 """Output sizes from this many pixels up are resized/cropped ImageNet style."""
 
 
@@ -183,27 +186,26 @@ def resolve_layout(
 
 
 def transform(
-    layout: ImageFolderLayout, train: bool, augment: bool
+    layout: ImageFolderLayout, train: bool, augment: Any
 ) -> Callable[[Any], torch.Tensor]:
-    """PIL image -> float32 tensor ``(3, H, W)`` in ``[0, 1]`` (see the module docstring for the rules)."""
+    """PIL image -> float32 tensor ``(3, H, W)`` in ``[0, 1]`` (see the module docstring for the rules).
+
+    ``augment``: the training augmentation setting (:mod:`robustbench_sparse.augmentation`;
+    ``auto`` is ``crop-flip`` here), applied when ``train``.
+    """
     from torchvision import transforms as T
 
     h, w = layout.size
     large = min(h, w) >= IMAGENET_STYLE_MIN
+    mode = resolve_augment("imagefolder", augment) if train else Augment.NONE
     steps: list[Any] = [T.Lambda(_to_rgb)]
-    if not layout.native:
-        if large and train and augment:
-            steps.append(T.RandomResizedCrop((h, w)))
-        elif large:
+    if not layout.native and not (large and mode is not Augment.NONE):
+        # (large and augmented: RandomResizedCrop below resizes and crops in one)
+        if large:
             steps += [T.Resize(round(min(h, w) * 256 / 224)), T.CenterCrop((h, w))]
         else:
             steps.append(T.Resize((h, w)))
-    if train and augment:
-        if large and layout.native:
-            steps.append(T.RandomResizedCrop((h, w)))
-        elif not large:
-            steps.append(T.RandomCrop((h, w), padding=max(1, round(min(h, w) / 8))))
-        steps.append(T.RandomHorizontalFlip())
+    steps += augment_ops(mode, (h, w), large=large)
     steps.append(T.Lambda(_to_tensor))  # float32 CHW in [0, 1]; Normalize is in the model
     return T.Compose(steps)  # type: ignore[no-any-return]
 

@@ -25,6 +25,12 @@ from torch.utils.data import Dataset
 
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.adversarial import AdversarialConfig
+from robustbench_sparse.augmentation import (
+    Augment,
+    augmentation_record,
+    parse_augment,
+    resolve_augment,
+)
 from robustbench_sparse.checkpoint import (
     META_FILE,
     LoadedCheckpoint,
@@ -42,9 +48,22 @@ from robustbench_sparse.config import (
     to_jsonable,
 )
 from robustbench_sparse.data_roots import recorded_data_root
-from robustbench_sparse.datasets import DatasetSplits, dataset_info, load_dataset, load_split
+from robustbench_sparse.datasets import (
+    DatasetSplits,
+    dataset_info,
+    default_data_root,
+    load_dataset,
+    load_split,
+)
 from robustbench_sparse.devices import resolve_device
+from robustbench_sparse.epoch_settings import (
+    ADVERSARIAL_EPOCH_KEYS,
+    SPARSITY_EPOCH_KEYS,
+    TRAIN_EPOCH_KEYS,
+    fit_derived_epochs,
+)
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.imagefolder import resolve_layout
 from robustbench_sparse.model_section import check_user_arch, model_section
 from robustbench_sparse.models import create_model_for
 from robustbench_sparse.models.user_arch import source_record
@@ -75,11 +94,16 @@ class DataConfig:
     download: bool = False
     train_limit: int | None = None
     test_limit: int | None = None
-    augment: bool = True
+    # training augmentation: auto (the dataset's recipe) | none | crop | crop-flip (bool: older
+    # configs, true = auto, false = none)
+    augment: Augment | bool = Augment.AUTO
     # imagefolder only: square input size (None: the images' own) and mean/std (None: computed)
     image_size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", parse_augment(self.augment))
 
 
 @dataclass(frozen=True)
@@ -141,10 +165,13 @@ def _meta(
         "masks_frozen": bool(sparsifier.frozen) if sparsifier is not None else True,
         "training": to_jsonable(job.train),
         # The training threat model (method "none" = standard training), every value resolved.
-        "adversarial_training": job.adversarial.record(),
+        "adversarial_training": job.adversarial.record(history[-1].adv_eps if history else None),
         # The seeded hold-out that best/ and best-robust/ were selected on (never the test set).
         "validation": split.record(),
         "data": to_jsonable(job.data),
+        "augmentation": augmentation_record(
+            job.data.dataset, job.data.augment, data.info.input_shape
+        ),
         "history": [vars(h) for h in history],
         "epochs_completed": len(history),
         "clean_accuracy": test_correct / max(test_n, 1),
@@ -249,8 +276,22 @@ def _check_job(job: TrainJob, data: DatasetSplits | None) -> None:
         )
     if data is None:
         dataset_info(job.data.dataset)  # unknown names fail here, listing the valid ones
+    if job.adversarial.enabled:  # the training budget's units, once, before the first step
+        job.adversarial.check_budget(_input_shape(job, data))
     info = data.info if data is not None else dataset_info(job.data.dataset)
     check_user_arch(job.arch, dict(job.arch_kwargs), info)  # a user class: import, kwargs, logits
+
+
+def _input_shape(job: TrainJob, data: DatasetSplits | None) -> tuple[int, ...] | None:
+    """The model's ``(C, H, W)`` before loading (imagefolder: its headers; linf needs none)."""
+    if data is not None:
+        return data.info.input_shape
+    if job.data.dataset != "imagefolder":
+        return dataset_info(job.data.dataset).input_shape
+    if job.adversarial.norm.value == "linf":
+        return None
+    root = job.data.data_root or default_data_root()
+    return (3, *resolve_layout(root, ["train"], job.data.image_size).size)
 
 
 def _load_job_data(job: TrainJob, data: DatasetSplits | None) -> tuple[DatasetSplits, Dataset[Any]]:
@@ -267,7 +308,10 @@ def _load_job_data(job: TrainJob, data: DatasetSplits | None) -> tuple[DatasetSp
     if download_first and rdist.is_main():
         rdist.barrier()
     plain_train = data.train
-    if job.data.augment and job.train.val_fraction > 0 and job.data.dataset != "digits":
+    aug = augmentation_record(job.data.dataset, job.data.augment, data.info.input_shape)
+    logger.info("training augmentation: %s", aug["description"])
+    augmented = resolve_augment(job.data.dataset, job.data.augment) is not Augment.NONE
+    if augmented and job.train.val_fraction > 0:
         plain_train = load_split(
             job.data.dataset,
             "train",
@@ -276,6 +320,7 @@ def _load_job_data(job: TrainJob, data: DatasetSplits | None) -> tuple[DatasetSp
             job.data.train_limit,
             augment=False,
             seed=job.train.seed,
+            image_size=job.data.image_size,
         )
     return data, plain_train
 
@@ -392,94 +437,6 @@ def job_with(job: TrainJob, **changes: Any) -> TrainJob:
     return replace(job, **changes)
 
 
-#: epoch-valued settings: key -> (how the user sets it, does the value fit ``epochs``?); the LR
-#: step / milestones are fitted only under the schedule that uses them
-_FitRule = tuple[str, Any]
-_TRAIN_EPOCH_KEYS: dict[str, _FitRule] = {
-    "warmup_epochs": ("--warmup-epochs / [train] warmup_epochs", lambda v, e: v <= e),
-    "milestones": ("--milestones / [train] milestones", lambda v, e: all(m < e for m in v)),
-    "step_size": ("[train] step_size", lambda v, e: v < e),
-}
-_SPARSITY_EPOCH_KEYS: dict[str, _FitRule] = {
-    "start": ("--prune-start / [sparsity] start", lambda v, e: v <= e),
-    "end": ("--prune-end / [sparsity] end", lambda v, e: v <= e),
-}
-_LAYER_NAMES = ("the dataset defaults", "the config file / recipe", "the command line")
-
-
-def _top_layer(key: str, layers: list[dict[str, Any]]) -> int:
-    """Index of the highest-precedence layer that sets ``key`` (-1: none)."""
-    return max((i for i, layer in enumerate(layers) if key in layer), default=-1)
-
-
-def _is_number(v: Any) -> TypeGuard[float]:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def fit_derived_epochs(
-    layers: list[dict[str, Any]],
-    train_layers: list[dict[str, Any]],
-    rules: dict[str, _FitRule],
-    *,
-    joint: bool = False,
-) -> dict[str, Any]:
-    """Merge precedence ``layers`` (defaults, config file, flags); fit derived epoch settings.
-
-    An epoch-valued setting (warmup, LR milestones / step, pruning start / end) that comes from a
-    *lower* layer than ``epochs`` (e.g. a recipe's 5 warmup epochs when ``--epochs 1`` is given)
-    and does not fit the final epoch count is rescaled with it, ``value × epochs / E`` where ``E``
-    is the epoch count of the layer it came from; an INFO line says so and names the flag that
-    sets it explicitly. A value given at the same layer as ``epochs`` or above is the user's own
-    and is never changed (the config checks then name it if it does not fit).
-    ``train_layers`` are the ``[train]`` layers (where ``epochs`` lives); for ``[train]`` itself
-    they are ``layers``. Non-numeric values are left for the config checks to refuse. With
-    ``joint`` (the pruning window) all derived settings are rescaled together as soon as one of
-    them does not fit, so their order (``start <= end``) is kept.
-    """
-    merged = {k: v for layer in layers for k, v in layer.items()}
-    epochs = {k: v for layer in train_layers for k, v in layer.items()}.get("epochs")
-    if not _is_number(epochs) or epochs < 1:
-        return merged
-    epochs_layer = _top_layer("epochs", train_layers)
-    derived = {}  # key -> (layer, value, numbers, is_list, fits now)
-    for key, (_, fits) in rules.items():
-        layer = _top_layer(key, layers)
-        value: Any = merged.get(key)
-        is_list = isinstance(value, (list, tuple))
-        numbers: list[Any] = list(value) if is_list else [value]
-        if 0 <= layer < epochs_layer and all(_is_number(v) for v in numbers):
-            derived[key] = (layer, value, numbers, is_list, bool(fits(value, epochs)))
-    misfit = any(not ok for *_, ok in derived.values())
-    for key, (layer, value, numbers, is_list, ok) in derived.items():
-        how = rules[key][0]
-        if ok and not (joint and misfit):
-            continue
-        ref = next(
-            (
-                train_layers[i]["epochs"]
-                for i in range(layer, -1, -1)
-                if "epochs" in train_layers[i]
-            ),
-            None,
-        )
-        if not _is_number(ref) or ref <= 0:
-            continue
-        scaled = [round(float(v) * epochs / ref, 3) for v in numbers]
-        merged[key] = scaled if is_list else scaled[0]
-        logger.info(
-            "%s = %s from %s (written for %s epochs) does not fit %s epochs; rescaled to %s "
-            "(set %s to choose it yourself)",
-            key,
-            value,
-            _LAYER_NAMES[min(layer, 2)],
-            ref,
-            epochs,
-            merged[key],
-            how,
-        )
-    return merged
-
-
 #: the keys of a training config: ``[data]``, ``[model]`` (``arch`` + any model keyword),
 #: ``[train]``, ``[sparsity]``, ``[adversarial]`` and a top-level ``name``
 TRAIN_SCHEMA = ConfigSchema(
@@ -543,7 +500,7 @@ def train_job_from_config(
         train=train_cfg,
         sparsity=sparsity_cfg,
         name=layers[1].get("name") or layers[0].get("name"),
-        adversarial=adversarial_from_dict(_merged_section(layers, "adversarial")),
+        adversarial=_adversarial_config(layers, train_layers, train_cfg.epochs),
     )
 
 
@@ -564,7 +521,7 @@ def _train_config(train_layers: list[dict[str, Any]]) -> TrainConfig:
     schedule = {k: v for layer in train_layers for k, v in layer.items()}.get("lr_schedule")
     schedule = str(getattr(schedule, "value", schedule))
     used = {"warmup_epochs", {"step": "step_size", "multistep": "milestones"}.get(schedule, "")}
-    train_rules = {k: rule for k, rule in _TRAIN_EPOCH_KEYS.items() if k in used}
+    train_rules = {k: rule for k, rule in TRAIN_EPOCH_KEYS.items() if k in used}
     train_section = fit_derived_epochs(train_layers, train_layers, train_rules)
     return dataclass_from_dict(TrainConfig, train_section, "train")
 
@@ -579,9 +536,21 @@ def _sparsity_config(
         *(_section(layer, "sparsity") for layer in layers),
     ]
     sparsity_section = fit_derived_epochs(
-        sparsity_layers, train_layers, _SPARSITY_EPOCH_KEYS, joint=True
+        sparsity_layers, train_layers, SPARSITY_EPOCH_KEYS, joint=True
     )
     return dataclass_from_dict(SparsityConfig, sparsity_section, "sparsity")
+
+
+def _adversarial_config(
+    layers: list[dict[str, Any]], train_layers: list[dict[str, Any]], epochs: int
+) -> AdversarialConfig:
+    """``[adversarial]`` with its eps warm-up fitted to (or checked against) the final ``epochs``."""
+    adv_layers = [{}, *(_section(layer, "adversarial") for layer in layers)]
+    adv = adversarial_from_dict(
+        fit_derived_epochs(adv_layers, train_layers, ADVERSARIAL_EPOCH_KEYS)
+    )
+    adv.check_warmup(epochs)
+    return adv
 
 
 def adversarial_from_dict(section: Mapping[str, Any]) -> AdversarialConfig:

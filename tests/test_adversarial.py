@@ -279,8 +279,99 @@ def test_checkpoint_records_the_threat_model_and_best_robust(tmp_path: Path) -> 
     assert (tmp_path / "t" / "best-robust" / META_FILE).is_file()
     best_robust = json.loads((tmp_path / "t" / "best-robust" / META_FILE).read_text())
     hist = ck.meta["history"]
-    frozen = [h for h in hist if h["masks_frozen"]]
+    # best-robust/ counts final-mask epochs at the full budget (none of the eps warm-up)
+    frozen = [h for h in hist if h["masks_frozen"] and h["adv_eps"] >= rec["eps"]]
     chosen = max(frozen, key=lambda h: (h["val_robust_accuracy"], -h["epoch"]))
+    assert ck.meta["best_epoch"] in {h["epoch"] for h in frozen}
     assert ck.meta["best_robust_epoch"] == chosen["epoch"]
     assert best_robust["epochs_completed"] == chosen["epoch"]
     assert AdversarialMethod(rec["method"]) is AdversarialMethod.TRADES
+
+
+# ------------------------------------------------------------------------------ budget checks
+@pytest.mark.parametrize("eps", [8, 3.0, 1, "255/255", 0.5, 0.75])
+def test_a_linf_training_budget_from_half_the_pixel_range_up_is_refused(eps: Any) -> None:
+    with pytest.raises(UserError) as info:
+        AdversarialConfig(method="pgd", eps=eps)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "\n" not in message and "not below 0.5" in message and "--adv-eps" in message
+    value = parse_fraction(eps, "eps")
+    if value >= 1:
+        assert f"did you mean {value:g}/255 = {value / 255:.4g}?" in message
+    else:
+        assert "8/255" in message and "did you mean" not in message
+
+
+@pytest.mark.parametrize("eps", [0.3, "8/255", 0.4999, 0.1])
+def test_plausible_linf_training_budgets_pass(eps: Any) -> None:
+    cfg = AdversarialConfig(method="trades", eps=eps)  # type: ignore[arg-type]
+    cfg.check_budget((3, 32, 32))
+    assert cfg.eps == pytest.approx(parse_fraction(eps, "eps"))
+
+
+def test_an_unused_budget_is_not_checked() -> None:
+    AdversarialConfig(method="none", eps=8).check_budget((1, 8, 8))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "shape,eps,refused",
+    [
+        ((1, 8, 8), 20.0, True),  # half the diagonal of [0, 1]^64 is 4
+        ((1, 8, 8), 4.0, True),
+        ((1, 8, 8), 3.9, False),
+        ((1, 28, 28), 20.0, True),  # 14
+        ((1, 28, 28), 3.0, False),
+        ((3, 32, 32), 20.0, False),  # 27.7: plausible-looking yet possible
+        ((3, 32, 32), 30.0, True),
+    ],
+)
+def test_an_l2_training_budget_is_checked_against_the_input_size(
+    shape: tuple[int, int, int], eps: float, refused: bool
+) -> None:
+    cfg = AdversarialConfig(method="pgd", norm="l2", eps=eps)  # type: ignore[arg-type]
+    cfg.check_budget(None)  # l2 needs the size: nothing to say without it
+    if not refused:
+        cfg.check_budget(shape)
+        return
+    with pytest.raises(UserError, match=r"\(l2\) on \[0, 1\] pixels .*not below 0\.5 x sqrt"):
+        cfg.check_budget(shape)
+
+
+@pytest.mark.parametrize(
+    "norm,step,shape", [("linf", 2, None), ("linf", 1, None), ("l2", 9, (1, 8, 8))]
+)
+def test_an_absolute_step_size_spanning_the_input_space_is_refused(
+    norm: str, step: float, shape: tuple[int, ...] | None
+) -> None:
+    cfg = dict(method="pgd", norm=norm, eps=0.1, step_size=step)
+    with pytest.raises(UserError, match="step size .* spans the whole"):
+        AdversarialConfig(**cfg).check_budget(shape)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "warmup,epochs,fits",
+    [(5, 2, False), (2, 2, False), (2.5, 2, False), (1.5, 2, True), (0, 1, True)],
+)
+def test_an_eps_warmup_must_end_before_training_does(
+    warmup: float, epochs: int, fits: bool
+) -> None:
+    cfg = AdversarialConfig(method="pgd", eps=0.15, eps_warmup_epochs=warmup)  # type: ignore[arg-type]
+    if fits:
+        cfg.check_warmup(epochs)
+        return
+    with pytest.raises(UserError) as info:
+        cfg.check_warmup(epochs)
+    message = str(info.value)
+    assert "--adv-eps-warmup" in message and "--epochs" in message and "\n" not in message
+    reached = 0.15 * min(1.0, epochs / warmup)
+    assert (f"{reached:.3g} at most" in message) == (reached < 0.15)
+
+
+def test_a_checkpoint_saved_during_the_warmup_says_the_budget_it_reached() -> None:
+    cfg = AdversarialConfig(method="pgd", eps=0.15, steps=3, eps_warmup_epochs=5)  # type: ignore[arg-type]
+    during = cfg.record(0.06)
+    assert during["eps_reached"] == 0.06 and during["eps"] == 0.15
+    assert during["label"] == "AT (linf 0.15, PGD-3) [eps warm-up: reached 0.06]"
+    after = cfg.record(0.15)
+    assert after["label"] == "AT (linf 0.15, PGD-3)" and after["eps_reached"] == 0.15
+    assert AdversarialConfig().record(None)["eps_reached"] == 0.0

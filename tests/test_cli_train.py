@@ -14,6 +14,7 @@ import torch
 import robustbench_sparse.train_job as train_job_module
 from rbs.cli import main
 from robustbench_sparse.checkpoint import META_FILE, WEIGHTS_FILE
+from robustbench_sparse.errors import UserError
 from robustbench_sparse.sparsity import kept_per_group
 from robustbench_sparse.training import Checkpointer
 from tests.core_helpers import (
@@ -351,3 +352,98 @@ def test_choices_match_ignoring_case(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "invalid choice" not in err and "epochs" in err
     assert main(["train", "--out", str(tmp_path / "o"), "--dataset", "MNIST"]) == 2
     assert "Did you mean 'mnist'?" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ training budgets (issue 29)
+@pytest.mark.parametrize(
+    "extra,toml,fragment",
+    [
+        (["--adv-eps", "8"], "", "did you mean 8/255 = 0.03137?"),
+        (["--adv-eps", "3.0"], "", "did you mean 3/255"),
+        (["--adv-eps", "1"], "", "did you mean 1/255"),
+        (["--adv-norm", "l2", "--adv-eps", "20"], "", "not below 0.5 x sqrt(64) = 4"),
+        (["--set", "adversarial.eps=8"], "", "did you mean 8/255"),
+        ([], "[adversarial]\neps = 3.0\n", "did you mean 3/255"),
+        ([], "[adversarial]\nnorm = 'l2'\neps = 20\n", "not below 0.5 x sqrt(64)"),
+        (["--adv-eps", "0.15", "--adv-eps-warmup", "5"], "", "eps warm-up of 5 epochs"),
+        (["--adv-eps", "0.15", "--adv-eps-warmup", "3"], "", "reach only at its last step"),
+        (["--adv-eps", "0.15", "--set", "adversarial.eps_warmup_epochs=4"], "", "warm-up of 4"),
+    ],
+)
+def test_a_training_budget_that_cannot_be_trained_is_refused_before_the_first_step(
+    extra: list[str],
+    toml: str,
+    fragment: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "adv.toml"
+    config.write_text(f"[model]\narch = 'small_cnn'\nwidth = {WIDTH}\n{toml}")
+    code = main(train_args(config, tmp_path / "out", "--adversarial", "pgd", *extra))
+    line = assert_user_error(capsys, code, "train")
+    assert fragment in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_files_eps_warmup_is_fitted_to_a_shorter_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from robustbench_sparse.train_job import train_job_from_config
+
+    config: dict[str, dict[str, Any]] = {
+        "train": {"epochs": 10},
+        "adversarial": {"method": "pgd", "eps": 0.1},
+    }
+    config["adversarial"]["eps_warmup_epochs"] = 5
+    with caplog.at_level(logging.INFO, logger="robustbench_sparse"):
+        job = train_job_from_config(config, {"train": {"epochs": 2}})
+    assert job.adversarial.eps_warmup_epochs == 1.0
+    assert "--adv-eps-warmup" in caplog.text and "rescaled to 1.0" in caplog.text
+    with pytest.raises(UserError, match="eps warm-up of 5 epochs"):
+        train_job_from_config({**config, "train": {"epochs": 2}})  # the same layer: refused
+
+
+def test_best_checkpoints_skip_the_eps_warmup_and_augmentation_is_recorded(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "at"
+    extra = ("--adversarial", "pgd", "--adv-eps", "0.1", "--adv-steps", "1")
+    code = main(
+        [*train_args(config_file, out, *extra, "--adv-eps-warmup", "2", sparsity="0")]
+        + ["--augment", "crop"]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "training augmentation: crop (random 8x8 crop after 1 px padding)" in printed
+    assert "--augment none turns it off" in printed
+    meta = json.loads((out / META_FILE).read_text())
+    assert meta["augmentation"] == {
+        "setting": "crop",
+        "applied": "crop",
+        "description": "crop (random 8x8 crop after 1 px padding)",
+    }
+    assert meta["history"][0]["adv_eps"] < 0.1 <= meta["history"][1]["adv_eps"]
+    assert meta["best_epoch"] >= 2 and meta["best_robust_epoch"] >= 2
+    assert meta["adversarial_training"]["eps_reached"] == 0.1
+    for kind in ("best", "best-robust"):
+        sub = json.loads((out / kind / META_FILE).read_text())
+        assert sub["epochs_completed"] >= 2
+        assert "warm-up" not in sub["adversarial_training"]["label"]
+
+
+@pytest.mark.parametrize("setting,applied", [("none", "none"), ("auto", "none"), (None, "none")])
+def test_digits_train_without_augmentation_by_default(
+    setting: str | None,
+    applied: str,
+    config_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    extra = ["--augment", setting] if setting else []
+    args = [a if a != "3" else "1" for a in train_args(config_file, tmp_path / "o", sparsity="0")]
+    args = [*args[: args.index("--prune-start")], *extra]
+    assert main(args) == 0
+    assert "training augmentation: none\n" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "o" / META_FILE).read_text())
+    assert meta["augmentation"]["applied"] == applied
+    assert meta["data"]["augment"] == (setting or "auto")

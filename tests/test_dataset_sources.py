@@ -14,8 +14,11 @@ from robustbench_sparse.errors import UserError
 def test_transforms_augment_train_only() -> None:
     from torchvision import transforms as T
 
-    def kinds(name: str, train: bool, augment: bool) -> set[type]:
-        return {type(t) for t in sources._transform(name, train, augment).transforms}
+    from robustbench_sparse.augmentation import Augment, resolve_augment
+
+    def kinds(name: str, train: bool, augment: bool | str) -> set[type]:
+        mode = resolve_augment(name, augment) if train else Augment.NONE
+        return {type(t) for t in sources._transform(name, mode).transforms}
 
     assert T.RandomHorizontalFlip in kinds("cifar10", True, True)
     assert T.RandomCrop in kinds("cifar100", True, True)
@@ -23,7 +26,9 @@ def test_transforms_augment_train_only() -> None:
     assert T.RandomHorizontalFlip not in kinds("svhn", True, True)  # digits are not flip-symmetric
     assert kinds("cifar10", False, True) == {T.ToTensor}
     assert kinds("cifar10", True, False) == {T.ToTensor}
+    assert kinds("cifar10", True, "crop") == {T.RandomCrop, T.ToTensor}
     assert kinds("mnist", True, True) == {T.ToTensor}
+    assert kinds("mnist", True, "crop-flip") == {T.RandomCrop, T.RandomHorizontalFlip, T.ToTensor}
 
 
 def test_digits_reader_gives_the_whole_split_in_unit_range() -> None:

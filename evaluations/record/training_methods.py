@@ -11,7 +11,7 @@ train_method    str    ``none`` / ``pgd`` / ``trades`` / ``fast``
 train_norm      str    training norm (empty for standard training)
 train_eps       float  training budget (0 for standard training)
 val_robust_last float  PGD robust validation accuracy of the last epoch (NaN: not recorded)
-val_robust_best float  the best robust validation accuracy over the final-mask epochs
+val_robust_best float  the best robust validation accuracy over the final-mask, full-budget epochs
 best_robust_ep  int    the epoch of ``val_robust_best`` (``best-robust/``; -1: none)
 ==============  =====  =====================================================================
 
@@ -68,7 +68,10 @@ def checkpoint_training(meta: dict[str, Any]) -> dict[str, Any]:
         method, norm, eps, int(rec.get("steps", 0)), rec.get("trades_beta")
     )
     history = [h for h in meta.get("history") or [] if h.get("val_robust_accuracy") is not None]
-    frozen = [h for h in history if h.get("masks_frozen", True)]
+    # best-robust/'s rule: final masks and the full budget (no epoch of the eps warm-up)
+    frozen = [
+        h for h in history if h.get("masks_frozen", True) and float(h.get("adv_eps") or eps) >= eps
+    ]
     best = max(frozen, key=lambda h: (h["val_robust_accuracy"], -h["epoch"]), default=None)
     return {
         "training": str(label),

@@ -99,6 +99,13 @@ MORE = (
     Alias("--data-root", "data.data_root", "where torchvision datasets live"),
     Alias("--download", "data.download", action="store_true"),
     Alias(
+        "--image-size",
+        "data.image_size",
+        "imagefolder: resize the test images to S x S (default: the size the checkpoint was "
+        "trained at; needed when they are of mixed sizes)",
+        type=int,
+    ),
+    Alias(
         "--arch",
         "model.arch",
         "architecture of a plain .pt/.pth state dict (with --dataset); your own "

@@ -85,6 +85,13 @@ DATA = (
         convert=_floats,
     ),
     Alias("--std", "data.std", "imagefolder: per-channel std (with --mean)", convert=_floats),
+    Alias(
+        "--augment",
+        "data.augment",
+        "training augmentation: auto (default: cifar crop-flip, svhn crop, imagefolder crop-flip, "
+        "digits/mnist none), none, crop, crop-flip; flips are wrong for digits and text",
+        choices=("auto", "none", "crop", "crop-flip"),
+    ),
 )
 OPTIMISATION = (
     Alias("--optimizer", "train.optimizer", choices=("sgd", "adam", "adamw")),
@@ -299,6 +306,10 @@ def _print_summary(out: Path, meta: dict[str, Any]) -> None:
         f"clean test accuracy: {meta['clean_accuracy']:.4f} "
         f"({meta['test_correct']}/{meta['test_n']})"
     )
+    augmentation = meta.get("augmentation") or {}
+    if augmentation:
+        off = "" if augmentation.get("applied") == "none" else "; --augment none turns it off"
+        print(f"training augmentation: {augmentation.get('description')}{off}")
     if meta["granularity"] != "dense":
         print(
             f"sparsity: target {meta['sparsity_target']:.3f}, achieved "

@@ -315,11 +315,15 @@ def _select_best(run: TrainingRun, record: EpochRecord) -> None:
     """Keep ``best`` (and ``best-robust``) when the validation accuracy improved.
 
     "Best" only counts epochs whose masks are final (an earlier, denser model is not a sparse
-    model at the target sparsity) and is selected on the validation split, never on the test
-    set that is attacked afterwards.
+    model at the target sparsity) and, with adversarial training, whose last step trained at the
+    full budget (after the eps warm-up); it is selected on the validation split, never on the
+    test set that is attacked afterwards.
     """
     best, ck, main = run.best, run.checkpointer, rdist.is_main()
     val_acc, val_rob = record.val_accuracy, record.val_robust_accuracy
+    # Nor an epoch of the eps warm-up: its model never trained at the budget it is labelled with.
+    if run.adv is not None and (record.adv_eps is None or record.adv_eps < run.adv.eps):
+        return
     if record.masks_frozen and val_acc is not None and val_acc > best.accuracy:
         best.accuracy, best.epoch = val_acc, record.epoch
         if main and ck is not None and ck.save_best is not None:
