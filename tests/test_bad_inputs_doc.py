@@ -149,6 +149,52 @@ def _oom(command: str) -> Callable[[Path], str]:
     return run
 
 
+USER_NETS = """
+import torch
+from torch import nn
+
+
+class LeNet(nn.Module):
+    def __init__(self, num_classes, in_channels, width=4):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.fc = nn.Linear(width * 64, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+class ThreeClasses(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 3)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+"""
+
+
+@contextlib.contextmanager
+def _user_code_importable(ws: Path) -> Iterator[None]:
+    """``ws/user_nets.py`` importable (no bytecode written); forgotten afterwards."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ws))
+        mp.setattr(sys, "dont_write_bytecode", True)
+        mp.delenv("RBS_DATA_DIR", raising=False)
+        try:
+            yield
+        finally:
+            sys.modules.pop("user_nets", None)
+
+
+def _user_code(command: str) -> Callable[[Path], str]:
+    def run(ws: Path) -> str:
+        with _user_code_importable(ws):
+            return _rbs(command)(ws)
+
+    return run
+
+
 A = "rbs attack --checkpoint ck --out new-results"
 T = "rbs train --out new-train"
 CASES: list[Case] = [
@@ -425,6 +471,79 @@ CASES: list[Case] = [
         "32-bit integer image whose values do not fit its depth",
         "rbs attack --checkpoint if-ck --data-root int32-images --out new-r",
     ),
+    # --------------------------------------------------- your own architecture (issue 29)
+    Case(
+        "arch",
+        "`--arch module:Class` whose module is not on the Python path",
+        f"{T} --arch no_such_pkg.nets:LeNet",
+        run=_user_code(f"{T} --arch no_such_pkg.nets:LeNet"),
+    ),
+    Case(
+        "arch",
+        "`--arch module:Class` naming no class of the module",
+        f"{T} --arch user_nets:LeNett",
+        run=_user_code(f"{T} --arch user_nets:LeNett"),
+    ),
+    Case(
+        "arch",
+        "`--arch-kwargs` the class does not take",
+        f"{T} --arch user_nets:LeNet --arch-kwargs widht=4",
+        run=_user_code(f"{T} --arch user_nets:LeNet --arch-kwargs widht=4"),
+    ),
+    Case(
+        "arch",
+        "a class whose logits are not (N, num_classes)",
+        f"{T} --arch user_nets:ThreeClasses",
+        run=_user_code(f"{T} --arch user_nets:ThreeClasses"),
+    ),
+    Case(
+        "arch",
+        "`--arch-kwargs` without KEY=VALUE",
+        f"{T} --arch-kwargs width",
+        run=_user_code(f"{T} --arch-kwargs width"),
+    ),
+    Case(
+        "arch",
+        "`--arch-kwargs` setting what the dataset decides",
+        f"{T} --arch user_nets:LeNet --arch-kwargs num_classes=3",
+        run=_user_code(f"{T} --arch user_nets:LeNet --arch-kwargs num_classes=3"),
+    ),
+    Case(
+        "arch",
+        "a checkpoint of your own class, loaded without naming it (its module never runs)",
+        "rbs inspect user-ck",
+        run=_user_code("rbs inspect user-ck"),
+    ),
+    # --------------------------------------------------- where a checkpoint's data came from
+    Case(
+        "data",
+        "imagefolder checkpoint whose recorded data root has moved",
+        "rbs attack --checkpoint moved-if-ck --out new-r",
+        run=_user_code("rbs attack --checkpoint moved-if-ck --out new-r"),
+    ),
+    Case(
+        "data",
+        "imagefolder checkpoint without a recorded root, nothing at the default root",
+        "rbs attack --checkpoint if-ck --out new-r",
+        run=_user_code("rbs attack --checkpoint if-ck --out new-r"),
+    ),
+    # ------------------------------------------------ transfer and saved adversarials (#29)
+    Case("transfer", "`--adversarials` that does not exist", f"{A} --adversarials nothere"),
+    Case(
+        "transfer",
+        "`--adversarials` holding a file that --save-adversarials did not write",
+        f"{A} --adversarials ck",
+    ),
+    Case(
+        "transfer",
+        "`--transfer-in-worst-case` with nothing to transfer",
+        f"{A} --attack fgsm --transfer-in-worst-case",
+    ),
+    Case(
+        "transfer",
+        "`--transfer-from` with no other checkpoint to score",
+        "rbs attack --checkpoint ck --transfer-from ck --attack fgsm --out new-r",
+    ),
 ]
 
 # ------------------------------------------------------------------------------- workspace
@@ -526,6 +645,42 @@ def _issue29_files(ws: Path) -> None:
                 Image.fromarray(pixels).save(ws / folder / split / c / "0.tif")
 
 
+def _user_arch_files(ws: Path) -> None:
+    """``user_nets.py``, a checkpoint of its LeNet, and an imagefolder checkpoint whose recorded
+    data root is gone."""
+    (ws / "user_nets.py").write_text(USER_NETS)
+    with _user_code_importable(ws):
+        torch.manual_seed(0)
+        model = create_model("user_nets:LeNet", num_classes=10, in_channels=1)
+        meta = {**_meta(), "name": "user-ck", "arch": "user_nets:LeNet", "arch_kwargs": {}}
+        save_checkpoint(ws / "user-ck", model, meta)
+    moved = ws / "moved-if-ck"
+    shutil.copytree(ws / "if-ck", moved)
+    meta = json.loads((moved / META_FILE).read_text())
+    meta.update(name="moved-if-ck", data_root="/nonexistent/rbs-images")
+    (moved / META_FILE).write_text(json.dumps(meta))
+
+
+def _issue29_files(ws: Path) -> None:
+    """Wrapped ``.pt`` files and imagefolders of images no depth can scale (issue 29: 5, 7)."""
+    import numpy as np
+    from PIL import Image
+
+    sd = _digits_model(width=1.0).net.state_dict()
+    torch.save({"ema": sd, "model": sd}, ws / "ema-model.pt")
+    torch.save({"net": sd, "acc": 95.3, "epoch": 200}, ws / "kuangliu.pt")
+    torch.save({"epoch": 200, "acc": 95.3}, ws / "no-weights.pt")
+    ramp = np.linspace(0.0, 1.0, 64).reshape(8, 8)
+    for folder, pixels in (
+        ("float-images", (ramp * 4.0).astype(np.float32)),
+        ("int32-images", (ramp * 4e9 - 2e9).astype(np.int32)),
+    ):
+        for split in ("train", "val"):
+            for c in "ab":
+                (ws / folder / split / c).mkdir(parents=True)
+                Image.fromarray(pixels).save(ws / folder / split / c / "0.tif")
+
+
 def build_workspace(ws: Path) -> None:
     """Every file the cases refer to (relative to ``ws``)."""
     ws.mkdir(parents=True, exist_ok=True)
@@ -564,6 +719,7 @@ def build_workspace(ws: Path) -> None:
     torch.save({"state_dict": {}, "x": _Payload(ws / "PWNED")}, ws / "evil.pt")
     _prune_files(ws)
     _imagefolder_files(ws)
+    _user_arch_files(ws)
     _issue29_files(ws)
 
     (ws / "nodata").mkdir(exist_ok=True)
