@@ -382,6 +382,7 @@ def test_hand_picked_attacks_record_custom_protocol_checks_and_min_norms(
         "zero_gradients",
         "randomness",
         "not_converged",
+        "batch_dependence",
     }
     assert {r["attack"] for r in side["paper_deviations"]} >= {"pgd", "cw"}
     assert (out / "min_norms.parquet").is_file() and (out / "min_norms.csv").is_file()

@@ -14,11 +14,13 @@ from evaluations.engine.cell_attack import attack_cell
 from evaluations.engine.masking import (
     CHECKS,
     MaskingInputs,
+    batch_dependence_check,
     black_box_check,
     convergence_from_cells,
     convergence_from_results,
     gradient_check,
     masking_fingerprint,
+    probe_batch_dependence,
     probe_gradients,
     probe_randomness,
     randomness_check,
@@ -114,6 +116,55 @@ def test_randomized_model_is_flagged() -> None:
     assert probe_randomness(d.model, d.x[:50])["max_logit_diff"] == 0
 
 
+class BatchMean(nn.Module):
+    """Subtracts half the batch mean: every output depends on the other examples of the batch."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x - 0.5 * x.mean(dim=0, keepdim=True)
+
+
+def _batch_stats_cnn() -> nn.Module:
+    """The digits CNN with its BatchNorm computing batch statistics in eval mode too."""
+    model = digits().model
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    stats = nn.BatchNorm2d(bn.num_features, track_running_stats=False)
+    stats.load_state_dict({"weight": bn.weight, "bias": bn.bias})
+    layers = [stats if m is bn else m for m in model.children()]
+    return nn.Sequential(*layers).eval()
+
+
+@pytest.mark.parametrize("kind", ["batch-mean", "batch-norm"])
+def test_model_using_batch_statistics_in_eval_is_flagged(kind: str) -> None:
+    d = digits()
+    model = (
+        nn.Sequential(BatchMean(), d.model).eval() if kind == "batch-mean" else _batch_stats_cnn()
+    )
+    probe = probe_batch_dependence(model, d.x[:60])
+    assert probe["n"] == 60 and probe["alone"] == 32
+    assert probe["max_logit_diff"] > 0.1  # predictions may or may not flip: the logits move
+    check = batch_dependence_check([{"checkpoint": kind, **probe}])
+    assert check["flagged"] is True and kind in check["detail"]
+    assert not model.training  # the probe leaves the mode as it found it
+
+
+@pytest.mark.parametrize("n", [1, 7, 60])
+def test_normal_model_is_not_flagged_for_batch_dependence(n: int) -> None:
+    d = digits()
+    probe = probe_batch_dependence(d.model, d.x[:n])
+    assert probe["changed"] == 0 and probe["alone"] == min(n, 32)
+    assert probe["max_logit_diff"] <= 1e-4 * max(1.0, probe["logit_scale"])
+    assert batch_dependence_check([{"checkpoint": "cnn", **probe}])["flagged"] is False
+
+
+def test_batch_dependence_check_thresholds() -> None:
+    row = {"checkpoint": "m", "n": 50, "alone": 32, "changed": 0, "logit_scale": 20.0}
+    assert batch_dependence_check([{**row, "max_logit_diff": 1e-5}])["flagged"] is False
+    assert batch_dependence_check([{**row, "max_logit_diff": 0.05}])["flagged"] is True
+    assert batch_dependence_check([{**row, "max_logit_diff": float("inf")}])["flagged"] is True
+    assert batch_dependence_check([{**row, "max_logit_diff": 0.0, "changed": 1}])["flagged"]
+    assert batch_dependence_check([])["flagged"] is None
+
+
 def test_gradient_probe_counts_zero_and_nonfinite() -> None:
     d = digits()
     rounded = nn.Sequential(Rounding(), d.model).eval()
@@ -129,6 +180,7 @@ def test_gradient_probe_counts_zero_and_nonfinite() -> None:
 def test_unbounded_budget_and_check() -> None:
     assert unbounded_budget("linf", (1, 8, 8)) == 1.0
     assert unbounded_budget("l2", (1, 8, 8)) == 8.0  # diameter of [0, 1]^64
+    assert unbounded_budget("l1", (1, 8, 8)) == 64.0  # L1 diameter
     row = {"checkpoint": "m", "norm": "linf", "attack": "pgd", "epsilon": 1.0, "n": 100}
     assert unbounded_check([{**row, "robust": 1}])["flagged"] is False
     assert unbounded_check([{**row, "robust": 9}])["flagged"] is True

@@ -3,7 +3,7 @@
 A robust accuracy is only as good as its attacks; gradient masking (shattered, vanishing or
 stochastic gradients) makes white-box attacks fail while the model is not robust (Athalye, Carlini
 & Wagner, ICML 2018; Carlini et al. 2019, "On Evaluating Adversarial Robustness"; Croce & Hein,
-ICML 2020). Five checks run after every grid; each is a pure function of per-example outcomes or of
+ICML 2020). Six checks run after every grid; each is a pure function of per-example outcomes or of
 a probe's counts, and writes one entry ``{"flagged": bool | None, "detail": str, ...}``
 (``None``: not checked, with the reason) into ``results.json["masking"]`` and the report's top:
 
@@ -20,6 +20,9 @@ a probe's counts, and writes one entry ``{"flagged": bool | None, "detail": str,
    needs EOT (Athalye et al. 2018).
 5. ``not_converged``: where a stronger run (``thorough``) is lower than the ``standard`` attacks by
    more than the 95 % Wilson interval.
+6. ``batch_dependence``: an example's eval-mode logits change when it is evaluated alone or in a
+   differently composed batch (batch statistics at test time, TRADES#3): its robust accuracy then
+   depends on the batch size and company. Probed once per checkpoint.
 
 Probes use the first ``Protocol.probes.examples`` test examples of each checkpoint.
 """
@@ -42,6 +45,7 @@ from evaluations.engine.grid import GridRun
 from evaluations.engine.masking_checks import (
     CHECKS,
     TOLERANCE,
+    batch_dependence_check,
     black_box_check,
     convergence_check,
     convergence_from_cells,
@@ -53,6 +57,7 @@ from evaluations.engine.masking_checks import (
     unbounded_check,
 )
 from evaluations.engine.masking_probes import (
+    probe_batch_dependence,
     probe_black_box,
     probe_gradients,
     probe_randomness,
@@ -74,6 +79,7 @@ from robustbench_sparse.devices import resolve_device
 __all__ = [
     "CHECKS",
     "TOLERANCE",
+    "batch_dependence_check",
     "black_box_check",
     "convergence_check",
     "convergence_from_cells",
@@ -83,6 +89,7 @@ __all__ = [
     "flagged",
     "gradient_check",
     "masking_fingerprint",
+    "probe_batch_dependence",
     "probe_black_box",
     "probe_gradients",
     "probe_randomness",
@@ -111,16 +118,18 @@ def run_checks(
     protocol: Protocol | None,
     probes: MaskingProbes,
 ) -> dict[str, Any]:
-    """Probe every checkpoint and evaluate the five checks; the sidecar's ``masking`` record."""
+    """Probe every checkpoint and evaluate the six checks; the sidecar's ``masking`` record."""
     t0 = time.perf_counter()
     unbounded: list[dict[str, Any]] = []
     grads: list[dict[str, Any]] = []
     rand: list[dict[str, Any]] = []
+    batch: list[dict[str, Any]] = []
     black: list[dict[str, Any]] = []
     for item in inputs:
         mine = [c for c in cells if c.checkpoint == item.name]
         grads.append({"checkpoint": item.name, **probe_gradients(item.model, item.x, item.y)})
         rand.append({"checkpoint": item.name, **probe_randomness(item.model, item.x)})
+        batch.append({"checkpoint": item.name, **probe_batch_dependence(item.model, item.x)})
         for norm in sorted({c.norm for c in mine}):
             unbounded.append(
                 {
@@ -136,6 +145,7 @@ def run_checks(
         "zero_gradients": gradient_check(grads),
         "randomness": randomness_check(rand),
         "not_converged": convergence_from_cells(cells),
+        "batch_dependence": batch_dependence_check(batch),
     }
     names = flagged(checks)
     for name in names:
@@ -174,6 +184,7 @@ def masking_fingerprint(
         "checkpoints": [[c.name, c.meta.get("weights_sha256") or str(c.path)] for c in checkpoints],
         "cells": rows,
         "probes": [probes.examples, probes.black_box, [list(p) for p in probes.black_box_params]],
+        "checks": list(CHECKS),  # a record made before a check existed is not reused
         "examples": examples,
         "limit": grid.limit,
         "protocol": protocol.label if protocol is not None else None,

@@ -2,7 +2,7 @@
 
 Each check reads what the grid (and the probes of :mod:`evaluations.engine.masking_probes`)
 observed and returns ``{"flagged": bool | None, "detail": str, ...}``; ``None`` means the
-check could not run. See :mod:`evaluations.engine.masking` for the five checks and their sources.
+check could not run. See :mod:`evaluations.engine.masking` for the six checks and their sources.
 """
 
 from __future__ import annotations
@@ -29,7 +29,13 @@ CHECKS = (
     "zero_gradients",
     "randomness",
     "not_converged",
+    "batch_dependence",
 )
+
+#: Logit change, relative to the largest logit (at least 1), above which an example's output counts
+#: as batch-dependent: far above float32 kernels that reorder sums with the batch size (~1e-6),
+#: far below what batch statistics do (order 1).
+BATCH_RTOL = 1e-3
 
 
 THOROUGH_EXTRA = frozenset(a.name for a in PROTOCOLS["thorough"].attacks) - STANDARD_ATTACKS
@@ -202,6 +208,36 @@ def randomness_check(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
             rows=rows,
         )
     return _entry(False, "two forward passes give identical logits", rows=rows)
+
+
+def batch_dependence_check(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Check 6 from probe rows ``{checkpoint, n, alone, changed, max_logit_diff, logit_scale}``.
+
+    Flags a checkpoint whose eval-mode logits change (beyond :data:`BATCH_RTOL` of its logit
+    scale, or in a prediction) when an example is evaluated alone or in another batch.
+    """
+    rows = list(rows)
+    if not rows:
+        return _entry(None, "not checked: no probe examples")
+
+    def moved(r: dict[str, Any]) -> bool:
+        limit = BATCH_RTOL * max(1.0, float(r["logit_scale"]))
+        return bool(r["changed"] > 0 or not float(r["max_logit_diff"]) <= limit)
+
+    bad = [r for r in rows if moved(r)]
+    if bad:
+        listing = "; ".join(
+            f"{r['checkpoint']}: {r['changed']}/{r['n']} predictions change, max logit "
+            f"difference {float(r['max_logit_diff']):.3g}"
+            for r in bad[:6]
+        )
+        return _entry(
+            True,
+            "eval-mode predictions depend on the batch (batch statistics, e.g. BatchNorm with "
+            f"track_running_stats=False; robust accuracy then depends on batching): {listing}",
+            rows=rows,
+        )
+    return _entry(False, "each example's logits are the same alone and in another batch", rows=rows)
 
 
 def _worst_counts(cells: Sequence[CellRecord]) -> dict[tuple[str, str], tuple[list[float], Any]]:

@@ -1,5 +1,6 @@
 """The extra probes the masking checks need beyond the grid: gradient health, randomness of the
-forward pass, an unbounded attack, and a black-box (Square) attack confirmed by APGD-CE / APGD-T.
+forward pass, batch dependence of the predictions, an unbounded attack, and a black-box (Square)
+attack confirmed by APGD-CE / APGD-T.
 """
 
 from __future__ import annotations
@@ -55,6 +56,57 @@ def probe_randomness(model: nn.Module, x: Tensor) -> dict[str, Any]:
             d = torch.where(torch.isnan(d), torch.full_like(d, math.inf), d)
             diff = max(diff, float(d.max()) if d.numel() else 0.0)
     return {"n": int(x.shape[0]), "disagree": disagree, "max_logit_diff": diff}
+
+
+#: how many probe examples are also run one at a time by :func:`probe_batch_dependence`
+ALONE_EXAMPLES = 32
+
+
+@torch.no_grad()
+def probe_batch_dependence(model: nn.Module, x: Tensor) -> dict[str, Any]:
+    """Logits of ``x`` (N, C, H, W) in eval mode, in their batch vs in other company.
+
+    Three evaluations of the same examples: (a) in probe batches, as the grid evaluates them;
+    (b) the first :data:`ALONE_EXAMPLES` one at a time (batch of 1); (c) all of them in reversed
+    order and batches of half the size (a differently composed batch). A model whose eval-mode
+    output depends on the batch (BatchNorm without running statistics, ``track_running_stats=
+    False``, or any layer mixing examples) gives each example a different logit in (b) and (c)
+    than in (a) (TRADES#3; its robust accuracy then depends on the batch size and on which
+    examples the attack happens to batch together).
+
+    Returns ``{n, alone, changed, max_logit_diff, logit_scale}``: ``changed`` examples whose
+    prediction differs between (a) and (b) or (c), the largest absolute logit difference and the
+    largest absolute logit of (a) (to judge the difference against).
+    """
+    with frozen_eval(model):
+        ref = torch.cat([model(xb) for xb in x.split(PROBE_BATCH)])  # (N, classes)
+        k = min(ALONE_EXAMPLES, x.shape[0])
+        alone = torch.cat([model(x[i : i + 1]) for i in range(k)]) if k else ref[:0]  # (k, classes)
+        half = max(1, min(PROBE_BATCH, x.shape[0]) // 2)
+        rev = torch.cat([model(xb) for xb in x.flip(0).split(half)]).flip(0)  # (N, classes)
+    diff_alone = (alone - ref[:k]).abs()
+    diff_rev = (rev - ref).abs()
+    worst = max(
+        _finite_max(diff_alone),
+        _finite_max(diff_rev),
+    )
+    changed = ref.argmax(1) != rev.argmax(1)  # (N,)
+    changed[:k] |= ref[:k].argmax(1) != alone.argmax(1)
+    return {
+        "n": int(x.shape[0]),
+        "alone": k,
+        "changed": int(changed.sum()),
+        "max_logit_diff": worst,
+        "logit_scale": _finite_max(ref.abs()),
+    }
+
+
+def _finite_max(t: Tensor) -> float:
+    """Largest value of ``t``; NaN counts as infinitely large; 0 for an empty tensor."""
+    if t.numel() == 0:
+        return 0.0
+    t = torch.where(torch.isnan(t), torch.full_like(t, math.inf), t)
+    return float(t.max())
 
 
 def _for_norm(name: str, norm: str) -> str:

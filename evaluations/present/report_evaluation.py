@@ -23,6 +23,7 @@ _CHECK_TITLES = {
     "zero_gradients": "3. input gradients finite and non-zero",
     "randomness": "4. deterministic forward pass",
     "not_converged": "5. stronger protocol within the interval",
+    "batch_dependence": "6. predictions independent of the batch",
 }
 
 
@@ -33,7 +34,7 @@ def _result(flag: Any) -> str:
 
 
 def masking_blocks(side: dict[str, Any]) -> list[Block]:
-    """Protocol and the five gradient-masking checks: what every number below was produced by."""
+    """Protocol and the gradient-masking checks: what every number below was produced by."""
     blocks: list[Block] = [Heading(2, "Evaluation protocol and gradient-masking checks")]
     protocol = side.get("protocol")
     if isinstance(protocol, dict):
