@@ -61,6 +61,7 @@ from attacks.base import (
     AttackKind,
     FixedBudgetOutput,
 )
+from attacks.contracts import DLR_HINT, TARGETED_DLR_HINT
 from attacks.engine import EpsRun, ascent_direction, nested_grid
 from attacks.gradients import input_gradient
 from attacks.norms import Norm, clip_to_ball, perturbation_norm
@@ -115,6 +116,16 @@ def dlr_targeted_loss(logits: Tensor, y: Tensor, target: Tensor | None = None) -
     rows = torch.arange(logits.shape[0], device=logits.device)
     scale = z_sorted[:, -1] - 0.5 * (z_sorted[:, -3] + z_sorted[:, -4]) + 1e-12
     return -(logits[rows, y] - logits[rows, target]) / scale
+
+
+def ce_targeted_loss(logits: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+    """Targeted cross-entropy ``-CE(z, t)`` (m,): defined for >= 2 classes (``apgd-t-ce``).
+
+    APGD-T's alternative loss in the authors' code (``APGDAttack_targeted.ce_loss_targeted``).
+    """
+    if target is None:
+        raise ValueError("ce_targeted_loss needs target labels")
+    return -F.cross_entropy(logits, target, reduction="none")
 
 
 def _loss_and_grad(
@@ -488,6 +499,7 @@ _LOSSES: dict[str, Loss] = {
     "ce": ce_loss,
     "dlr": dlr_loss,
     "dlr-targeted": dlr_targeted_loss,
+    "ce-targeted": ce_targeted_loss,
 }
 
 
@@ -501,6 +513,7 @@ class _TargetedRuns(_APGDBase):
     loss_name: ClassVar[str] = "dlr-targeted"
     min_classes: ClassVar[int] = 4
     n_target_classes: int
+    few_classes_hint: ClassVar[str] = TARGETED_DLR_HINT
 
     def _targets(self, n_classes: int) -> int:
         return min(self.n_target_classes, n_classes - 1)
@@ -543,6 +556,7 @@ class APGDDLR(_APGDUntargeted):
     norm: ClassVar[Norm] = Norm.LINF
     loss_name: ClassVar[str] = "dlr"
     min_classes: ClassVar[int] = 3
+    few_classes_hint: ClassVar[str] = DLR_HINT
 
 
 @dataclass(frozen=True, repr=False)
@@ -553,6 +567,7 @@ class APGDDLRL2(_APGDUntargeted):
     norm: ClassVar[Norm] = Norm.L2
     loss_name: ClassVar[str] = "dlr"
     min_classes: ClassVar[int] = 3
+    few_classes_hint: ClassVar[str] = DLR_HINT
 
 
 @dataclass(frozen=True, repr=False)

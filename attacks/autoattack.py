@@ -55,6 +55,7 @@ from attacks.base import (
     _predict,
 )
 from attacks.contracts import epsilon_unit_warnings
+from attacks.few_classes import stage_for_classes
 from attacks.norms import Norm
 from attacks.params import check_seed
 from attacks.registry import attack_class
@@ -130,12 +131,40 @@ class Cascade(Attack):
         """No progress estimate (0)."""
         return 0
 
-    def stages(self) -> list[Attack]:
-        """The stage attacks (native backend), built from the registry with this seed."""
+    def stage_plan(
+        self, num_classes: int | None = None
+    ) -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+        """(stage name, parameters, substitution or ``None``) per stage, for ``num_classes``.
+
+        On fewer than 4 classes a stage whose loss is undefined there runs as its substitute
+        (:func:`attacks.few_classes.stage_for_classes`: APGD-T / APGD-DLR -> ``apgd-t-ce``).
+        """
         suffix = "" if self.norm is Norm.LINF else f"-{self.norm.value}"
+        return [
+            stage_for_classes(base + suffix, dict(params), num_classes)
+            for base, params in self.stage_specs
+        ]
+
+    def settings_for(self, num_classes: int) -> dict[str, Any]:
+        """The stages (full parameters: restarts, targets, ...) and substitutions it runs."""
+        plan = self.stage_plan(num_classes)
+        stages = []
+        for attack in self.stages(num_classes):
+            params = {k: v for k, v in attack.params().items() if k != "seed"}
+            if "n_target_classes" in params:  # the targets it can have: C - 1 at most
+                params["targets"] = min(int(params["n_target_classes"]), num_classes - 1)
+            stages.append({"stage": attack.name, **params})
+        out: dict[str, Any] = {"stages": stages}
+        subs = [sub for _, _, sub in plan if sub is not None]
+        if subs:
+            out["substitutions"] = subs
+        return out
+
+    def stages(self, num_classes: int | None = None) -> list[Attack]:
+        """The stage attacks (native backend), built from the registry with this seed."""
         out: list[Attack] = []
-        for base, params in self.stage_specs:
-            cls = attack_class(base + suffix, backend="native")  # AttackConfigError if missing
+        for name, params, _ in self.stage_plan(num_classes):
+            cls = attack_class(name, backend="native")  # AttackConfigError if missing
             names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
             kwargs = dict(params)
             if "seed" in names:
@@ -143,7 +172,7 @@ class Cascade(Attack):
             missing = sorted(set(kwargs) - names)
             if missing:
                 raise AttackConfigError(
-                    f"{self.name}: stage {base + suffix!r} has no parameter(s) "
+                    f"{self.name}: stage {name!r} has no parameter(s) "
                     f"{', '.join(missing)} needed by AutoAttack {self.version!r}"
                 )
             attack = cls(**kwargs)
@@ -161,11 +190,14 @@ class Cascade(Attack):
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
     ) -> FixedBudgetOutput:
-        return run_cascade(self.stages(), model, x, y, epsilons, name=self.name)
+        return run_cascade(
+            self.stages(_num_classes(model, x)), model, x, y, epsilons, name=self.name
+        )
 
     def _attack(self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]) -> AttackResult:
-        stages = [s.name for s in self.stages()]  # fails early if a stage is missing
-        result = super()._attack(model, x, y, eps)
+        result = super()._attack(model, x, y, eps)  # the input contracts come first
+        n_classes = _num_classes(model, x)
+        stages = [s.name for s in self.stages(n_classes)]
         if result.details is not None:  # the stages' warnings, after the cascade's own
             result.warnings.extend(result.details.get("warnings", []))
         # ``_run`` saw clean-correct examples and positive epsilons only: re-index its details
@@ -194,9 +226,16 @@ class Cascade(Attack):
             "stage_seconds": inner["stage_seconds"] if inner else [0.0] * len(stages),
             "survivor_bound": inner["survivor_bound"] if inner else 0,
             "work_ratio": inner["work_ratio"] if inner else 1.0,
+            "substitutions": [sub for _, _, sub in self.stage_plan(n_classes) if sub],
         }
         result.details = details
         return result
+
+
+def _num_classes(model: nn.Module, x: Tensor) -> int:
+    """The model's class count (one forward pass of ``x[:1]``)."""
+    with torch.no_grad():
+        return int(model(x[:1]).shape[1])
 
 
 def run_cascade(

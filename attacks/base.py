@@ -148,6 +148,10 @@ class Attack(ABC):
     # Overridden by dataclass fields in attacks that support them.
     restarts: int = 1
     seed: int | None = None
+    #: the fewest classes the attack's loss is defined for; the template refuses a model with
+    #: fewer logits before any work (one line: ``few_classes_hint`` says why and what to run)
+    min_classes: ClassVar[int] = 1
+    few_classes_hint: ClassVar[str] = ""
 
     def params(self) -> dict[str, Any]:
         """The attack's parameters (JSON-able), recorded next to every result."""
@@ -258,6 +262,33 @@ class Attack(ABC):
         result.warnings = unit_warnings + result.warnings
         return result
 
+    def settings_for(self, num_classes: int) -> dict[str, Any]:
+        """What the attack runs on a model of ``num_classes`` classes beyond :meth:`params`.
+
+        Recorded next to the parameters of every result (rows, sidecar, report): here the
+        targets a targeted attack can have (``min(n_target_classes, num_classes - 1)``); the
+        AutoAttack cascades add their stages and any substitution made for few classes.
+        """
+        n_targets = self.params().get("n_target_classes")
+        if isinstance(n_targets, int) and not isinstance(n_targets, bool):
+            return {"targets": min(n_targets, num_classes - 1)}
+        return {}
+
+    def check_classes(self, num_classes: int) -> None:
+        """Refuse a model with fewer than :attr:`min_classes` classes, in one line.
+
+        Raises:
+            AttackInputError: ``num_classes < min_classes`` (e.g. APGD-T's targeted DLR loss,
+                Croce & Hein 2020 eq. 7, reads the 4th largest logit; its reference code fails
+                with an ``IndexError`` there); the message ends with :attr:`few_classes_hint`.
+        """
+        if num_classes < self.min_classes:
+            hint = f"; {self.few_classes_hint}" if self.few_classes_hint else ""
+            raise AttackInputError(
+                f"{self.backend}/{self.name} needs a model with at least {self.min_classes} "
+                f"classes (this one has {num_classes}){hint}"
+            )
+
     # -- template internals -------------------------------------------------------------------
 
     def _empty(self, x: Tensor, y: Tensor, eps: list[float]) -> AttackResult:
@@ -280,7 +311,8 @@ class Attack(ABC):
 
     def _attack(self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]) -> AttackResult:
         k_eps, n = len(eps), x.shape[0]
-        clean_pred = _clean_predictions(model, x, y)  # (N,) after the output/label contracts
+        clean_pred, num_classes = _clean_predictions(model, x, y)  # (N,), after the contracts
+        self.check_classes(num_classes)
         todo = (clean_pred == y).nonzero().squeeze(1)  # indices of clean-correct examples
         adversarials = x.unsqueeze(0).repeat((k_eps,) + (1,) * x.ndim)  # (K, N, ...)
         grad_evals = 0
@@ -428,8 +460,8 @@ def _predict(model: nn.Module, x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _clean_predictions(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Clean predictions (N,) after checking the output contract and the label range.
+def _clean_predictions(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, int]:
+    """Clean predictions (N,) and the number of classes, after the output and label contracts.
 
     The first chunk's output is checked before anything else runs, so a model returning a tuple,
     dict or wrongly shaped logits fails with the contract's message, not deep inside an attack.
@@ -446,4 +478,4 @@ def _clean_predictions(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         check_clean_logits_finite(logits)
         preds.append(logits.argmax(dim=1))
     check_label_values(y, num_classes)
-    return torch.cat(preds)
+    return torch.cat(preds), num_classes

@@ -32,6 +32,8 @@ from torch import Tensor, nn
 from attacks.norms import Norm
 
 __all__ = [
+    "DLR_HINT",
+    "TARGETED_DLR_HINT",
     "AttackInputError",
     "check_label_values",
     "check_logits",
@@ -46,6 +48,19 @@ _CONTRACT = "a floating-point tensor of shape (N, num_classes)"
 
 class AttackInputError(ValueError):
     """The inputs, labels, epsilons or model outputs given to an attack are invalid."""
+
+
+#: why an attack on the DLR loss refuses a model with fewer than 3 classes, and what to run instead
+#: (the end of :meth:`attacks.base.Attack.check_classes`' one-line message)
+DLR_HINT = (
+    "the DLR loss (Croce & Hein 2020, eq. 6) needs a 3rd class; use apgd-ce, or autoattack "
+    "(--protocol standard), which substitutes the targeted cross-entropy (apgd-t-ce) on few classes"
+)
+#: the same for the targeted DLR loss of APGD-T (4 classes)
+TARGETED_DLR_HINT = (
+    "the targeted DLR loss (Croce & Hein 2020, eq. 7) needs a 4th class; use apgd-t-ce (targeted "
+    "cross-entropy), or autoattack (--protocol standard), which substitutes it on few classes"
+)
 
 
 def validate_epsilons(epsilons: Sequence[float]) -> list[float]:

@@ -39,6 +39,8 @@ _REGISTRY: dict[Backend, dict[str, str]] = {
         "apgd-dlr-l2": "attacks.apgd:APGDDLRL2",
         "apgd-t": "attacks.apgd:APGDTargeted",
         "apgd-t-l2": "attacks.apgd:APGDTargetedL2",
+        "apgd-t-ce": "attacks.few_classes:APGDTargetedCE",
+        "apgd-t-ce-l2": "attacks.few_classes:APGDTargetedCEL2",
         "apgd-ce-l1": "attacks.apgd_l1:APGDCEL1",
         "apgd-t-l1": "attacks.apgd_l1:APGDTargetedL1",
         "autoattack": "attacks.autoattack:AutoAttack",

@@ -24,6 +24,7 @@ from typing import Any
 
 from attacks.params import parse_epsilon
 from evaluations.engine.data_checks import check_input_shape
+from evaluations.engine.attack_settings import check_class_counts
 from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig
@@ -288,6 +289,8 @@ def run_attack_command(
         )
         for name in sorted(datasets)
     }
+    # an attack whose loss needs more classes than a checkpoint has: refused here, in one line
+    check_class_counts(grid.attacks, [c.info.num_classes for c in checkpoints])
     for ckpt in checkpoints:  # data of another shape: refused before the output is touched
         test = data[ckpt.info.name]
         if len(test):  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from evaluations.engine.attack_settings import check_class_counts
 from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, get_protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig
@@ -361,6 +362,8 @@ def _checked_data(plan: ExperimentPlan) -> DatasetSplits:
     data = load_job_dataset(plan.models[0].job)
     for m in plan.models:  # the training budgets' units, before any model trains
         m.job.adversarial.check_budget(data.info.input_shape)
+    # an attack whose loss needs more classes than the data set has, before any model trains
+    check_class_counts(plan.grid.attacks, [data.info.num_classes])
     archs: list[tuple[str, dict[str, Any]]] = []
     for m in plan.models:
         if (m.job.arch, dict(m.job.arch_kwargs)) not in archs:

@@ -101,14 +101,18 @@ def _attack_contract(
     fn: Callable[[torch.Tensor], Any] = lambda z: z,
     labels: Any = (0, 1),
     dtype: torch.dtype = torch.long,
+    attack: str = "pgd",
+    backend: str = "native",
 ) -> Callable[[Path], str]:
-    """An issue-14 library case: pgd on two 8x8 inputs with a bad model output or bad labels."""
+    """An issue-14 library case: ``attack`` (pgd) on two 8x8 inputs with a bad model output or
+    bad labels (issue 29: too few classes for the attack's loss)."""
 
     def run(ws: Path) -> str:
         torch.manual_seed(0)
         model = _Outputs(fn).eval()
         x, y = torch.full((2, 1, 8, 8), 0.5), torch.tensor(labels, dtype=dtype)
-        return _raises(lambda: get_attack("pgd")(model, x, y, epsilons=[0.0, 0.1]))
+        chosen = get_attack(attack, backend=backend)
+        return _raises(lambda: chosen(model, x, y, epsilons=[0.0, 0.1]))
 
     return run
 
@@ -326,6 +330,18 @@ CASES: list[Case] = [
         "model with NaN logits on clean inputs (library)",
         "get_attack('pgd')(model_with_log_of_its_logits, x, y, epsilons=[0, 0.1])",
         run=_attack_contract(torch.log),
+    ),
+    Case(
+        "attack",
+        "APGD-T on a 3-class model (library; `--attack apgd-t` the same, any backend)",
+        "get_attack('apgd-t')(three_class_model, x, y, epsilons=[0, 0.1])",
+        run=_attack_contract(lambda z: z[:, :3], attack="apgd-t"),
+    ),
+    Case(
+        "attack",
+        "pyautoattack's AutoAttack on a 2-class model (library; `--backend autoattack`)",
+        "get_attack('autoattack', backend='autoattack')(two_class_model, x, y, epsilons=[0, 0.1])",
+        run=_attack_contract(lambda z: z[:, :2], attack="autoattack", backend="autoattack"),
     ),
     # --------------------------------------------------------------------------- outputs
     Case("output", "`rbs train` into an existing directory", "rbs train --out ck"),

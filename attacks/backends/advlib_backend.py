@@ -47,6 +47,7 @@ from attacks.base import (
     FixedBudgetOutput,
     MinimumNormOutput,
 )
+from attacks.contracts import DLR_HINT, TARGETED_DLR_HINT
 from attacks.fab import FABParams, FABTParams
 from attacks.fmn import FMNParams
 from attacks.norms import Norm
@@ -182,6 +183,8 @@ class AdvlibAPGDDLR(_APGDBase):
     name: ClassVar[str] = "apgd-dlr"
     norm: ClassVar[Norm] = Norm.LINF
     loss_function: ClassVar[str] = "dlr"
+    min_classes: ClassVar[int] = 3
+    few_classes_hint: ClassVar[str] = DLR_HINT
 
 
 @dataclass(frozen=True, repr=False)
@@ -191,6 +194,8 @@ class AdvlibAPGDDLRL2(_APGDBase):
     name: ClassVar[str] = "apgd-dlr-l2"
     norm: ClassVar[Norm] = Norm.L2
     loss_function: ClassVar[str] = "dlr"
+    min_classes: ClassVar[int] = 3
+    few_classes_hint: ClassVar[str] = DLR_HINT
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,8 @@ class AdvlibAPGDTParams(AdvlibAPGDParams):
 class _APGDTBase(AdvlibAPGDTParams, Attack):
     kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
     backend: ClassVar[str] = "adv-lib"
+    min_classes: ClassVar[int] = 4
+    few_classes_hint: ClassVar[str] = TARGETED_DLR_HINT
 
     def _fixed_budget(
         self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]

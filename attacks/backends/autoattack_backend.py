@@ -10,6 +10,12 @@
 
 Quirks handled or documented here:
 
+* fewer classes: "standard" sets 9 APGD-T and FAB-T targets, and the library indexes past the last
+  logit with fewer than 10 classes (``IndexError``); the adapter sets ``C - 1`` targets, as the
+  library's own ``check_n_classes`` warning advises. Below 4 classes its targeted DLR loss is
+  undefined: ``autoattack`` and ``apgd-t`` refuse the model in one line (``min_classes``), where
+  the native cascade substitutes ``apgd-t-ce`` (:mod:`attacks.few_classes`).
+
 * ``seed`` must be an int: with ``seed=None`` the library seeds from the clock. It calls
   ``torch.manual_seed(seed)`` on the *global* RNG; the :class:`~attacks.base.Attack` template forks
   the RNG around every call, so the caller's RNG state is unchanged afterwards.
@@ -33,6 +39,7 @@ from torch import Tensor, nn
 
 from attacks.backends.common import per_eps, target_count
 from attacks.base import Attack, AttackKind, FixedBudgetOutput
+from attacks.contracts import TARGETED_DLR_HINT
 from attacks.norms import Norm
 from attacks.params import check_apgd, check_int_seed, check_n_target_classes
 
@@ -61,6 +68,12 @@ class _AutoAttackParams:
 class _AutoAttackBase(_AutoAttackParams, Attack):
     kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
     backend: ClassVar[str] = "autoattack"
+    min_classes: ClassVar[int] = 4
+    few_classes_hint: ClassVar[str] = (
+        "its APGD-T stage uses the targeted DLR loss (Croce & Hein 2020, eq. 7), which needs a "
+        "4th class; the native autoattack (--backend native, --protocol standard) substitutes "
+        "the targeted cross-entropy (apgd-t-ce) for it"
+    )
 
     def nominal_gradients(self) -> int:
         """1 per example and epsilon: the grid's nominal count (the stages' work is measured)."""
@@ -73,6 +86,8 @@ class _AutoAttackBase(_AutoAttackParams, Attack):
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
     ) -> FixedBudgetOutput:
+        targets = target_count(model, x, 9)
+
         def perturb(m: nn.Module, e: float) -> Tensor:
             adversary = _PyAutoAttack(
                 m,
@@ -82,6 +97,10 @@ class _AutoAttackBase(_AutoAttackParams, Attack):
                 seed=self.seed,
                 device=x.device,
             )
+            # "standard" asks for 9 targets; with fewer than 10 classes the library indexes
+            # past the last logit (IndexError): C - 1 targets, as its check_n_classes advises.
+            adversary.apgd_targeted.n_target_classes = targets
+            adversary.fab.n_target_classes = targets
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=BATCH_SIZE)
             out: Tensor = x_adv
             return out
@@ -166,6 +185,8 @@ class _APGDTParams(_APGDParams):
 class _APGDTBase(_APGDTParams, Attack):
     kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
     backend: ClassVar[str] = "autoattack"
+    min_classes: ClassVar[int] = 4
+    few_classes_hint: ClassVar[str] = TARGETED_DLR_HINT
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from attacks import Attack, Norm
 from attacks.contracts import epsilon_unit_warnings
+from evaluations.engine.attack_settings import attack_settings
 from evaluations.engine.cell_attack import attack_cell_sharded, evaluation_tensors
 from evaluations.engine.data_checks import accuracy_warning, check_input_shape
 from evaluations.engine.spec import AttackSpec, GridConfig
@@ -212,6 +213,8 @@ def _check_data(
         if cache[key][0].shape[0] == 0:  # like --limit 0: nothing to attack is an error
             raise UserError(f"dataset '{key}' has no test examples to attack")
         check_input_shape(ckpt.name, ckpt.meta, key, cache[key][0])
+        for _, attack in attacks:  # a loss that needs more classes: before any attack runs
+            attack.check_classes(ckpt.info.num_classes)
         dim = math.prod(cache[key][0].shape[1:])
         for grid_norm in sorted({a.norm for _, a in attacks}, key=lambda nm: nm.value):
             for message in epsilon_unit_warnings(grid.epsilons(grid_norm, key), grid_norm, dim):
@@ -298,6 +301,9 @@ def _attack_checkpoint(
     for spec, attack in attacks:
         eps = grid.epsilons(attack.norm, ckpt.info.name)
         cell, fp, computed = _cell(ckpt, model, spec, attack, (x, y), eps, grid, tally, bar)
+        # What the attack ran on this model's class count (a cascade's stages and restarts, a
+        # substitution for few classes), next to its parameters in the rows.
+        cell.params = {**cell.params, **attack.settings_for(ckpt.info.num_classes)}
         tally.grad_evals += cell.grad_evals
         tally.naive_grad_evals += attack.nominal_grid_gradients(int(x.shape[0]), eps)
         by_norm.setdefault(attack.norm.value, []).append((spec.backend, cell))
@@ -454,6 +460,8 @@ def grid_evidence(
     """
 
     return {
+        # per attack: parameters, restarts, targets, stages and few-class substitutions
+        "attacks": attack_settings(grid.attacks, checkpoints),
         "checkpoints": [
             {
                 "name": c.name,

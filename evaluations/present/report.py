@@ -123,6 +123,7 @@ def write_report(
     blocks += auc_table_blocks(df)
     eps_max = {str(n): float(g["epsilon"].max()) for n, g in df.groupby("norm", sort=False)}
     blocks += ev.security_blocks(root, side, eps_max)
+    blocks += ev.attack_blocks(side)
     blocks += ev.deviation_blocks(side)
     blocks += figure_blocks(root)
     blocks += check_blocks(checks, source, pvf, pvf_source)

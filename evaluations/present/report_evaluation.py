@@ -15,7 +15,7 @@ from evaluations.present.document import Block, Bullets, Heading, Paragraph, Tab
 from evaluations.present.ordering import norm_label
 from evaluations.record.security import read_min_norm_table, security_summary
 
-__all__ = ["deviation_blocks", "masking_blocks", "security_blocks"]
+__all__ = ["attack_blocks", "deviation_blocks", "masking_blocks", "security_blocks"]
 
 _CHECK_TITLES = {
     "unbounded_budget": "1. unbounded budget leaves ~0 robust (white-box)",
@@ -101,6 +101,54 @@ def deviation_blocks(side: dict[str, Any]) -> list[Block]:
         )
     )
     return blocks
+
+
+def _restarts(record: dict[str, Any]) -> tuple[str, str]:
+    """(restarts, targets) of one ``attacks`` record: per stage for a cascade, "–" for none."""
+    stages = record.get("stages")
+    if isinstance(stages, list):
+        restarts = " · ".join(f"{s.get('stage')} {s.get('restarts', 1)}" for s in stages)
+        targets = " · ".join(f"{s['stage']} {s['targets']}" for s in stages if "targets" in s)
+        return restarts, targets or "–"
+    params = record.get("params") or {}
+    return str(params.get("restarts", "–")), str(record.get("targets", "–"))
+
+
+def attack_blocks(side: dict[str, Any]) -> list[Block]:
+    """What every attack ran: restarts and targets next to each number, few-class substitutions.
+
+    Read from the sidecar's ``attacks`` record (:mod:`evaluations.engine.attack_settings`); an
+    older results directory without it gives no table.
+    """
+    records = side.get("attacks")
+    if not isinstance(records, list) or not records:
+        return []
+    rows = []
+    for r in records:
+        restarts, targets = _restarts(r)
+        subs = r.get("substitutions") or []
+        rows.append(
+            [
+                str(r.get("attack")),
+                str(r.get("backend")),
+                norm_label(str(r.get("norm"))),
+                str(r.get("classes")),
+                restarts,
+                targets,
+                "; ".join(f"{s['stage']} → {s['ran']}: {s['reason']}" for s in subs) or "–",
+            ]
+        )
+    return [
+        Heading(2, "Attacks"),
+        Table(
+            ["attack", "backend", "norm", "classes", "restarts", "targets", "substituted"],
+            rows,
+            caption="Restarts: independent random starts per example and epsilon (per stage for "
+            "AutoAttack). pyautoattack's AutoAttack(version='custom') keeps its constructor's 5 "
+            "APGD restarts where 'standard' and this product run 1: docs/attacks.md says which "
+            "flags reproduce each. On fewer than 4 classes the DLR-loss stages are substituted.",
+        ),
+    ]
 
 
 def _norm_text(value: float, digits: int = 4) -> str:
