@@ -454,3 +454,22 @@ def test_ctrl_c_says_rerunning_resumes(
         err
         == f"rbs {command}: interrupted; re-run the same command to resume (finished work is kept)"
     )
+
+
+def test_help_names_every_registered_backend_attack_and_protocol(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Field report 6 of issue 29: the help comes from the registries, so it cannot go stale."""
+    from attacks import list_attacks, list_backends
+    from evaluations.engine.protocols import protocol_names
+
+    with pytest.raises(SystemExit):
+        main(["attack", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps (and may hyphen-break)
+    flat = text.replace("- ", "-")
+    assert f"where the attacks come from: {', '.join(list_backends())}" in flat
+    assert f"attack name, repeatable: {', '.join(list_attacks('native'))};" in flat
+    for backend in list_backends()[1:]:  # every other backend with every attack it registers
+        assert f"{backend}: {', '.join(list_attacks(backend))}" in flat, backend
+    for name in protocol_names():
+        assert f"{name} (" in flat, name

@@ -16,6 +16,8 @@ from rbs.commands.common import (
     NORMALIZE_HELP,
     STATE_DICT_KEY_HELP,
     add_nproc,
+    attack_help,
+    backend_help,
     checked_protocol,
     command_line,
     launch_torchrun,
@@ -58,7 +60,7 @@ EVERYDAY = (
         type=Path,
         action="append",
     ),
-    Alias("--attack", "attack.attacks", "fgsm, pgd, pgd-l2, cw, ... (repeatable)", action="append"),
+    Alias("--attack", "attack.attacks", attack_help(), action="append"),
     Alias(
         "--protocol",
         "attack.protocol",
@@ -85,7 +87,7 @@ EVERYDAY = (
     ),
 )
 MORE = (
-    Alias("--backend", "attack.backend", "native (default), torchattacks, foolbox"),
+    Alias("--backend", "attack.backend", backend_help()),
     Alias(
         "--param",
         "attack.params",

@@ -37,11 +37,28 @@ def add_state_dict_key(parser: Any) -> None:
 
 
 def protocol_help(default: str) -> str:
-    """The help of ``--protocol``, ending with what ``default`` says."""
-    return (
-        "evaluation protocol: quick (FGSM + PGD-20 + C&W), standard (+ AutoAttack, FMN), "
-        f"thorough (+ AutoAttack plus, PGD-100 x 5); {default}"
+    """The help of ``--protocol``: every shipped protocol (from the registry), then ``default``."""
+    from evaluations.engine.protocols import PROTOCOLS
+
+    names = "; ".join(f"{p.name} ({p.summary})" for p in PROTOCOLS.values())
+    return f"evaluation protocol: {names}; {default}"
+
+
+def attack_help() -> str:
+    """The help of ``--attack``: every registered attack of every backend (from the registry)."""
+    from attacks import list_attacks, list_backends
+
+    others = "; ".join(
+        f"{b}: {', '.join(list_attacks(b))}" for b in list_backends() if b != "native"
     )
+    return f"attack name, repeatable: {', '.join(list_attacks('native'))}; with --backend {others}"
+
+
+def backend_help() -> str:
+    """The help of ``--backend``: every registered backend (from the registry)."""
+    from attacks import list_backends
+
+    return f"where the attacks come from: {', '.join(list_backends())} (default: native)"
 
 
 def checked_protocol(name: str | None, with_attacks: bool) -> str | None:
