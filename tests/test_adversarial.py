@@ -171,7 +171,8 @@ def test_record_and_labels() -> None:
     "kwargs,fragment",
     [
         ({"method": "madry", "eps": 0.1}, "adversarial method 'madry' is unknown"),
-        ({"method": "pgd", "norm": "l1", "eps": 0.1}, "adversarial norm 'l1' is unknown"),
+        ({"method": "pgd", "norm": "l0", "eps": 0.1}, "adversarial norm 'l0' is unknown"),
+        ({"method": "pgd", "norm": "l1", "eps": 0.1}, "'l1' is for evaluation only"),
         ({"method": "pgd", "eps": 0}, "needs --adv-eps > 0"),
         ({"method": "pgd", "eps": "eight"}, "is not a number"),
         ({"method": "pgd", "eps": 0.1, "steps": 0}, "steps must be an integer >= 1"),
