@@ -20,7 +20,9 @@ rows, nested grid, early stop):
   stage's best point projected into the smaller ball; only the last stage (at ``eps``) can break
   an example;
 * losses: cross-entropy (``apgd-ce-l1``), targeted DLR (``apgd-t-l1``: one run per target, the
-  2nd, 3rd, ... most likely class at the clean input).
+  2nd, 3rd, ... most likely class at the clean input; >= 4 classes) and, for fewer classes, the
+  targeted cross-entropy (``apgd-t-ce-l1``, what ``autoattack-l1`` runs instead of APGD-T there,
+  :mod:`attacks.few_classes`).
 
 AutoAttack's L1 "standard" version runs APGD-CE with 5 restarts and APGD-T with 5 targets, both
 with ``larger_eps``: these are the defaults here. As for Linf/L2 (:mod:`attacks.apgd`), an example
@@ -55,6 +57,7 @@ __all__ = [
     "APGDCEL1",
     "APGDL1Params",
     "APGDL1TargetedParams",
+    "APGDTargetedCEL1",
     "APGDTargetedL1",
     "apgd_l1_run",
     "larger_eps_schedule",
@@ -295,3 +298,14 @@ class APGDTargetedL1(APGDL1TargetedParams, _L1Runs, _TargetedRuns):
 
     name: ClassVar[str] = "apgd-t-l1"
     norm: ClassVar[Norm] = Norm.L1
+
+
+@dataclass(frozen=True, repr=False)
+class APGDTargetedCEL1(APGDL1TargetedParams, _L1Runs, _TargetedRuns):
+    """l1-APGD-T on the targeted cross-entropy ``-CE(z, t)``; any number of classes >= 2."""
+
+    name: ClassVar[str] = "apgd-t-ce-l1"
+    norm: ClassVar[Norm] = Norm.L1
+    loss_name: ClassVar[str] = "ce-targeted"
+    min_classes: ClassVar[int] = 2
+    few_classes_hint: ClassVar[str] = ""

@@ -43,6 +43,7 @@ _REGISTRY: dict[Backend, dict[str, str]] = {
         "apgd-t-ce-l2": "attacks.few_classes:APGDTargetedCEL2",
         "apgd-ce-l1": "attacks.apgd_l1:APGDCEL1",
         "apgd-t-l1": "attacks.apgd_l1:APGDTargetedL1",
+        "apgd-t-ce-l1": "attacks.apgd_l1:APGDTargetedCEL1",
         "autoattack": "attacks.autoattack:AutoAttack",
         "autoattack-l2": "attacks.autoattack:AutoAttackL2",
         "autoattack-l1": "attacks.autoattack:AutoAttackL1",

@@ -123,3 +123,21 @@ def test_agrees_with_pyautoattack_at_equal_iterations(
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_autoattack_l1_on_few_classes_runs_apgd_t_on_the_targeted_ce(classes: int) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, classes)).eval()
+    x = torch.rand(20, 1, 8, 8)
+    y = model(x).argmax(1)
+    with pytest.raises(Exception, match="needs a model with at least 4 classes"):
+        get_attack("apgd-t-l1", steps=5)(model, x, y, epsilons=[1.0])
+    r = get_attack("autoattack-l1")(model, x, y, epsilons=[0.0, 0.5, 2.0])
+    assert r.details is not None and r.details["stages"] == ["apgd-ce-l1", "apgd-t-ce-l1"]
+    assert [s["ran"] for s in r.details["substitutions"]] == ["apgd-t-ce-l1"]
+    robust = (~r.success).sum(1).tolist()
+    assert robust[0] == 20 and robust[-1] < robust[0]
+    for k, e in enumerate([0.0, 0.5, 2.0]):
+        adv = r.adversarials[k][r.success[k]]
+        assert (perturbation_norm(adv - x[r.success[k]], Norm.L1) <= e + 1e-5).all()
