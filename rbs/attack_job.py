@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from attacks.params import parse_epsilon
-from evaluations.engine.data_checks import check_input_shape
 from evaluations.engine.attack_settings import check_class_counts
+from evaluations.engine.data_checks import check_input_shape
 from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig

@@ -345,7 +345,7 @@ def test_an_absolute_step_size_spanning_the_input_space_is_refused(
     norm: str, step: float, shape: tuple[int, ...] | None
 ) -> None:
     cfg = dict(method="pgd", norm=norm, eps=0.1, step_size=step)
-    with pytest.raises(UserError, match="step size .* spans the whole"):
+    with pytest.raises(UserError, match=r"step size .* spans the whole"):
         AdversarialConfig(**cfg).check_budget(shape)  # type: ignore[arg-type]
 
 

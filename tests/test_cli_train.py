@@ -409,8 +409,11 @@ def test_best_checkpoints_skip_the_eps_warmup_and_augmentation_is_recorded(
     out = tmp_path / "at"
     extra = ("--adversarial", "pgd", "--adv-eps", "0.1", "--adv-steps", "1")
     code = main(
-        [*train_args(config_file, out, *extra, "--adv-eps-warmup", "2", sparsity="0")]
-        + ["--augment", "crop"]
+        [
+            *train_args(config_file, out, *extra, "--adv-eps-warmup", "2", sparsity="0"),
+            "--augment",
+            "crop",
+        ]
     )
     assert code == 0
     printed = capsys.readouterr().out

@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 
 from evaluations.present.plot_style import layout_problems, thin_tick_labels
-from evaluations.present.plots_curves import plot_accuracy_vs_sparsity, plot_robustness_curves
 from evaluations.present.plots_cost import plot_robustness_vs_cost
+from evaluations.present.plots_curves import plot_accuracy_vs_sparsity, plot_robustness_curves
 from evaluations.present.plots_points import plot_clean_vs_robust, plot_cw_ecdf
 from evaluations.present.plots_security import plot_security_curves
 from evaluations.present.plots_training import plot_training_curves

@@ -83,6 +83,6 @@ __all__ = [
     "conv_bn_pairs",
     "create_sparsifier",
     "export_thin",
-    "filter_sparsity_figures",
     "filter_mask",
+    "filter_sparsity_figures",
 ]
