@@ -23,3 +23,21 @@ def test_section_rows_columns_and_labels() -> None:
 
 def test_no_section_without_costs() -> None:
     assert cost_blocks(results_frame(), pd.DataFrame(columns=COST_COLUMNS)) == []
+
+
+def test_training_column_when_several_training_methods() -> None:
+    std = results_frame().assign(training="standard")
+    at = results_frame().assign(training="AT (linf 0.1, PGD-5)")
+    at["checkpoint"] = "pgd-" + at["checkpoint"]
+    costs = costs_frame()
+    blocks = cost_blocks(
+        pd.concat([std, at], ignore_index=True),
+        pd.concat([costs, costs.assign(checkpoint="pgd-" + costs["checkpoint"])]),
+    )
+    table = next(b for b in blocks if isinstance(b, Table))
+    assert table.headers[1] == "training"
+    assert len(table.align) == len(table.headers) == len(table.rows[0])
+    assert {r[1] for r in table.rows} == {"standard", "AT (linf 0.1, PGD-5)"}
+    # one training only: no training column
+    single = next(b for b in cost_blocks(std, costs) if isinstance(b, Table))
+    assert "training" not in single.headers and len(single.align) == len(single.headers)

@@ -117,3 +117,30 @@ def test_robustness_vs_cost_joins_the_anchor_budget_and_marks_the_front() -> Non
     bytes_front = points["pareto_weight_bytes_sparse_acc"].astype(bool)
     assert bytes_front.to_dict() == {"dense": True, "window-70": True, "channel-70": True}
     assert robustness_vs_cost(results_frame(), pd.DataFrame(columns=COST_COLUMNS)).empty
+
+
+def test_pareto_fronts_are_per_training_method() -> None:
+    """An adversarially trained model is compared with its own kind: a more robust AT copy of
+    each checkpoint does not push the standard-trained ones off their front."""
+    std = results_frame().assign(training="standard")
+    at = results_frame().assign(training="AT (linf 0.1, PGD-5)")
+    at["checkpoint"] = "pgd-" + at["checkpoint"]
+    at["robust_correct"] = at["clean_correct"]  # AT: nothing broken, everything more robust
+    at["robust_accuracy"] = at["clean_accuracy"]
+    costs = costs_frame()
+    costs_at = costs.assign(checkpoint="pgd-" + costs["checkpoint"])
+    points = robustness_vs_cost(
+        pd.concat([std, at], ignore_index=True), pd.concat([costs, costs_at], ignore_index=True)
+    ).set_index("checkpoint")
+    assert set(points["training"]) == {"standard", "AT (linf 0.1, PGD-5)"}
+    front = points["pareto_speedup_effective_acc"].astype(bool)
+    assert front[["dense", "window-70", "channel-70"]].tolist() == [True, True, False]
+    # AT: window-70 keeps dense's accuracy at 3x, so it alone is on the AT front
+    assert front[["pgd-dense", "pgd-window-70", "pgd-channel-70"]].tolist() == [False, True, False]
+    # without the split (no training column) pgd-window-70 would be the only point on the front
+    unsplit = robustness_vs_cost(
+        pd.concat([std, at], ignore_index=True).drop(columns="training"),
+        pd.concat([costs, costs_at], ignore_index=True),
+    ).set_index("checkpoint")
+    assert unsplit["training"].eq("standard").all()
+    assert unsplit["pareto_speedup_effective_acc"].astype(bool).sum() == 1

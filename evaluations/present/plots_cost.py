@@ -4,8 +4,10 @@ One figure per norm, ``robustness_vs_cost_<norm>.{png,svg}``: rows = worst-case 
 at the anchor budget and the robustness AUC; columns = the cost axes of
 :data:`evaluations.record.costs.COST_AXES` (modelled MAC speed-up with zero weights skipped, with
 the model thinned, and the weight bytes of values + position codes). Every checkpoint is a point
-(colour and marker = granularity, label = sparsity target, the dense model a black star); the
-dashed line is the Pareto front (no other checkpoint is both more robust and cheaper).
+(colour and marker = granularity, marker size = sparsity target, the dense model a black star); the
+dashed line is the Pareto front (no other checkpoint of the same training is both more robust and
+cheaper). With several training methods (standard, PGD-AT, ...) each gets its own pair of rows:
+their fronts are separate, as in :func:`evaluations.record.costs.robustness_vs_cost`.
 """
 
 from __future__ import annotations
@@ -54,7 +56,23 @@ _TITLES = {
 }
 
 
-def _panel(ax: Any, pts: pd.DataFrame, x: str, y: str, flag: str, colors: dict[str, Any]) -> None:
+def _target_sizes(targets: pd.Series) -> dict[float, float]:
+    """Marker area per sparsity target: the higher the target, the bigger (40 .. 160)."""
+    levels = sorted({round(float(t), 6) for t in targets if float(t) > 0})
+    if len(levels) <= 1:
+        return {lv: 70.0 for lv in levels}
+    return {lv: 40.0 + 120.0 * i / (len(levels) - 1) for i, lv in enumerate(levels)}
+
+
+def _panel(
+    ax: Any,
+    pts: pd.DataFrame,
+    x: str,
+    y: str,
+    flag: str,
+    style: tuple[dict[str, Any], dict[float, float]],
+) -> None:
+    colors, sizes = style
     lower_better = COST_AXES[x][1]
     xs = pts[x].to_numpy(float) / (1024.0 if x.startswith("weight_bytes") else 1.0)
     for (gran, target), xv, yv in zip(
@@ -64,11 +82,10 @@ def _panel(ax: Any, pts: pd.DataFrame, x: str, y: str, flag: str, colors: dict[s
             ax.scatter([xv], [yv], marker="*", s=220, color="black", zorder=4)
             continue
         ax.scatter(
-            [xv], [yv], marker=MARKERS.get(str(gran), "v"), s=60, zorder=3,
-            color=colors.get(str(gran), "grey"), edgecolor="white",
+            [xv], [yv], marker=MARKERS.get(str(gran), "v"), zorder=3,
+            s=sizes.get(round(float(target), 6), 70.0),
+            color=colors.get(str(gran), "grey"), edgecolor="white", alpha=0.9,
         )  # fmt: skip
-        ax.annotate(f"{100 * float(target):.0f}", (xv, yv), xytext=(4, 3),
-                    textcoords="offset points", fontsize=7)  # fmt: skip
     front = pts[flag].astype(bool).to_numpy()
     if front.sum() > 1:
         order = np.argsort(xs[front])
@@ -77,6 +94,24 @@ def _panel(ax: Any, pts: pd.DataFrame, x: str, y: str, flag: str, colors: dict[s
                 linestyle="--", linewidth=1.2, zorder=2)  # fmt: skip
     lo, hi = float(pts[y].min()), float(pts[y].max())
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1 if hi - lo < 0.08 else 0))
+
+
+def _legend(pts: pd.DataFrame, granularities: list[str], style: Any) -> list[Line2D]:
+    colors, sizes = style
+    handles = [Line2D([], [], marker="*", color="black", linestyle="", markersize=10,
+                      label="dense")]  # fmt: skip
+    handles += [
+        Line2D([], [], marker=MARKERS.get(g, "v"), color=colors[g], linestyle="",
+               markersize=7, label=g)
+        for g in granularities if g in set(pts["granularity"])
+    ]  # fmt: skip
+    handles += [
+        Line2D([], [], marker="o", color="grey", linestyle="", markersize=float(np.sqrt(area)),
+               label=f"target {100 * level:.0f} %")
+        for level, area in sizes.items()
+    ]  # fmt: skip
+    handles.append(Line2D([], [], color="grey", linestyle="--", label="Pareto front"))
+    return handles
 
 
 def plot_robustness_vs_cost(
@@ -95,29 +130,27 @@ def plot_robustness_vs_cost(
     granularities, colors = granularity_colors(points)
     paths: list[Path] = []
     for norm, pts in points.groupby("norm", sort=True):
+        style = (colors, _target_sizes(pts["sparsity_target"]))
+        trainings = list(dict.fromkeys(pts["training"]))
+        rows = [(t, spec) for t in trainings for spec in _ROWS]
         with seaborn_theme():
-            fig, axes = plt.subplots(2, len(COST_AXES), figsize=(4.2 * len(COST_AXES), 6.6),
+            fig, axes = plt.subplots(len(rows), len(COST_AXES),
+                                     figsize=(4.2 * len(COST_AXES), 3.3 * len(rows)),
                                      squeeze=False, sharey="row")  # fmt: skip
             for col, (x, (label, lower_better)) in enumerate(COST_AXES.items()):
-                for row, (y, short, ylabel) in enumerate(_ROWS):
+                for row, (training, (y, short, ylabel)) in enumerate(rows):
                     ax = axes[row][col]
-                    _panel(ax, pts, x, y, f"pareto_{x}_{short}", colors)
+                    sel = pts[pts["training"] == training]
+                    _panel(ax, sel, x, y, f"pareto_{x}_{short}", style)
                     if row == 0:
                         ax.set_title(_TITLES.get(x, label), fontsize=9)
-                    if row == 1:
+                    if row == len(rows) - 1:
                         unit = "KiB" if x.startswith("weight_bytes") else "speed-up (×)"
                         ax.set_xlabel(unit + ("  ← better" if lower_better else "  → better"))
                     if col == 0:
-                        ax.set_ylabel(ylabel)
-            handles = [Line2D([], [], marker="*", color="black", linestyle="", markersize=10,
-                              label="dense")]  # fmt: skip
-            handles += [
-                Line2D([], [], marker=MARKERS.get(g, "v"), color=colors[g], linestyle="",
-                       markersize=7, label=g)
-                for g in granularities if g in set(pts["granularity"])
-            ]  # fmt: skip
-            handles.append(Line2D([], [], color="grey", linestyle="--", label="Pareto front"))
-            legend_outside(fig, handles, "granularity (label: target %)")
+                        prefix = f"{training}\n" if len(trainings) > 1 else ""
+                        ax.set_ylabel(prefix + ylabel, fontsize=9)
+            legend_outside(fig, _legend(pts, granularities, style), "granularity, target")
             eps = float(pts["epsilon"].iloc[0])
             grid = sorted({float(e) for e in df.loc[df["norm"] == norm, "epsilon"]})
             fig.suptitle(

@@ -29,7 +29,8 @@ _INTRO = (
     "sparse tensor cores (half where the weights fit 2:4 along the input channels). Weight "
     "bytes: 8-bit values plus the packed export's position codes (`rbs cost CKPT` shows per-layer "
     "numbers, load imbalance and a roofline; docs/cost-model.md defines them). ✓ marks the "
-    "Pareto front: no other checkpoint is both more robust and cheaper on that axis."
+    "Pareto front: no other checkpoint of the same training (standard, PGD-AT, ...) is both more "
+    "robust and cheaper on that axis."
 )
 
 
@@ -88,12 +89,17 @@ def cost_blocks(df: pd.DataFrame, costs: pd.DataFrame) -> list[Block]:
             "Pareto vs zero-skip speed-up",
             "Pareto acc vs bytes",
         ]
+        if pts["training"].nunique() > 1:  # the fronts are per training: say which is which
+            rows = [
+                [row[0], str(t), *row[1:]] for row, t in zip(rows, pts["training"], strict=True)
+            ]
+            headers.insert(1, "training")
         blocks.append(Heading(3, f"{norm_label(str(norm))}"))
         blocks.append(
             Table(
                 headers,
                 rows,
-                ["l", "l", "r", "r", "r", "r", "r", "r", "r", "l", "l"],
+                ["l"] * (len(headers) - 9) + ["r"] * 7 + ["l", "l"],
                 f"Worst-case robustness ({norm_label(str(norm))}; anchor budget ε = {eps}, chosen "
                 "as in 'Relative to dense') beside the modelled cost of each checkpoint.",
             )

@@ -153,15 +153,26 @@ COST_AXES: dict[str, tuple[str, bool]] = {
 }
 
 
+def _training_label(rows: pd.DataFrame) -> str:
+    """The training label of one checkpoint's rows (``standard`` when the results have none)."""
+    if "training" not in rows:
+        return "standard"
+    value = rows["training"].iloc[0]
+    return value if isinstance(value, str) and value else "standard"
+
+
 def robustness_vs_cost(df: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
     """One row per (norm, checkpoint with a cost row): robustness next to its modelled cost.
 
     Robustness is the worst case over the attacks: ``robust_accuracy`` at the norm's anchor
     budget (:func:`~evaluations.record.budgets.choose_budgets`, column ``epsilon``) and ``auc``
     (:func:`~evaluations.record.metrics.robustness_auc` over the ε grid; the lowest over backends).
-    Cost columns are :data:`COST_COLUMNS`; ``pareto_<axis>_<acc|auc>`` flags the checkpoints on the
-    Pareto front of that robustness number against each :data:`COST_AXES` axis (over all
-    checkpoints of the norm, dense included). Empty when there are no worst-case rows or costs.
+    Cost columns are :data:`COST_COLUMNS`; ``training`` is the checkpoint's training label
+    (``standard`` where the results have no training columns); ``pareto_<axis>_<acc|auc>`` flags
+    the checkpoints on the Pareto front of that robustness number against each :data:`COST_AXES`
+    axis, over the checkpoints of the same norm and training (dense included: an adversarially
+    trained model is compared with its own kind, never with a standard-trained one). Empty when
+    there are no worst-case rows or costs.
     """
     wc = df[df["attack"] == WORST_CASE]
     budgets = choose_budgets(df)
@@ -181,6 +192,7 @@ def robustness_vs_cost(df: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
                     "norm": norm,
                     "checkpoint": str(name),
                     "granularity": str(cur["granularity"].iloc[0]),
+                    "training": _training_label(cur),
                     "sparsity_target": float(cur["sparsity_target"].iloc[0]),
                     "sparsity_achieved": float(cur["sparsity_achieved"].iloc[0]),
                     "clean_accuracy": float(cur["clean_accuracy"].iloc[0]),
@@ -193,8 +205,8 @@ def robustness_vs_cost(df: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
     if points.empty or costs.empty:
         return pd.DataFrame()
     merged = points.merge(costs, on="checkpoint", how="inner")
-    for norm in merged["norm"].unique():
-        sel = merged["norm"] == norm
+    for group_norm, training in merged[["norm", "training"]].drop_duplicates().to_numpy():
+        sel = ((merged["norm"] == group_norm) & (merged["training"] == training)).to_numpy()
         for axis, (_, lower_better) in COST_AXES.items():
             cost = merged.loc[sel, axis].to_numpy(float)
             cost = cost if lower_better else -cost
