@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rbs.commands.common import add_user_arch_flags, require_product_checkpoint
 from robustbench_sparse.errors import UserError
 
 __all__ = ["add_export_parser", "cmd_export"]
@@ -57,6 +58,7 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="verify FILE against the checkpoint (alone), or the file just written (with --out)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_user_arch_flags(p)
     p.set_defaults(handler=cmd_export)
     return p
 
@@ -70,6 +72,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from robustbench_sparse.export import compare_packed, pack_checkpoint, verify_packed
 
     verify = args.verify
+    require_product_checkpoint(args.checkpoint, "export")
     if args.format == "thin":
         return _export_thin(args)
     out: dict[str, Any] = {"checkpoint": str(args.checkpoint)}
@@ -137,7 +140,13 @@ def _export_thin(args: argparse.Namespace) -> int:
         raise UserError("--format thin needs --out DIR")
     if args.verify is not None or args.signed_zeros:
         raise UserError("--verify and --signed-zeros apply to --format packed only")
-    result = export_thin_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite)
+    result = export_thin_checkpoint(
+        args.checkpoint,
+        args.out,
+        overwrite=args.overwrite,
+        arch=args.arch,
+        trust_arch=args.trust_arch,
+    )
     summary = {
         "checkpoint": str(args.checkpoint),
         "thin": {"dir": str(args.out), **result.summary()},

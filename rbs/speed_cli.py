@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rbs.commands.common import add_user_arch_flags
+
 __all__ = ["add_speed_parser", "cmd_speed"]
 
 
@@ -34,12 +36,14 @@ def add_speed_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch", default="1,32,256", help="batch sizes, comma-separated")
     p.add_argument("--repeats", type=int, default=7, help="interleaved timing blocks (median)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_user_arch_flags(p)
     p.set_defaults(handler=cmd_speed)
     return p
 
 
 def cmd_speed(args: argparse.Namespace) -> int:
     """Handle ``rbs speed``."""
+    from rbs.commands.common import require_product_checkpoint
     from robustbench_sparse.checkpoint import load_checkpoint
     from robustbench_sparse.errors import UserError
     from robustbench_sparse.speed import batches_from, measure_speed
@@ -47,7 +51,8 @@ def cmd_speed(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise UserError(f"--repeats must be >= 1, got {args.repeats}")
     batches = batches_from(args.batch)
-    ckpt = load_checkpoint(args.checkpoint)
+    require_product_checkpoint(args.checkpoint, "speed")
+    ckpt = load_checkpoint(args.checkpoint, arch=args.arch, trust_arch=args.trust_arch)
     shape = tuple(int(v) for v in ckpt.info.input_shape)
     result = measure_speed(
         ckpt.model, shape, device=args.device, batches=batches, repeats=args.repeats

@@ -22,7 +22,12 @@ __all__ = ["export_thin_checkpoint"]
 
 
 def export_thin_checkpoint(
-    source: str | Path, out_dir: str | Path, *, overwrite: bool = False
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    arch: str | None = None,
+    trust_arch: bool = False,
 ) -> ThinResult:
     """Write the thin form of checkpoint ``source`` as a checkpoint directory ``out_dir``.
 
@@ -30,7 +35,9 @@ def export_thin_checkpoint(
     ``rbs inspect``, ``rbs speed``): its ``checkpoint.json`` is the source's metadata plus
     ``thin`` (the changed module widths, channels removed, parameter and MAC counts, the source
     and its SHA-256) and a ``name`` ending in ``-thin``; its sparsity report is measured from
-    its own weights, and its masks are its nonzeros in the layers the source pruned.
+    its own weights, and its masks are its nonzeros in the layers the source pruned. ``arch`` /
+    ``trust_arch``: as for :func:`~robustbench_sparse.checkpoint.load_checkpoint` (a checkpoint
+    of the user's own class is rebuilt only when named or trusted).
 
     Raises:
         UserError: ``out_dir`` exists and is not empty (without ``overwrite``), a source that
@@ -41,7 +48,7 @@ def export_thin_checkpoint(
         raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it")
     if out.exists() and out.resolve() == Path(source).resolve():
         raise UserError(f"--out {out} is the source checkpoint; choose another directory")
-    ckpt = load_checkpoint(source)
+    ckpt = load_checkpoint(source, arch=arch, trust_arch=trust_arch)
     if ckpt.meta.get("thin"):
         raise UserError(f"{source} is already a thin export; thin its source instead")
     weights, _ = resolve_checkpoint_files(source)

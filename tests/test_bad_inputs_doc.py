@@ -379,6 +379,11 @@ CASES: list[Case] = [
         f"{T} --adversarial pgd --adv-eps 0.1 --adv-step-size 0.01 --adv-rel-step-size 0.25",
     ),
     Case("adversarial", "no steps", f"{T} --adversarial trades --adv-eps 0.1 --adv-steps 0"),
+    Case(
+        "adversarial",
+        "adversarial training under the L1 threat model (evaluation only)",
+        f"{T} --adversarial pgd --adv-eps 0.1 --set adversarial.norm=l1",
+    ),
     Case("adversarial", "validation fraction above 0.5", f"{T} --val-fraction 0.9"),
     Case("adversarial", "training eps on the 0..255 scale", f"{T} --adversarial pgd --adv-eps 8"),
     Case(
@@ -529,6 +534,17 @@ CASES: list[Case] = [
         "a checkpoint of your own class, loaded without naming it (its module never runs)",
         "rbs inspect user-ck",
         run=_user_code("rbs inspect user-ck"),
+    ),
+    Case(
+        "arch",
+        "`rbs speed` on a checkpoint of your own class, without naming it",
+        "rbs speed user-ck --batch 1",
+        run=_user_code("rbs speed user-ck --batch 1"),
+    ),
+    Case(
+        "checkpoint",
+        "`rbs export` / `rbs speed` on a plain `.pt` state dict (they read product checkpoints)",
+        "rbs export kuangliu.pt --format thin --out new-thin",
     ),
     # --------------------------------------------------- where a checkpoint's data came from
     Case(

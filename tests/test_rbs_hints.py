@@ -23,7 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("rbs", "robustbench_sparse", "attacks", "evaluations")
 
 DATA = ("train", "run", "attack", "inspect")  # commands that read datasets
-LOAD = ("inspect", "attack")  # commands that load checkpoints given by the user
+LOAD = ("inspect", "attack", "cost", "export", "speed")  # commands that load checkpoints
+# the commands that read plain .pt state dicts (export and speed refuse them up front:
+# rbs.commands.common.require_product_checkpoint)
+PLAIN = ("inspect", "attack", "cost")
 TRAIN = ("train", "run")
 ATTACK = ("attack", "run")
 
@@ -81,11 +84,18 @@ SOURCES: dict[str, tuple[str, ...]] = {
 #: (module, flag) -> the commands that can show that particular message, where fewer than the
 #: module's (the flag is only named on their path)
 ONLY: dict[tuple[str, str], tuple[str, ...]] = {
-    ("rbs.commands.common", "--normalize"): LOAD,  # add_normalize's help
+    ("rbs.commands.common", "--normalize"): PLAIN,  # add_normalize's help
     ("rbs.commands.common", "--attack"): ("attack",),  # checked_protocol with an attack list
     ("rbs.commands.common", "--protocol"): ATTACK,
     ("rbs.commands.common", "--backend"): ("attack",),  # attack_help
-    ("rbs.commands.common", "--state-dict-key"): LOAD,
+    ("rbs.commands.common", "--state-dict-key"): PLAIN,
+    ("robustbench_sparse.checkpoint", "--dataset"): PLAIN,
+    ("robustbench_sparse.checkpoint", "--normalize"): PLAIN,
+    ("robustbench_sparse.checkpoint_files", "--dataset"): PLAIN,
+    ("robustbench_sparse.state_dicts", "--normalize"): PLAIN,
+    ("robustbench_sparse.state_dicts", "--state-dict-key"): PLAIN,
+    # only when --arch-kwargs was given (export and speed have no such flag)
+    ("robustbench_sparse.checkpoint", "--arch-kwargs"): ("inspect", "attack", "cost"),
     ("robustbench_sparse.threads", "--threads"): ("train", "run", "attack", "inspect", "export"),
     ("evaluations.engine.protocols", "--attack"): ("attack",),  # given together with --protocol
     ("evaluations.engine.grid", "--transfer-in-worst-case"): ("attack",),

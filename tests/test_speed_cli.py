@@ -35,3 +35,21 @@ def test_speed_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert data["environment"]["threads"] == 1 and data["input_shape"] == [1, 8, 8]
     with pytest.raises(UserError, match="repeats"):
         _run(["speed", str(ckpt), "--repeats", "0"])
+
+
+def test_plain_state_dicts_are_refused_up_front(tmp_path: Path) -> None:
+    """rbs speed / rbs export have no --dataset: a .pt gets their own advice, not the loader's."""
+    import torch
+
+    from rbs.commands.common import require_product_checkpoint
+
+    for name in ("model.pt", "model.pth", "notes.txt"):
+        path = tmp_path / name
+        torch.save({"w": torch.zeros(1)}, path)
+        with pytest.raises(UserError, match="rbs speed reads checkpoints written by rbs train"):
+            _run(["speed", str(path), "--repeats", "1"])
+        with pytest.raises(UserError, match="rbs export reads checkpoints"):
+            require_product_checkpoint(path, "export")
+    ckpt = _checkpoint(tmp_path, None)
+    for ok in (ckpt, ckpt / "checkpoint.safetensors", tmp_path / "missing.pt"):
+        require_product_checkpoint(ok, "speed")  # directories, their files; missing: the loader's

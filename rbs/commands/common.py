@@ -27,6 +27,42 @@ STATE_DICT_KEY_HELP = (
 )
 
 
+#: what ``rbs export`` / ``rbs speed`` read: checkpoint directories and the files inside them
+_PRODUCT_CHECKPOINT_SUFFIXES = (".safetensors", ".json", ".rbsp")
+
+
+def require_product_checkpoint(path: str | os.PathLike[str], command: str) -> None:
+    """Refuse, in one line, anything but a checkpoint this product wrote, for commands without
+    ``--arch``/``--dataset`` (``rbs export``, ``rbs speed``): a plain ``.pt`` state dict would
+    otherwise get the loader's advice to pass flags these commands do not have. A path that does
+    not exist is left to the loader's own message.
+
+    Raises:
+        UserError: ``path`` is a file other than ``.safetensors`` / ``.json`` / ``.rbsp``.
+    """
+    p = os.fspath(path)
+    if not os.path.exists(p) or os.path.isdir(p) or p.endswith(_PRODUCT_CHECKPOINT_SUFFIXES):
+        return
+    raise UserError(
+        f"rbs {command} reads checkpoints written by rbs train (a directory or its .safetensors); "
+        f"{p} is not one. A plain .pt/.pth state dict is read by rbs inspect, rbs cost and "
+        "rbs attack with --arch A --dataset D"
+    )
+
+
+def add_user_arch_flags(parser: Any) -> None:
+    """``--arch`` / ``--trust-arch`` for commands that only rebuild checkpoints (``rbs export``,
+    ``rbs speed``): a checkpoint of the user's own class is rebuilt only when named or trusted."""
+    from rbs.arch_flags import TRUST_ARCH_HELP
+
+    parser.add_argument(
+        "--arch",
+        help="your own package.module:Class, for a checkpoint that records it (rebuilding it "
+        "imports that module)",
+    )
+    parser.add_argument("--trust-arch", action="store_true", help=TRUST_ARCH_HELP)
+
+
 def add_normalize(parser: Any) -> None:
     parser.add_argument("--normalize", help=NORMALIZE_HELP)
 

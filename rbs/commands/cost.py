@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rbs.arch_flags import ARCH_KWARGS_HELP, TRUST_ARCH_HELP, parse_arch_kwargs
 from rbs.commands.common import add_normalize, add_state_dict_key
 from robustbench_sparse.errors import UserError
 
@@ -46,7 +47,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--value-bits", type=int, default=8, help="modelled bits per weight/activation (8)"
     )
-    p.add_argument("--arch", help="architecture of a plain .pt/.pth state dict (with --dataset)")
+    p.add_argument(
+        "--arch",
+        help="architecture of a plain .pt/.pth state dict (with --dataset); your own "
+        "package.module:Class also lets a checkpoint that records it be rebuilt",
+    )
+    p.add_argument("--arch-kwargs", metavar="KEY=VALUE,...", help=ARCH_KWARGS_HELP)
+    p.add_argument("--trust-arch", action="store_true", help=TRUST_ARCH_HELP)
     p.add_argument("--dataset", help="dataset of a plain state dict (gives the input shape)")
     p.add_argument("--data-root", help="where the dataset lives (imagefolder: its class folders)")
     add_normalize(p)
@@ -83,9 +90,11 @@ def cmd_cost(args: argparse.Namespace) -> int:
         args.checkpoint,
         arch=args.arch,
         dataset=args.dataset,
+        arch_kwargs=parse_arch_kwargs(args.arch_kwargs),
         data_root=args.data_root,
         normalize=args.normalize,
         state_dict_key=args.state_dict_key,
+        trust_arch=args.trust_arch,
     )
     input_shape = shape or tuple(ckpt.info.input_shape)
     if shape is not None and shape[0] != ckpt.info.input_shape[0]:
