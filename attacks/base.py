@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.contracts import (
+    FEW_CLASS_SUBSTITUTE,
     AttackInputError,
     check_clean_logits_finite,
     check_label_values,
@@ -283,7 +284,9 @@ class Attack(ABC):
                 with an ``IndexError`` there); the message ends with :attr:`few_classes_hint`.
         """
         if num_classes < self.min_classes:
-            hint = f"; {self.few_classes_hint}" if self.few_classes_hint else ""
+            substitute = FEW_CLASS_SUBSTITUTE.get(self.norm.value, "apgd-t-ce")
+            text = self.few_classes_hint.replace("{apgd_t_ce}", substitute)
+            hint = f"; {text}" if text else ""
             raise AttackInputError(
                 f"{self.backend}/{self.name} needs a model with at least {self.min_classes} "
                 f"classes (this one has {num_classes}){hint}"

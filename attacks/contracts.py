@@ -33,6 +33,7 @@ from attacks.norms import Norm
 
 __all__ = [
     "DLR_HINT",
+    "FEW_CLASS_SUBSTITUTE",
     "TARGETED_DLR_HINT",
     "AttackInputError",
     "check_label_values",
@@ -54,13 +55,18 @@ class AttackInputError(ValueError):
 #: (the end of :meth:`attacks.base.Attack.check_classes`' one-line message)
 DLR_HINT = (
     "the DLR loss (Croce & Hein 2020, eq. 6) needs a 3rd class; use apgd-ce, or autoattack "
-    "(--protocol standard), which substitutes the targeted cross-entropy (apgd-t-ce) on few classes"
+    "(--protocol standard), which substitutes the targeted cross-entropy ({apgd_t_ce}) on few classes"
 )
 #: the same for the targeted DLR loss of APGD-T (4 classes)
 TARGETED_DLR_HINT = (
-    "the targeted DLR loss (Croce & Hein 2020, eq. 7) needs a 4th class; use apgd-t-ce (targeted "
+    "the targeted DLR loss (Croce & Hein 2020, eq. 7) needs a 4th class; use {apgd_t_ce} (targeted "
     "cross-entropy), or autoattack (--protocol standard), which substitutes it on few classes"
 )
+
+
+#: the targeted cross-entropy APGD of each norm: what :data:`DLR_HINT` / :data:`TARGETED_DLR_HINT`
+#: name as ``{apgd_t_ce}`` (:meth:`attacks.base.Attack.check_classes` fills it in)
+FEW_CLASS_SUBSTITUTE = {"linf": "apgd-t-ce", "l2": "apgd-t-ce-l2", "l1": "apgd-t-ce-l1"}
 
 
 def validate_epsilons(epsilons: Sequence[float]) -> list[float]:

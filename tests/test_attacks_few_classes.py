@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from attacks import AttackInputError, Norm, get_attack, list_attacks, verify_adversarials
 from attacks.apgd import ce_loss, ce_targeted_loss
 from attacks.autoattack import AutoAttack, AutoAttackPlus
+from attacks.contracts import FEW_CLASS_SUBSTITUTE
 from attacks.few_classes import stage_for_classes
 from attacks.registry import attack_class
 from evaluations.record.results import read_results
@@ -168,6 +169,13 @@ def test_every_backend_refuses_few_classes_in_one_line(classes: int) -> None:
         assert "\n" not in message
         assert f"{backend}/{name} needs a model with at least" in message
         assert f"(this one has {classes})" in message
+        # the advice names an attack that exists, of the refused attack's own norm
+        advised = FEW_CLASS_SUBSTITUTE[attack.norm.value]
+        if "apgd-t-ce" in message:
+            assert f"({advised})" in message or f"use {advised} " in message
+            assert advised in list_attacks("native")
+            assert attack_class(advised, backend="native").norm == attack.norm
+        assert "{apgd_t_ce}" not in message
 
 
 _SMALL = {"steps": 3, "n_iter": 3, "n_queries": 10, "binary_search_steps": 1}

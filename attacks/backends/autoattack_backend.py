@@ -72,7 +72,7 @@ class _AutoAttackBase(_AutoAttackParams, Attack):
     few_classes_hint: ClassVar[str] = (
         "its APGD-T stage uses the targeted DLR loss (Croce & Hein 2020, eq. 7), which needs a "
         "4th class; the native autoattack (--backend native, --protocol standard) substitutes "
-        "the targeted cross-entropy (apgd-t-ce) for it"
+        "the targeted cross-entropy ({apgd_t_ce}) for it"
     )
 
     def nominal_gradients(self) -> int:
