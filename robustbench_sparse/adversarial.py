@@ -11,6 +11,12 @@ Three methods, selected by :attr:`AdversarialConfig.method`:
   (the KL gradient is exactly zero at ``x' = x``) and ascends with ``steps`` projected steps.
 - ``fast``: "fast" adversarial training (Wong, Rice, Kolter, "Fast is better than free", ICLR
   2020): one FGSM step of ``1.25 * eps`` from a uniform random point of the ball.
+- ``gaussian``: Gaussian noise augmentation for randomized smoothing (Cohen, Rosenfeld, Kolter,
+  "Certified Adversarial Robustness via Randomized Smoothing", ICML 2019): plain cross-entropy on
+  ``x + sigma * N(0, I)``, one fresh draw per example and step, in ``[0, 1]`` pixel space before
+  the model's own normalisation, not clipped (the reference ``train.py``). It has no budget
+  (``eps`` 0) and no per-epoch PGD validation; the smoothed model is certified by
+  :mod:`evaluations.engine.certify_smoothing` at the same sigma.
 
 Every iterate is projected by :func:`attacks.norms.clip_to_ball` (ball, then ``[0, 1]``); random
 starts come from :func:`attacks.engine.random_start`, cross-entropy input gradients from
@@ -71,6 +77,7 @@ class AdversarialMethod(str, Enum):
     PGD = "pgd"
     TRADES = "trades"
     FAST = "fast"
+    GAUSSIAN = "gaussian"
 
 
 class BatchNormMode(str, Enum):
@@ -111,7 +118,7 @@ class AdversarialConfig:
     """The training threat model and method (TOML section ``[adversarial]``).
 
     Attributes:
-        method: ``none`` (standard training), ``pgd``, ``trades`` or ``fast``.
+        method: ``none`` (standard training), ``pgd``, ``trades``, ``fast`` or ``gaussian``.
         norm: ``linf`` or ``l2``; pixel space ``[0, 1]``.
         eps: the training budget in pixel units (``"8/255"`` accepted), > 0 unless ``none``.
         steps: ascent steps of ``pgd`` / ``trades`` (``fast`` always takes 1).
@@ -126,6 +133,8 @@ class AdversarialConfig:
         bn_mode: BatchNorm statistics while crafting, ``train`` or ``eval``.
         val_steps: PGD steps of the per-epoch robust validation accuracy (``None`` = ``steps``;
             at least 10 for ``fast``).
+        sigma: ``gaussian``'s noise standard deviation in ``[0, 1]`` pixel units (> 0 there;
+            0 and unused by every other method).
     """
 
     method: AdversarialMethod = AdversarialMethod.NONE
@@ -138,6 +147,7 @@ class AdversarialConfig:
     eps_warmup_epochs: float = 0.0
     bn_mode: BatchNormMode = BatchNormMode.TRAIN
     val_steps: int | None = None
+    sigma: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -172,7 +182,8 @@ class AdversarialConfig:
             raise UserError(f"trades_beta must be >= 0 (got {self.trades_beta})")
         if self.eps_warmup_epochs < 0:
             raise UserError(f"eps_warmup_epochs must be >= 0 (got {self.eps_warmup_epochs})")
-        if self.enabled and not self.eps > 0:
+        self._check_sigma()
+        if self.has_budget and not self.eps > 0:
             raise UserError(
                 f"adversarial training ({self.method.value}) needs --adv-eps > 0 (got {self.eps})"
             )
@@ -180,6 +191,27 @@ class AdversarialConfig:
             raise UserError(f"adversarial eps must be >= 0 (got {self.eps})")
         if self.enabled:
             self.check_budget(None)  # the linf scale needs no input size; l2 is checked with it
+
+    def _check_sigma(self) -> None:
+        """``sigma`` > 0 for ``gaussian`` (which takes no eps); unset for every other method."""
+        object.__setattr__(self, "sigma", parse_fraction(self.sigma, "noise sigma"))
+        if self.method is not AdversarialMethod.GAUSSIAN:
+            if self.sigma != 0:
+                raise UserError(
+                    f"--noise-sigma ([adversarial] sigma) is for --adversarial gaussian only "
+                    f"(got sigma {self.sigma:g} with method {self.method.value})"
+                )
+            return
+        if not 0 < self.sigma <= 4:
+            raise UserError(
+                f"Gaussian noise training needs --noise-sigma in (0, 4] pixel units, e.g. 0.25 "
+                f"(got {self.sigma:g})"
+            )
+        if self.eps != 0 or self.eps_warmup_epochs != 0:
+            raise UserError(
+                "Gaussian noise training takes --noise-sigma, not --adv-eps / --adv-eps-warmup "
+                "(it has no attack budget)"
+            )
 
     def check_warmup(self, epochs: int) -> None:
         """Refuse an eps warm-up that does not end before the last of ``epochs``.
@@ -213,7 +245,7 @@ class AdversarialConfig:
         Raises:
             UserError: one line with the limit and, where it fits, the ``k/255`` reading.
         """
-        if not self.enabled or (self.norm is not Norm.LINF and input_shape is None):
+        if not self.has_budget or (self.norm is not Norm.LINF and input_shape is None):
             return
         dim = math.prod(int(v) for v in input_shape) if input_shape is not None else 1
         extent = 1.0 if self.norm is Norm.LINF else math.sqrt(dim)
@@ -238,8 +270,16 @@ class AdversarialConfig:
         return self.method is not AdversarialMethod.NONE
 
     @property
+    def has_budget(self) -> bool:
+        """True for the methods trained against an eps ball (validated by PGD at ``eps``);
+        False for ``none`` and ``gaussian`` (noise at ``sigma``, no budget)."""
+        return self.enabled and self.method is not AdversarialMethod.GAUSSIAN
+
+    @property
     def effective_steps(self) -> int:
-        """Ascent steps actually taken (``fast``: 1)."""
+        """Ascent steps actually taken (``fast``: 1, ``gaussian``: 0)."""
+        if self.method is AdversarialMethod.GAUSSIAN:
+            return 0
         return 1 if self.method is AdversarialMethod.FAST else self.steps
 
     @property
@@ -279,6 +319,7 @@ class AdversarialConfig:
             self.eps,
             self.effective_steps,
             self.trades_beta if self.method is AdversarialMethod.TRADES else None,
+            sigma=self.sigma,
         )
         if below:
             label += (
@@ -289,12 +330,13 @@ class AdversarialConfig:
             "norm": self.norm.value,
             "eps": self.eps,
             "steps": self.effective_steps if self.enabled else 0,
-            "step_size": self.stepsize(self.eps) if self.enabled else 0.0,
-            "rel_step_size": self.stepsize(self.eps) / self.eps if self.enabled else 0.0,
+            "step_size": self.stepsize(self.eps) if self.has_budget else 0.0,
+            "rel_step_size": self.stepsize(self.eps) / self.eps if self.has_budget else 0.0,
             "trades_beta": self.trades_beta if self.method is AdversarialMethod.TRADES else None,
             "eps_warmup_epochs": self.eps_warmup_epochs,
             "bn_mode": self.bn_mode.value,
-            "val_steps": self.effective_val_steps if self.enabled else 0,
+            "val_steps": self.effective_val_steps if self.has_budget else 0,
+            "sigma": self.sigma if self.method is AdversarialMethod.GAUSSIAN else None,
             "eps_reached": float(reached)
             if below and reached is not None
             else (self.eps if self.enabled else 0.0),
@@ -309,13 +351,24 @@ def _scale_hint(value: float) -> str:
     return "use a budget in [0, 1] pixel units well below that, e.g. 0.3 (MNIST) or 8/255"
 
 
-def threat_label(method: str, norm: str, eps: float, steps: int, beta: float | None = None) -> str:
+def threat_label(
+    method: str,
+    norm: str,
+    eps: float,
+    steps: int,
+    beta: float | None = None,
+    *,
+    sigma: float | None = None,
+) -> str:
     """Human label of a training method: ``"standard"``, ``"AT (linf 0.1, PGD-10)"``, ...
 
-    ``method`` is ``none`` / ``pgd`` / ``trades`` / ``fast`` (anything else is shown as is).
+    ``method`` is ``none`` / ``pgd`` / ``trades`` / ``fast`` / ``gaussian`` (``"Gaussian noise
+    (σ 0.25)"``, from ``sigma``); anything else is shown as is.
     """
     if method in ("none", "", None):
         return "standard"
+    if method == "gaussian":
+        return f"Gaussian noise (σ {float(sigma or 0):g})"
     where = f"{norm} {format_epsilon(eps, style='training')}"
     if method == "pgd":
         return f"AT ({where}, PGD-{steps})"
@@ -454,7 +507,8 @@ def robust_loss(
     """Craft adversarials of ``x`` (N, ...) with ``model`` and return the method's training loss.
 
     ``forward`` is the module of the training forward pass (the DDP wrapper; default ``model``).
-    ``pgd`` / ``fast``: ``CE(forward(x'), y)``; ``trades``: :func:`trades_loss`. The clean logits
+    ``pgd`` / ``fast``: ``CE(forward(x'), y)``; ``trades``: :func:`trades_loss`; ``gaussian``:
+    ``CE(forward(x + sigma * N(0, I)), y)`` (``eps`` unused; the global torch RNG draws the noise). The clean logits
     of ``pgd`` / ``fast`` come from a no-grad pass in the crafting BatchNorm mode (statistics).
     Call under the caller's autocast context; parameters get gradients only from ``loss``.
     """
@@ -462,7 +516,10 @@ def robust_loss(
     with crafting_mode(model, config.bn_mode):
         with torch.no_grad():
             clean = model(x)
-        x_adv = craft(model, x, y, config, eps, clean_logits=clean)
+        if config.method is AdversarialMethod.GAUSSIAN:  # Cohen et al.: no clipping
+            x_adv = (x + config.sigma * torch.randn_like(x)).detach()
+        else:
+            x_adv = craft(model, x, y, config, eps, clean_logits=clean)
     if config.method is AdversarialMethod.TRADES:
         logits = fwd(x)
         logits_adv = fwd(x_adv)

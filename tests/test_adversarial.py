@@ -376,3 +376,47 @@ def test_a_checkpoint_saved_during_the_warmup_says_the_budget_it_reached() -> No
     after = cfg.record(0.15)
     assert after["label"] == "AT (linf 0.15, PGD-3)" and after["eps_reached"] == 0.15
     assert AdversarialConfig().record(None)["eps_reached"] == 0.0
+
+
+# ------------------------------------------------------------------------------ gaussian noise
+def test_gaussian_loss_is_the_cross_entropy_on_unclipped_noise_at_sigma() -> None:
+    model, (x, y) = _model(), _batch(8)
+    model.eval()
+    cfg = AdversarialConfig(method="gaussian", sigma=0.5)  # type: ignore[arg-type]
+    torch.manual_seed(3)
+    out = robust_loss(model, x, y, cfg, 0.0)
+    torch.manual_seed(3)
+    noisy = x + 0.5 * torch.randn_like(x)  # not clipped to [0, 1] (Cohen et al.'s train.py)
+    assert float(noisy.min()) < 0 and float(noisy.max()) > 1
+    expected = nn.functional.cross_entropy(model(noisy), y)
+    assert float(out.loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+    assert torch.allclose(out.logits_clean, model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ({"method": "gaussian"}, "needs --noise-sigma in (0, 4]"),
+        ({"method": "gaussian", "sigma": -0.1}, "needs --noise-sigma"),
+        ({"method": "gaussian", "sigma": 0.25, "eps": 0.1}, "not --adv-eps"),
+        ({"method": "pgd", "eps": 0.1, "sigma": 0.25}, "for --adversarial gaussian only"),
+    ],
+)
+def test_gaussian_settings_are_checked(kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(UserError) as info:
+        AdversarialConfig(**kwargs)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_gaussian_training_with_campfire_masks_records_sigma(tmp_path: Path) -> None:
+    job = tiny_job(0.7, "window", epochs=2, start=0.0, end=1.0, update_every=2)
+    adv = AdversarialConfig(method="gaussian", sigma=0.25)  # type: ignore[arg-type]
+    ck = run_train_job(dataclasses.replace(job, adversarial=adv), tmp_path / "g", progress=False)
+    rec = ck.meta["adversarial_training"]
+    assert rec["method"] == "gaussian" and rec["sigma"] == 0.25 and rec["eps"] == 0.0
+    assert rec["label"] == "Gaussian noise (σ 0.25)" and rec["steps"] == 0
+    hist = ck.meta["history"]
+    assert all(h["val_robust_accuracy"] is None for h in hist)  # no budget to attack at
+    assert all(h["train_adv_accuracy"] is not None for h in hist)  # accuracy on the noisy inputs
+    state, masks = read_weights_file(tmp_path / "g")
+    assert masks and all(bool((state[name][~m] == 0).all()) for name, m in masks.items())

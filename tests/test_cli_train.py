@@ -143,6 +143,8 @@ def test_argparse_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[s
         (["--prune-end", "9"], "pruning ends at epoch 9.0"),
         (["--lr", "-1"], "learning rate"),
         (["--milestones", "1,x"], "--milestones: 'x' is not a number"),
+        (["--adversarial", "gaussian"], "needs --noise-sigma in (0, 4]"),
+        (["--adversarial", "pgd", "--adv-eps", "0.1", "--noise-sigma", "0.25"], "gaussian only"),
     ],
 )
 def test_train_user_errors(

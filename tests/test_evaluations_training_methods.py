@@ -110,3 +110,17 @@ def test_report_and_figure_show_the_training_methods(tmp_path: Path) -> None:
     assert overfit["gap"].tolist() == pytest.approx([0.05, 0.05])
     assert (overfit["best_epoch"] == 7).all()
     assert plot_training_curves(df[df["train_method"] == "none"], tmp_path / "f2") == []
+
+
+def test_gaussian_noise_training_is_l2_without_a_budget() -> None:
+    rec = {"method": "gaussian", "norm": "linf", "eps": 0.0, "steps": 0, "sigma": 0.25}
+    cols = checkpoint_training({"adversarial_training": rec})
+    assert cols["training"] == "Gaussian noise (σ 0.25)" and cols["train_method"] == "gaussian"
+    assert cols["train_norm"] == "l2" and cols["train_eps"] == 0.0
+    df = _mixed()
+    gauss = df[df["train_method"] == "none"].assign(
+        checkpoint="g", training=cols["training"], train_method="gaussian", train_norm="l2"
+    )
+    both = pd.concat([df, gauss], ignore_index=True)
+    assert training_budgets(both) == [("linf", 0.1)]  # no (l2, 0) budget from the noise
+    assert not any(w.startswith("g ") for w in below_budget_warnings(both))

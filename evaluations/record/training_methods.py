@@ -7,9 +7,9 @@ The grid writes four optional columns per row from the checkpoint's recorded tra
 column          type   meaning
 ==============  =====  =====================================================================
 training        str    label: ``standard``, ``AT (linf 0.1, PGD-10)``, ``TRADES (...)``, ...
-train_method    str    ``none`` / ``pgd`` / ``trades`` / ``fast``
-train_norm      str    training norm (empty for standard training)
-train_eps       float  training budget (0 for standard training)
+train_method    str    ``none`` / ``pgd`` / ``trades`` / ``fast`` / ``gaussian``
+train_norm      str    training norm (empty for standard training; ``l2`` for ``gaussian``)
+train_eps       float  training budget (0 for standard and ``gaussian`` training: no budget)
 val_robust_last float  PGD robust validation accuracy of the last epoch (NaN: not recorded)
 val_robust_best float  the best robust validation accuracy over the final-mask, full-budget epochs
 best_robust_ep  int    the epoch of ``val_robust_best`` (``best-robust/``; -1: none)
@@ -65,8 +65,10 @@ def checkpoint_training(meta: dict[str, Any]) -> dict[str, Any]:
         }
     norm, eps = str(rec.get("norm", "")), float(rec.get("eps", 0.0))
     label = rec.get("label") or threat_label(
-        method, norm, eps, int(rec.get("steps", 0)), rec.get("trades_beta")
+        method, norm, eps, int(rec.get("steps", 0)), rec.get("trades_beta"), sigma=rec.get("sigma")
     )
+    if method == "gaussian":  # noise for randomized smoothing: the L2 threat model, no budget
+        norm, eps = "l2", 0.0
     history = [h for h in meta.get("history") or [] if h.get("val_robust_accuracy") is not None]
     # best-robust/'s rule: final masks and the full budget (no epoch of the eps warm-up)
     frozen = [
@@ -116,7 +118,7 @@ def training_budgets(df: pd.DataFrame) -> list[tuple[str, float]]:
     """Sorted distinct ``(norm, eps)`` training budgets of the adversarially trained models."""
     if not has_training_methods(df):
         return []
-    at = df[df["train_method"] != "none"]
+    at = df[(df["train_method"] != "none") & (df["train_eps"].astype(float) > 0)]
     return sorted(
         {(str(n), float(e)) for n, e in zip(at["train_norm"], at["train_eps"], strict=True)}
     )
@@ -187,7 +189,7 @@ def below_budget_warnings(df: pd.DataFrame) -> list[str]:
     if not has_training_methods(df):
         return []
     out: list[str] = []
-    at = df[(df["train_method"] != "none")]
+    at = df[(df["train_method"] != "none") & (df["train_eps"].astype(float) > 0)]  # no gaussian
     for ckpt, sub in at.groupby("checkpoint"):
         norm, eps = str(sub["train_norm"].iloc[0]), float(sub["train_eps"].iloc[0])
         same = sub[sub["norm"] == norm]

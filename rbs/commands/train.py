@@ -166,10 +166,17 @@ ADVERSARIAL = (
     Alias(
         "--adversarial",
         "adversarial.method",
-        "none (default, standard training), pgd (Madry), trades (Zhang), fast (FGSM-RS, Wong)",
-        choices=("none", "pgd", "trades", "fast"),
+        "none (default, standard training), pgd (Madry), trades (Zhang), fast (FGSM-RS, Wong), "
+        "gaussian (noise for randomized smoothing, Cohen; with --noise-sigma)",
+        choices=("none", "pgd", "trades", "fast", "gaussian"),
     ),
     Alias("--adv-norm", "adversarial.norm", "training threat model norm", choices=("linf", "l2")),
+    Alias(
+        "--noise-sigma",
+        "adversarial.sigma",
+        "--adversarial gaussian: noise std in [0,1] pixel units, e.g. 0.25",
+        convert=_number,
+    ),
     Alias(
         "--adv-eps",
         "adversarial.eps",

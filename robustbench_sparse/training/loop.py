@@ -273,7 +273,7 @@ def _evaluate_epoch(
     if run.val_set is not None:
         _, val_correct, val_n = evaluate_all(model, run.val_set, device=device)
         val_acc = val_correct / max(val_n, 1)
-        if adv is not None:
+        if adv is not None and adv.has_budget:  # gaussian: no budget to attack at
             val_rob = robust_accuracy_all(
                 model, run.val_set, adv, device=device, seed=run.config.seed
             )
