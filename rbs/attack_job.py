@@ -28,6 +28,12 @@ from evaluations.engine.data_checks import check_input_shape
 from evaluations.engine.grid import GridRun, run_grid
 from evaluations.engine.protocols import Protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig
+from rbs.corruptions_job import PROTOCOL as CORRUPTIONS
+from rbs.corruptions_job import (
+    corruption_settings,
+    run_corruptions_job,
+    write_corruptions_sidecar,
+)
 from rbs.finish import finish_run
 from rbs.transfer_job import checkpoints_with_source, drop_default_transfer_keys, transfer_plan
 from robustbench_sparse import distributed as rdist
@@ -75,6 +81,8 @@ class AttackRunRequest:
     adversarials: tuple[Path, ...] = ()
     transfer_from: Path | None = None
     transfer_in_worst_case: bool = False
+    # protocol "corruptions" (rbs.corruptions_job): the [corruptions] table (names, severities, ...)
+    corruptions: dict[str, Any] | None = None
 
     def attack_plan(self) -> tuple[Protocol | None, list[str], dict[str, dict[str, Any]]]:
         """(protocol, attack names, per-attack params): ``protocol`` wins over ``attacks``."""
@@ -127,7 +135,14 @@ class AttackRunRequest:
         payload.pop("trust_arch", None)  # permission to import, not a setting of the run
         if payload.get("arch_kwargs") is None:  # keeps fingerprints of earlier runs
             payload.pop("arch_kwargs", None)
-        for key in ("normalize", "protocol", "state_dict_key", "l1_epsilons", "image_size"):
+        for key in (
+            "normalize",
+            "protocol",
+            "state_dict_key",
+            "l1_epsilons",
+            "image_size",
+            "corruptions",
+        ):
             if payload.get(key) is None:  # keeps fingerprints of earlier runs
                 payload.pop(key, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -157,6 +172,7 @@ ATTACK_SCHEMA = ConfigSchema(
         "epsilons": ("linf", "l2", "l1"),
         "data": ("dataset", "data_root", "download", "image_size"),
         "model": ("arch", "kwargs", "trust_arch", "normalize", "state_dict_key"),
+        "corruptions": ("names", "severities", "extra", "seed"),
     }
 )
 #: config key -> request field (the same name unless listed)
@@ -175,6 +191,11 @@ def request_from_config(config: Mapping[str, Any]) -> AttackRunRequest:
     fields: dict[str, Any] = {}
     for section, keys in ATTACK_SCHEMA.sections.items():
         table = config.get(section, {})
+        if section == "corruptions":
+            if table:
+                fields["corruptions"] = dict(table)
+                corruption_settings(table)  # unknown names / severities fail here
+            continue
         if not isinstance(table, Mapping):
             raise UserError(f"[{section}] must be a table of keys, got {table!r}")
         for key in keys or ():
@@ -213,7 +234,8 @@ class AttackRunOutcome:
 
     results_dir: Path
     report_html: Path | None
-    grid: GridRun
+    grid: GridRun | None  # None: protocol "corruptions" (no attack grid)
+    results_file: str = "results.csv"
 
 
 def prepare_results_dir(out: Path, fingerprint: str, *, overwrite: bool, resume: bool) -> None:
@@ -271,6 +293,10 @@ def run_attack_command(
     command: str | None = None,
 ) -> AttackRunOutcome:
     """Run ``rbs attack``: grid into ``out_dir``, sidecar, figures and report."""
+    if request.protocol == CORRUPTIONS:
+        return _run_corruptions(request, Path(out_dir), overwrite, resume, command)
+    if request.corruptions:
+        raise UserError("[corruptions] settings need --protocol corruptions")
     t0 = time.perf_counter()
     grid = request.grid()
     paths, source_index = checkpoints_with_source(request.checkpoints, request.transfer_from)
@@ -330,3 +356,41 @@ def run_attack_command(
         report=request.report,
     )
     return AttackRunOutcome(out, finished.report_html, grid_run)
+
+
+def _run_corruptions(
+    request: AttackRunRequest, out: Path, overwrite: bool, resume: bool, command: str | None
+) -> AttackRunOutcome:
+    """``rbs attack --protocol corruptions``: corruptions.csv, corruptions.json and a report."""
+    from evaluations.present.report_beyond import write_beyond_report
+
+    if request.attacks != AttackRunRequest.attacks or request.params:
+        raise UserError("--protocol corruptions runs no attacks: drop --attack / --param")
+    if request.limit is not None and request.limit < 1:
+        raise UserError(f"--limit must be >= 1 (got {request.limit})")
+    table = {
+        **(request.corruptions or {}),
+        "batch_size": request.batch_size,
+        "limit": request.limit,
+        "device": request.device,
+    }
+    settings = corruption_settings(table)
+    checkpoints = load_request_checkpoints(request)
+    resolve_device(request.device)
+    data = {
+        name: load_evaluation_split(
+            name,
+            _recorded_roots(checkpoints, name),
+            request.data_root,
+            download=request.download,
+            limit=request.limit,
+            augment=False,
+            image_size=request.image_size or _recorded_image_size(checkpoints, name),
+        )
+        for name in sorted({c.info.name for c in checkpoints})
+    }
+    prepare_results_dir(out, request.fingerprint(), overwrite=overwrite, resume=resume)
+    _, record = run_corruptions_job(checkpoints, data, settings, out)
+    write_corruptions_sidecar(out, {"command": command, "request": to_jsonable(request), **record})
+    html = write_beyond_report(out, command=command)[1] if request.report else None
+    return AttackRunOutcome(out, html, None, results_file="corruptions.csv")

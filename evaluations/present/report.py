@@ -28,6 +28,7 @@ from evaluations.present.document import (
     render_markdown,
 )
 from evaluations.present.plots import plot_all
+from evaluations.present.report_beyond import beyond_blocks
 from evaluations.present.report_cost import cost_blocks
 from evaluations.present.report_format import joined
 from evaluations.present.report_results import (
@@ -113,6 +114,7 @@ def write_report(
     budgets = choose_budgets(df)
     rel = relative_to_dense(df, budgets, root)
     blocks += headline_blocks(df, budgets, rel)
+    blocks += beyond_blocks(root, figures=False)  # certified.csv / corruptions.csv, if present
     blocks += ev.masking_blocks(side)
     blocks += summary_blocks(df, side, checks)
     blocks += clean_table_blocks(df)

@@ -125,6 +125,23 @@ MORE = (
         extra={"const": False},
     ),
 )
+#: common corruptions (rbs.corruptions_job; docs/certified.md)
+CORRUPTIONS = (
+    Alias(
+        "--corruption",
+        "corruptions.names",
+        "with --protocol corruptions: run only this corruption (repeatable; default: the 15 of "
+        "Hendrycks & Dietterich 2019)",
+        action="append",
+    ),
+    Alias(
+        "--extra-corruptions",
+        "corruptions.extra",
+        "with --protocol corruptions: add the 4 held-out corruptions (speckle_noise, "
+        "gaussian_blur, spatter, saturate)",
+        action="store_true",
+    ),
+)
 #: transfer attacks and saved adversarials (rbs.transfer_job; docs/attacks.md)
 TRANSFER = (
     Alias(
@@ -158,7 +175,7 @@ TRANSFER = (
     ),
 )
 #: every flag of ``rbs attack`` that sets a config key
-ALIASES = (*EVERYDAY, *MORE, *TRANSFER)
+ALIASES = (*EVERYDAY, *MORE, *TRANSFER, *CORRUPTIONS)
 
 
 def add_parser(sub: Any) -> None:
@@ -178,6 +195,7 @@ def add_parser(sub: Any) -> None:
     p._action_groups.insert(0, p._action_groups.pop())  # everyday first in --help
     add_aliases(p, MORE)
     add_aliases(p.add_argument_group("transfer and saved adversarials"), TRANSFER)
+    add_aliases(p.add_argument_group("common corruptions"), CORRUPTIONS)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     add_nproc(p)
@@ -202,7 +220,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     )
     if not rdist.is_main():
         return 0
-    print(f"results: {outcome.results_dir / 'results.csv'}")
+    print(f"results: {outcome.results_dir / outcome.results_file}")
     if outcome.report_html is not None:
         print(f"report:  {outcome.report_html}")
     return 0

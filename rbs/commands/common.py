@@ -77,7 +77,8 @@ def protocol_help(default: str) -> str:
     from evaluations.engine.protocols import PROTOCOLS
 
     names = "; ".join(f"{p.name} ({p.summary})" for p in PROTOCOLS.values())
-    return f"evaluation protocol: {names}; {default}"
+    corruptions = "corruptions (15 common corruptions x severities 1-5 instead of attacks)"
+    return f"evaluation protocol: {names}; {corruptions}; {default}"
 
 
 def attack_help() -> str:
@@ -103,7 +104,8 @@ def checked_protocol(name: str | None, with_attacks: bool) -> str | None:
 
     if name is None:
         return None
-    get_protocol(name)  # one line listing the valid names
+    if name != "corruptions":  # rbs.corruptions_job: no attacks
+        get_protocol(name)  # one line listing the valid names
     if with_attacks:
         raise UserError("give --protocol or --attack, not both")
     return name
