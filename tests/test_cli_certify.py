@@ -118,3 +118,18 @@ def test_certify_section_keys_are_checked() -> None:
     assert s.sigma == 0.5 and s.radii == (0.0, 0.5) and s.n == 100
     with pytest.raises(UserError, match="unknown key 'sigmas'"):
         certify_settings({"sigmas": 0.5})
+
+
+def test_ibp_dispatch_verified_at_eps_0_is_the_clean_accuracy(
+    ckpt_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("evaluations.engine.certify_ibp", reason="helper B's IBP not present")
+    out = tmp_path / "ibp"
+    argv = ["certify", str(ckpt_dirs["dense"]), "--method", "ibp", "--eps", "0,0.01,0.1"]
+    assert main([*argv, "--limit", "30", "--json", "--out", str(out)]) == 0
+    obj = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert obj["method"] == "ibp" and obj["norm"] == "linf" and obj["epsilons"] == [0, 0.01, 0.1]
+    ex = pd.read_csv(example_file(out, "dense", "ibp"))
+    assert obj["certified_accuracy"][0] == pytest.approx((ex["prediction"] == ex["label"]).mean())
+    acc = obj["certified_accuracy"]
+    assert acc == sorted(acc, reverse=True) and obj["abstained"] == 0
