@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ from evaluations.engine.protocols import Protocol, get_protocol, identify, resol
 from evaluations.engine.spec import AttackSpec, GridConfig
 from evaluations.engine.transfer import TransferPlan
 from rbs.attack_job import config_epsilons
+from rbs.beyond_job import beyond_plan, run_beyond
+from rbs.corruptions_job import CORRUPTIONS_KEYS
 from rbs.finish import finish_run
 from rbs.transfer_job import RUN_TRANSFER_KEYS, experiment_transfer, transfer_settings
 from robustbench_sparse import distributed as rdist
@@ -68,6 +70,8 @@ RUN_SCHEMA = ConfigSchema(
         "models": tuple(_MODELS_KEYS),
         "attack": tuple(_ATTACK_KEYS),
         "epsilons": tuple(_EPS_KEYS),
+        "corruptions": CORRUPTIONS_KEYS,  # rbs.beyond_job: common corruptions after the grid
+        "certify": None,  # rbs.beyond_job: [certify.smoothing] / [certify.ibp]
     },
     scalars=("name",),
 )
@@ -141,6 +145,10 @@ def plan_experiment(
     }
     if transfer_settings(attack_cfg):  # absent when unset: earlier fingerprints stay
         resolved["transfer"] = transfer_settings(attack_cfg)
+    beyond_plan(cfg)  # [corruptions] / [certify] checked before anything trains
+    for section in ("corruptions", "certify"):  # absent when unset: earlier fingerprints stay
+        if section in cfg:
+            resolved[section] = cfg[section]
     return ExperimentPlan(
         str(cfg.get("name", "experiment")),
         tuple(plans),
@@ -299,10 +307,28 @@ def _expand_trainings(base: TrainJob, plans: list[ModelPlan], trainings: Any) ->
     out: list[ModelPlan] = []
     for method in trainings:
         for p in plans:
-            adv = replace(base.adversarial, method=method)
+            adv = _training_for(base.adversarial, method)
             name = p.name if adv.method.value == "none" else f"{adv.method.value}-{p.name}"
             out.append(ModelPlan(name, job_with(p.job, adversarial=adv, name=name)))
     return out
+
+
+def _training_for(adversarial: Any, training: Any) -> Any:
+    """One entry of ``[models] trainings``: a method name (the ``[adversarial]`` section with that
+    method) or a table of ``[adversarial]`` keys laid over the section, e.g.
+    ``{ method = "gaussian", sigma = 0.25 }``, so one config can hold methods whose keys exclude
+    each other (a noise sigma, an attack budget)."""
+    if isinstance(training, str):
+        return replace(adversarial, method=training)
+    if not isinstance(training, dict) or "method" not in training:
+        raise UserError(
+            f"[models] trainings: {training!r} is neither a method name nor a table with a "
+            'method, e.g. { method = "gaussian", sigma = 0.25 }'
+        )
+    unknown = sorted(set(training) - {f.name for f in fields(adversarial)})
+    if unknown:
+        raise UserError(f"[models] trainings: unknown [adversarial] key {unknown[0]!r}")
+    return replace(adversarial, **training)
 
 
 def _bad_granularity(g: str) -> Granularity:
@@ -394,6 +420,7 @@ def run_experiment(
     t0 = time.perf_counter()
     out = Path(out_dir)
     data = _checked_data(plan)  # before the output directory is touched
+    beyond = beyond_plan(plan.config)  # [corruptions] / [certify] (checked by plan_experiment)
     rdist.on_main(lambda: prepare_experiment_dir(out, plan, overwrite=overwrite, resume=resume))
     checkpoints: list[LoadedCheckpoint] = []
     for i, model in enumerate(plan.models, 1):
@@ -415,6 +442,8 @@ def run_experiment(
         progress=progress,
         transfer=plan.transfer,
     )
+    if beyond and rdist.is_main():  # corruptions.csv / certified.csv, before the report
+        run_beyond(beyond, checkpoints, data.test, results_dir, dataset=data.info.name)
     finished = finish_run(
         results_dir,
         grid_run,
