@@ -17,6 +17,14 @@ Three methods, selected by :attr:`AdversarialConfig.method`:
   the model's own normalisation, not clipped (the reference ``train.py``). It has no budget
   (``eps`` 0) and no per-epoch PGD validation; the smoothed model is certified by
   :mod:`evaluations.engine.certify_smoothing` at the same sigma.
+- ``ibp``: interval bound propagation training (Gowal et al., "On the Effectiveness of Interval
+  Bound Propagation for Training Verifiably Robust Models", 2018):
+  ``kappa * CE(z(x), y) + (1 - kappa) * CE(z_worst, y)`` with the elided IBP margin bounds of the
+  L-infinity box (:mod:`robustbench_sparse.bounds.ibp_training`). Schedule: ``ibp_warmup_epochs``
+  of nominal training (eps 0, kappa 1), then eps ramps linearly to ``eps`` over
+  ``eps_warmup_epochs`` while kappa falls from 1 to ``ibp_kappa`` (0.5 in Gowal et al.; CROWN-IBP's
+  ``kappa = 1 - (1 - kappa_final) * eps_t / eps``). Validated by PGD at ``eps`` like the others;
+  certified by :mod:`evaluations.engine.certify_ibp`.
 
 Every iterate is projected by :func:`attacks.norms.clip_to_ball` (ball, then ``[0, 1]``); random
 starts come from :func:`attacks.engine.random_start`, cross-entropy input gradients from
@@ -78,6 +86,7 @@ class AdversarialMethod(str, Enum):
     TRADES = "trades"
     FAST = "fast"
     GAUSSIAN = "gaussian"
+    IBP = "ibp"
 
 
 class BatchNormMode(str, Enum):
@@ -135,6 +144,9 @@ class AdversarialConfig:
             at least 10 for ``fast``).
         sigma: ``gaussian``'s noise standard deviation in ``[0, 1]`` pixel units (> 0 there;
             0 and unused by every other method).
+        ibp_warmup_epochs: ``ibp``: nominal-only epochs before the eps ramp (Gowal et al.: 2,000
+            of 60,000 steps on MNIST).
+        ibp_kappa: ``ibp``: the final nominal-loss weight kappa (Gowal et al. 0.5).
     """
 
     method: AdversarialMethod = AdversarialMethod.NONE
@@ -148,6 +160,8 @@ class AdversarialConfig:
     bn_mode: BatchNormMode = BatchNormMode.TRAIN
     val_steps: int | None = None
     sigma: float = 0.0
+    ibp_warmup_epochs: float = 0.0
+    ibp_kappa: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -183,6 +197,7 @@ class AdversarialConfig:
         if self.eps_warmup_epochs < 0:
             raise UserError(f"eps_warmup_epochs must be >= 0 (got {self.eps_warmup_epochs})")
         self._check_sigma()
+        self._check_ibp()
         if self.has_budget and not self.eps > 0:
             raise UserError(
                 f"adversarial training ({self.method.value}) needs --adv-eps > 0 (got {self.eps})"
@@ -213,6 +228,25 @@ class AdversarialConfig:
                 "(it has no attack budget)"
             )
 
+    def _check_ibp(self) -> None:
+        """``ibp``: linf only, kappa in [0, 1]; its two settings unset for every other method."""
+        for name in ("ibp_warmup_epochs", "ibp_kappa"):
+            object.__setattr__(self, name, parse_fraction(getattr(self, name), name))
+        if self.method is not AdversarialMethod.IBP:
+            if self.ibp_warmup_epochs != 0 or self.ibp_kappa != 0.5:
+                raise UserError(
+                    "--ibp-warmup / --ibp-kappa ([adversarial] ibp_warmup_epochs / ibp_kappa) are "
+                    f"for --adversarial ibp only (got method {self.method.value})"
+                )
+            return
+        if self.norm is not Norm.LINF:
+            raise UserError("IBP training bounds the L-infinity box only; use --adv-norm linf")
+        if not 0 <= self.ibp_kappa <= 1 or self.ibp_warmup_epochs < 0:
+            raise UserError(
+                f"IBP needs --ibp-kappa in [0, 1] and --ibp-warmup >= 0 epochs (got kappa "
+                f"{self.ibp_kappa:g}, warm-up {self.ibp_warmup_epochs:g})"
+            )
+
     def check_warmup(self, epochs: int) -> None:
         """Refuse an eps warm-up that does not end before the last of ``epochs``.
 
@@ -222,6 +256,12 @@ class AdversarialConfig:
         Raises:
             UserError: ``eps_warmup_epochs >= epochs`` (one line naming both settings).
         """
+        if self.ibp_warmup_epochs + self.eps_warmup_epochs >= epochs > 0 and self.ibp_warmup_epochs:
+            raise UserError(
+                f"IBP warm-up ({self.ibp_warmup_epochs:g}) plus eps ramp "
+                f"({self.eps_warmup_epochs:g}) epochs do not end before training does ({epochs} "
+                "epochs); lower --ibp-warmup / --adv-eps-warmup or raise --epochs"
+            )
         if self.eps_warmup_epochs > 0 and self.eps_warmup_epochs >= epochs:
             reached = self.eps * min(1.0, epochs / self.eps_warmup_epochs)
             how = "only at its last step" if reached >= self.eps else f"{reached:.3g} at most"
@@ -277,8 +317,8 @@ class AdversarialConfig:
 
     @property
     def effective_steps(self) -> int:
-        """Ascent steps actually taken (``fast``: 1, ``gaussian``: 0)."""
-        if self.method is AdversarialMethod.GAUSSIAN:
+        """Ascent steps actually taken (``fast``: 1, ``gaussian`` and ``ibp``: 0)."""
+        if self.method in (AdversarialMethod.GAUSSIAN, AdversarialMethod.IBP):
             return 0
         return 1 if self.method is AdversarialMethod.FAST else self.steps
 
@@ -291,6 +331,8 @@ class AdversarialConfig:
 
     def stepsize(self, eps: float) -> float:
         """Absolute step size at budget ``eps`` (pixel units)."""
+        if self.method is AdversarialMethod.IBP:
+            return 0.0  # no ascent
         if self.step_size is not None:
             return self.step_size
         if self.rel_step_size is not None:
@@ -300,7 +342,12 @@ class AdversarialConfig:
         return 2.5 / self.effective_steps * eps
 
     def eps_at(self, step: int, steps_per_epoch: int) -> float:
-        """Budget at optimizer step ``step`` (0-based): linear warm-up, then ``eps``."""
+        """Budget at optimizer step ``step`` (0-based): linear warm-up, then ``eps``; ``ibp``:
+        0 for its first ``ibp_warmup_epochs``, then the ramp."""
+        if self.method is AdversarialMethod.IBP:
+            step -= round(self.ibp_warmup_epochs * steps_per_epoch)
+            if step < 0:
+                return 0.0
         if self.eps_warmup_epochs <= 0:
             return self.eps
         ramp = self.eps_warmup_epochs * steps_per_epoch
@@ -337,6 +384,11 @@ class AdversarialConfig:
             "bn_mode": self.bn_mode.value,
             "val_steps": self.effective_val_steps if self.has_budget else 0,
             "sigma": self.sigma if self.method is AdversarialMethod.GAUSSIAN else None,
+            **(
+                {"ibp_warmup_epochs": self.ibp_warmup_epochs, "ibp_kappa": self.ibp_kappa}
+                if self.method is AdversarialMethod.IBP
+                else {}
+            ),
             "eps_reached": float(reached)
             if below and reached is not None
             else (self.eps if self.enabled else 0.0),
@@ -377,6 +429,8 @@ def threat_label(
         return f"TRADES ({where}, PGD-{steps}{b})"
     if method == "fast":
         return f"fast AT ({where}, FGSM-RS)"
+    if method == "ibp":
+        return f"IBP ({where})"
     return f"{method} ({where})"
 
 
@@ -513,6 +567,14 @@ def robust_loss(
     Call under the caller's autocast context; parameters get gradients only from ``loss``.
     """
     fwd = forward if forward is not None else model
+    if config.method is AdversarialMethod.IBP:
+        from robustbench_sparse.bounds.ibp_training import ibp_kappa, ibp_training_loss
+
+        kappa = ibp_kappa(eps, config.eps, config.ibp_kappa)
+        loss, logits, worst = ibp_training_loss(
+            model, x, y, eps, kappa, forward=fwd, label_smoothing=label_smoothing
+        )
+        return RobustLoss(loss, logits, worst)
     with crafting_mode(model, config.bn_mode):
         with torch.no_grad():
             clean = model(x)

@@ -167,8 +167,9 @@ ADVERSARIAL = (
         "--adversarial",
         "adversarial.method",
         "none (default, standard training), pgd (Madry), trades (Zhang), fast (FGSM-RS, Wong), "
-        "gaussian (noise for randomized smoothing, Cohen; with --noise-sigma)",
-        choices=("none", "pgd", "trades", "fast", "gaussian"),
+        "gaussian (noise for randomized smoothing, Cohen; with --noise-sigma), "
+        "ibp (interval bound propagation, Gowal; linf)",
+        choices=("none", "pgd", "trades", "fast", "gaussian", "ibp"),
     ),
     Alias("--adv-norm", "adversarial.norm", "training threat model norm", choices=("linf", "l2")),
     Alias(
@@ -203,6 +204,18 @@ ADVERSARIAL = (
         "--adv-eps-warmup",
         "adversarial.eps_warmup_epochs",
         "epochs of linear eps warm-up (default 0)",
+        type=float,
+    ),
+    Alias(
+        "--ibp-warmup",
+        "adversarial.ibp_warmup_epochs",
+        "--adversarial ibp: nominal-only epochs before the eps ramp (default 0)",
+        type=float,
+    ),
+    Alias(
+        "--ibp-kappa",
+        "adversarial.ibp_kappa",
+        "--adversarial ibp: final weight of the nominal loss; 1 -> this over the ramp (default 0.5)",
         type=float,
     ),
     Alias(
