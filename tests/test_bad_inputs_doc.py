@@ -456,6 +456,18 @@ CASES: list[Case] = [
     Case("protocol", "unknown protocol", f"{A} --protocol fast"),
     Case("protocol", "unknown protocol (rbs run)", "rbs run --protocol fast --out new-run"),
     Case("protocol", "--protocol together with --attack", f"{A} --protocol quick --attack pgd"),
+    # ------------------------------------------------------ common corruptions (issue 28)
+    Case("corruptions", "unknown corruption name", f"{A} --protocol corruptions --corruption rain"),
+    Case(
+        "corruptions",
+        "`--corruption` without `--protocol corruptions`",
+        f"{A} --attack fgsm --corruption fog",
+    ),
+    Case(
+        "corruptions",
+        "`[certify]` without a table per method (rbs run)",
+        "rbs run --set certify.sigma=0.25 --out new-run",
+    ),
     # ---------------------------------------- plain .pt wrappers and image files (issue 29: 5-7)
     Case(
         "checkpoint",
@@ -575,6 +587,28 @@ CASES: list[Case] = [
         "transfer",
         "`--transfer-from` with no other checkpoint to score",
         "rbs attack --checkpoint ck --transfer-from ck --attack fgsm --out new-r",
+    ),
+    # ------------------------------------------ randomized smoothing: rbs certify, train (#28)
+    Case(
+        "certify",
+        "`rbs certify --method smoothing` without the noise level",
+        "rbs certify ck --method smoothing --out new-c",
+    ),
+    Case(
+        "certify",
+        "`rbs certify` failure probability out of range",
+        "rbs certify ck --method smoothing --sigma 0.25 --alpha 0.5 --out new-c",
+    ),
+    Case(
+        "certify",
+        "`rbs certify` radius grid with a negative radius",
+        "rbs certify ck --method smoothing --sigma 0.25 --radii 0,-0.5 --out new-c",
+    ),
+    Case("train", "Gaussian noise training without `--noise-sigma`", f"{T} --adversarial gaussian"),
+    Case(
+        "train",
+        "`--noise-sigma` with another training method",
+        f"{T} --adversarial pgd --adv-eps 0.1 --noise-sigma 0.25",
     ),
 ]
 
