@@ -21,6 +21,8 @@ from evaluations.engine.protocols import Protocol
 from evaluations.engine.spec import GridConfig
 from evaluations.present.plots import plot_all
 from evaluations.present.report import write_report
+from evaluations.record.certified import read_certified
+from evaluations.record.certified_checks import VERIFIED_LE_ATTACKED, check_verified_le_attacked
 from evaluations.record.compute_time import previous_sidecar, run_timing
 from evaluations.record.costs import cost_table, write_costs
 from evaluations.record.results import write_sidecar
@@ -72,6 +74,9 @@ def finish_run(
         )
     )
     invariants = evidence["invariants"]
+    certified = read_certified(out)  # rbs run's [certify] writes it before finishing
+    if certified is not None:
+        invariants[VERIFIED_LE_ATTACKED] = check_verified_le_attacked(grid_run.results, certified)
     sidecar = {
         "command": command,
         **header,
