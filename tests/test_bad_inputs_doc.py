@@ -117,6 +117,13 @@ def _attack_contract(
     return run
 
 
+def _ibp_unknown_layer(ws: Path) -> str:
+    from robustbench_sparse.bounds import interval_bounds
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
+    return _raises(lambda: interval_bounds(net, (torch.zeros(1, 4), torch.ones(1, 4))))
+
+
 def _unknown_norm(ws: Path) -> str:
     return _raises(lambda: default_eps_grid("digits", "l3"))
 
@@ -609,6 +616,27 @@ CASES: list[Case] = [
         "train",
         "`--noise-sigma` with another training method",
         f"{T} --adversarial pgd --adv-eps 0.1 --noise-sigma 0.25",
+    ),
+    # ------------------------------------------ interval bound propagation (#28)
+    Case(
+        "train", "IBP training in the L2 norm", f"{T} --adversarial ibp --adv-eps 0.1 --adv-norm l2"
+    ),
+    Case(
+        "train",
+        "`--ibp-kappa` with another training method",
+        f"{T} --adversarial pgd --adv-eps 0.1 --ibp-kappa 0.3",
+    ),
+    Case("train", "IBP kappa outside [0, 1]", f"{T} --adversarial ibp --adv-eps 0.1 --ibp-kappa 2"),
+    Case(
+        "certify",
+        "`rbs certify --method ibp` eps on the 0..255 scale",
+        "rbs certify ck --method ibp --eps 8 --out new-c",
+    ),
+    Case(
+        "certify",
+        "IBP on a layer type it has no rule for (library)",
+        "interval_bounds(Sequential(Linear(4, 4), Tanh()), box)",
+        run=_ibp_unknown_layer,
     ),
 ]
 
