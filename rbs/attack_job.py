@@ -296,7 +296,9 @@ def run_attack_command(
     if request.protocol == CORRUPTIONS:
         return _run_corruptions(request, Path(out_dir), overwrite, resume, command)
     if request.corruptions:
-        raise UserError("[corruptions] settings need --protocol corruptions")
+        raise UserError(
+            "--corruption / --extra-corruptions ([corruptions] settings) need --protocol corruptions"
+        )
     t0 = time.perf_counter()
     grid = request.grid()
     paths, source_index = checkpoints_with_source(request.checkpoints, request.transfer_from)
