@@ -755,26 +755,6 @@ def _user_arch_files(ws: Path) -> None:
     (moved / META_FILE).write_text(json.dumps(meta))
 
 
-def _issue29_files(ws: Path) -> None:
-    """Wrapped ``.pt`` files and imagefolders of images no depth can scale (issue 29: 5, 7)."""
-    import numpy as np
-    from PIL import Image
-
-    sd = _digits_model(width=1.0).net.state_dict()
-    torch.save({"ema": sd, "model": sd}, ws / "ema-model.pt")
-    torch.save({"net": sd, "acc": 95.3, "epoch": 200}, ws / "kuangliu.pt")
-    torch.save({"epoch": 200, "acc": 95.3}, ws / "no-weights.pt")
-    ramp = np.linspace(0.0, 1.0, 64).reshape(8, 8)
-    for folder, pixels in (
-        ("float-images", (ramp * 4.0).astype(np.float32)),
-        ("int32-images", (ramp * 4e9 - 2e9).astype(np.int32)),
-    ):
-        for split in ("train", "val"):
-            for c in "ab":
-                (ws / folder / split / c).mkdir(parents=True)
-                Image.fromarray(pixels).save(ws / folder / split / c / "0.tif")
-
-
 def build_workspace(ws: Path) -> None:
     """Every file the cases refer to (relative to ``ws``)."""
     ws.mkdir(parents=True, exist_ok=True)
