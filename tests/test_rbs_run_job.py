@@ -153,7 +153,7 @@ def test_epsilons_section_is_validated_and_sorted() -> None:
         (_config(atack={}), "atack"),
         (_config(models={"dense": True, "target": [0.5]}), "target"),
         (_config(attack={"attacks": ["fgsm"], "steps": 3}), "steps"),
-        (_config(epsilons={"linf": [0, 0.1], "l1": [0]}), "l1"),
+        (_config(epsilons={"linf": [0, 0.1], "l0": [0]}), "l0"),
         (_config(train={"epoch": 3}), "epoch"),
         (_config(data={"dataset": "digits", "limit": 5}), "limit"),
     ],
