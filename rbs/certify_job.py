@@ -107,8 +107,8 @@ class CertifySettings:
             self.sigma is None or not (math.isfinite(self.sigma) and self.sigma > 0)
         ):
             raise UserError(
-                "--method smoothing needs --sigma > 0 in [0,1] pixel units, e.g. 0.25 "
-                f"(the training noise; got {self.sigma})"
+                "smoothing certification needs sigma > 0 in [0,1] pixel units, e.g. 0.25 "
+                f"(rbs certify: --sigma; rbs run: [certify.smoothing] sigma; got {self.sigma})"
             )
         for name in ("n0", "n", "batch_size"):
             if int(getattr(self, name)) < 1:
@@ -117,10 +117,12 @@ class CertifySettings:
             raise UserError(f"certify alpha must be in (0, 0.5), e.g. 0.001 (got {self.alpha})")
         grid = self.radii if self.method == "smoothing" else self.epsilons
         if not grid or any(not (math.isfinite(v) and v >= 0) for v in grid):
-            what = "--radii" if self.method == "smoothing" else "--eps"
-            raise UserError(f"{what} must be numbers >= 0 in [0,1] pixel units (got {list(grid)})")
+            what = "radii" if self.method == "smoothing" else "epsilons"
+            raise UserError(
+                f"certify {what} must be numbers >= 0 in [0,1] pixel units (got {list(grid)})"
+            )
         if self.limit is not None and self.limit < 1:
-            raise UserError(f"--limit must be >= 1 (got {self.limit})")
+            raise UserError(f"certify limit must be >= 1 (got {self.limit})")
 
     def smoothing(self) -> SmoothingSettings:
         """The engine's settings (smoothing only)."""

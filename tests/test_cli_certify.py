@@ -82,11 +82,11 @@ def test_json_prints_the_contract_keys(certified: tuple[Path, str]) -> None:
 @pytest.mark.parametrize(
     "extra,fragment",
     [
-        (["--method", "smoothing"], "needs --sigma > 0"),
+        (["--method", "smoothing"], "needs sigma > 0"),
         (["--method", "smoothing", "--sigma", "0.25", "--alpha", "0.7"], "alpha must be in"),
         (["--method", "smoothing", "--sigma", "0.25", "--n", "0"], "n must be >= 1"),
-        (["--method", "smoothing", "--sigma", "0.25", "--radii", "0,-1"], "--radii must be"),
-        (["--method", "smoothing", "--sigma", "0.25", "--limit", "0"], "--limit must be >= 1"),
+        (["--method", "smoothing", "--sigma", "0.25", "--radii", "0,-1"], "radii must be"),
+        (["--method", "smoothing", "--sigma", "0.25", "--limit", "0"], "limit must be >= 1"),
     ],
 )
 def test_user_errors_are_one_line_and_write_nothing(

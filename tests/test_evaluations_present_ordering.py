@@ -17,7 +17,8 @@ from evaluations.record.metrics import WORST_CASE
 def test_norms_come_linf_first_then_unknown_by_name() -> None:
     df = pd.DataFrame({"norm": ["l2", "zeta", "linf", "l2", "alpha"]})
     assert norms_of(df) == ["linf", "l2", "alpha", "zeta"]
-    assert norm_label("linf") == "L∞" and norm_label("l2") == "L2" and norm_label("l1") == "l1"
+    assert norm_label("linf") == "L∞" and norm_label("l2") == "L2" and norm_label("l1") == "L1"
+    assert norm_label("l0") == "l0"  # an unknown norm keeps its name
 
 
 def test_attacks_sort_in_display_order_with_the_worst_case_last() -> None:

@@ -37,6 +37,8 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "rbs.cli": ("train",),  # the --resume hint after an interrupted train; the rest is argparse's
     "rbs.commands.attack": ("attack",),
     "rbs.commands.common": ("train", "attack", "run"),
+    "rbs.certify_job": ("certify", "run"),  # rbs run's [certify.*] sections build its settings
+    "rbs.commands.certify": ("certify",),
     "rbs.commands.cost": ("cost",),
     "rbs.commands.misc": ("inspect",),
     "rbs.commands.run": ("run",),
@@ -74,6 +76,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "attacks.backends.autoattack_backend": ATTACK,
     "attacks.contracts": ATTACK,
     "evaluations.engine.cell_attack": ATTACK,
+    "evaluations.engine.certify_ibp": ("certify",),
     "evaluations.engine.data_checks": ATTACK,
     "evaluations.engine.grid": ATTACK,
     "evaluations.engine.protocols": ATTACK,
@@ -98,6 +101,13 @@ ONLY: dict[tuple[str, str], tuple[str, ...]] = {
     ("robustbench_sparse.checkpoint", "--arch-kwargs"): ("inspect", "attack", "cost"),
     ("robustbench_sparse.threads", "--threads"): ("train", "run", "attack", "inspect", "export"),
     ("evaluations.engine.protocols", "--attack"): ("attack",),  # given together with --protocol
+    # rbs certify's own paths (the ibp import, its --json, its --out rules); rbs run writes its
+    # certify results under its own output directory
+    ("rbs.certify_job", "--method"): ("certify",),
+    ("rbs.certify_job", "--json"): ("certify",),
+    ("rbs.certify_job", "--out"): ("certify",),
+    ("rbs.certify_job", "--overwrite"): ("certify",),
+    ("rbs.certify_job", "--limit"): ("certify",),  # the seed policy's description
     ("evaluations.engine.grid", "--transfer-in-worst-case"): ("attack",),
     ("evaluations.engine.data_checks", "--image-size"): ("attack",),
     # inspect reads an imagefolder's class names only (a failing layout is caught there)
