@@ -76,7 +76,7 @@ def test_cascade_logs_an_epsilon_unit_warning_once_not_per_stage(
     data: Digits, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cheap = [get_attack("fgsm"), get_attack("pgd", steps=2)]  # stages run at eps 2.0 too
-    monkeypatch.setattr(AutoAttack, "stages", lambda self: cheap)
+    monkeypatch.setattr(AutoAttack, "stages", lambda self, num_classes=10: cheap)
     x, y = data.x[:12], data.y[:12]
     with caplog.at_level(logging.WARNING, logger="attacks"):
         result = AutoAttack()(data.model, x, y, epsilons=[0.0, 0.01, 2.0])
@@ -92,7 +92,7 @@ def test_cascade_logs_an_epsilon_unit_warning_once_not_per_stage(
 def test_cascade_returns_its_stages_warnings_and_logs_them_once(
     data: Digits, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(AutoAttack, "stages", lambda self: [_Outside()])
+    monkeypatch.setattr(AutoAttack, "stages", lambda self, num_classes=10: [_Outside()])
     x, y = data.x[:10], data.y[:10]
     with caplog.at_level(logging.WARNING, logger="attacks"):
         result = AutoAttack()(data.model, x, y, epsilons=[0.0, 0.1, 0.2])

@@ -33,7 +33,7 @@ def test_recorded_root_is_absolute_and_none_for_bundled_data(
 def test_recorded_root_that_exists_is_used_and_said(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="robustbench_sparse.data_roots"):
         choice = choose_root("imagefolder", {"ck": str(tmp_path), "old": None}, None)
     assert choice.root == tmp_path and choice.gone is None
     assert f"recorded in checkpoint ck: {tmp_path}" in caplog.text
@@ -42,7 +42,7 @@ def test_recorded_root_that_exists_is_used_and_said(
 
 def test_explicit_root_wins(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     other = tmp_path / "copy"
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="robustbench_sparse.data_roots"):
         choice = choose_root("mnist", {"ck": str(tmp_path)}, other)
     assert choice.root == other
     assert f"reading --data-root {other} (checkpoint ck recorded {tmp_path})" in caplog.text
