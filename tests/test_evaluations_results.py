@@ -242,3 +242,14 @@ def test_min_norms_round_trip(tmp_path: Path) -> None:
 def test_make_min_norms_checks_shapes() -> None:
     with pytest.raises(ValueError, match="differ"):
         make_min_norms("c", "cw", "foolbox", [1.0, 2.0], [True])
+
+
+def test_write_table_orders_columns_and_refuses_missing_ones(tmp_path: Path) -> None:
+    from evaluations.record.results import write_table
+
+    df = pd.DataFrame({"b": [1, 2], "a": [3, 4], "extra": [0, 0]})
+    path = write_table(df, ["a", "b"], tmp_path / "sub" / "t.csv", "test")
+    assert path.read_text().splitlines() == ["a,b", "3,1", "4,2"]
+    with pytest.raises(ValueError, match=r"test rows lack columns \['c'\]"):
+        write_table(df, ["a", "c"], tmp_path / "u.csv", "test")
+    assert not (tmp_path / "u.csv").exists()

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from evaluations.record.results import write_table
 from robustbench_sparse.atomic import atomic_path
 
 __all__ = [
@@ -139,15 +140,7 @@ def write_certified(df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> Path:
     Raises:
         ValueError: a column is missing.
     """
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"certified rows lack columns {missing}")
-    path = Path(out_dir) / CERTIFIED_CSV
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        df.loc[:, list(COLUMNS)].to_csv(tmp, index=False)
-    logger.info("wrote %d certified rows to %s", len(df), path)
-    return path
+    return write_table(df, COLUMNS, Path(out_dir) / CERTIFIED_CSV, "certified")
 
 
 def read_certified(path: str | os.PathLike[str]) -> pd.DataFrame | None:

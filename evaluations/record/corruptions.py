@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from evaluations.record.metrics import wilson_interval
-from robustbench_sparse.atomic import atomic_path
+from evaluations.record.results import write_table
 
 __all__ = [
     "CLEAN",
@@ -111,15 +111,7 @@ def write_corruptions(df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> Path
     Raises:
         ValueError: a column is missing.
     """
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"corruption rows lack columns {missing}")
-    path = Path(out_dir) / CORRUPTIONS_CSV
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        df.loc[:, list(COLUMNS)].to_csv(tmp, index=False)
-    logger.info("wrote %d corruption rows to %s", len(df), path)
-    return path
+    return write_table(df, COLUMNS, Path(out_dir) / CORRUPTIONS_CSV, "corruption")
 
 
 def read_corruptions(path: str | os.PathLike[str]) -> pd.DataFrame | None:

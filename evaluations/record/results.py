@@ -51,7 +51,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,7 @@ __all__ = [
     "write_min_norms",
     "write_results",
     "write_sidecar",
+    "write_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -297,6 +298,27 @@ def write_results(df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> tuple[Pa
         table.to_csv(tmp, index=False)
     logger.info("wrote %d result rows to %s and %s", len(table), csv_path, parquet_path)
     return csv_path, parquet_path
+
+
+def write_table(
+    df: pd.DataFrame, columns: Sequence[str], path: str | os.PathLike[str], what: str
+) -> Path:
+    """Write ``df``'s ``columns`` (in that order) atomically as the CSV file ``path``.
+
+    One writer for the results directory's side tables (``certified.csv``, ``corruptions.csv``).
+
+    Raises:
+        ValueError: a column is missing (``what`` names the rows in the message).
+    """
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} rows lack columns {missing}")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        df.loc[:, list(columns)].to_csv(tmp, index=False)
+    logger.info("wrote %d %s rows to %s", len(df), what, out)
+    return out
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
