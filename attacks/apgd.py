@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -357,6 +357,7 @@ class _APGDBase(Attack):
     """Shared driver: restarts (and targets) on the still-robust, nested grid, work counts."""
 
     kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
+    restarts_in_run: ClassVar[bool] = True  # restarts inside each epsilon, on the still-robust
     backend: ClassVar[str] = "native"
     loss_name: ClassVar[str]
     min_classes: ClassVar[int] = 2
@@ -374,12 +375,6 @@ class _APGDBase(Attack):
     def grad_budget_per_example(self, n_classes: int = 10) -> int:
         """Gradient evaluations one example costs at one epsilon without early stop."""
         return (self.steps + 1) * self.restarts * self._targets(n_classes)
-
-    def _fixed_budget(
-        self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]
-    ) -> tuple[Tensor, int, dict[str, Any] | None]:
-        # Restarts happen inside each epsilon, on the examples still robust there.
-        return self._run_fixed(model, x, y, eps)
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]

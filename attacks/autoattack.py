@@ -118,6 +118,7 @@ class Cascade(Attack):
     """Run ``stages`` in order on the still-robust examples, nested over the epsilon grid."""
 
     kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
+    restarts_in_run: ClassVar[bool] = True  # restarts belong to the stages; the cascade runs once
     backend: ClassVar[str] = "native"
     version: ClassVar[str]
     stage_specs: ClassVar[tuple[tuple[str, dict[str, Any]], ...]]
@@ -180,12 +181,6 @@ class Cascade(Attack):
                 raise AttackConfigError(f"{self.name}: stage {attack.name} is not {self.norm}")
             out.append(attack)
         return out
-
-    def _fixed_budget(
-        self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]
-    ) -> tuple[Tensor, int, dict[str, Any] | None]:
-        # Restarts belong to the stages; the cascade itself runs once.
-        return self._run_fixed(model, x, y, eps)
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]

@@ -149,6 +149,10 @@ class Attack(ABC):
     # Overridden by dataclass fields in attacks that support them.
     restarts: int = 1
     seed: int | None = None
+    #: True where ``_run`` runs all ``restarts`` itself (the attack's own loop, or a library's
+    #: ``n_restarts``): the template then calls ``_run`` once instead of restarting it, which
+    #: would run ``restarts²`` attempts
+    restarts_in_run: ClassVar[bool] = False
     #: the fewest classes the attack's loss is defined for; the template refuses a model with
     #: fewer logits before any work (one line: ``few_classes_hint`` says why and what to run)
     min_classes: ClassVar[int] = 1
@@ -380,9 +384,12 @@ class Attack(ABC):
         """Run ``_run`` with restarts; per example and eps keep the first successful restart.
 
         Returns (adversarials (K, n, ...), grad_evals, details). Attacks that restart on their
-        own (APGD, the AutoAttack cascades) override this to run ``_run_fixed`` once.
+        own (``restarts_in_run``: APGD, Square, the AutoAttack cascades, the library APGDs) run
+        ``_run`` once.
         """
         adv, evals, details = self._run_fixed(model, x, y, eps)  # (K, n, ...)
+        if self.restarts_in_run:
+            return adv, evals, details
         for _ in range(1, self.restarts):
             broken = self._broken(model, adv, x, y, eps)  # (K, n)
             rem = (~broken).any(dim=0).nonzero().squeeze(1)

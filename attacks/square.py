@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -279,14 +279,9 @@ def _l2_candidate(
 
 class _SquareBase(SquareParams, Attack):
     kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
+    restarts_in_run: ClassVar[bool] = True  # restarts inside each epsilon, on the still-robust
     backend: ClassVar[str] = "native"
     gradient_free: ClassVar[bool] = True  # logits only: the gradient-masking probe
-
-    def _fixed_budget(
-        self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]
-    ) -> tuple[Tensor, int, dict[str, Any] | None]:
-        # Restarts happen inside each epsilon, on the examples still robust there.
-        return self._run_fixed(model, x, y, eps)
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]

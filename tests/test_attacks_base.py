@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import pytest
@@ -22,6 +22,7 @@ from attacks import (
     list_attacks,
     verify_adversarials,
 )
+from attacks.registry import attack_class
 from tests.attack_helpers import Digits, digits, fresh_bn_model, installed_backends
 
 # Small budgets: these tests check invariants, not strength.
@@ -255,3 +256,51 @@ def test_minimum_norm_thresholds_read_off(data: Digits) -> None:
     assert torch.allclose(result.min_norm, expected)
     for k, e in enumerate(result.epsilons):
         assert torch.equal(result.success[k], result.min_norm <= e)
+
+
+# -- restarts run once each -------------------------------------------------------------------
+
+
+class _Unbreakable(nn.Module):
+    """Ten logits, class 0 ahead by ~100 whatever the input: no budget breaks an example, so
+    every restart runs its full budget and the work done is proportional to the restarts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+        with torch.no_grad():
+            self.linear.weight.mul_(0.1)
+            self.linear.bias.copy_(torch.tensor([100.0] + [0.0] * 9))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x.flatten(1))  # (n, 1, 8, 8) -> (n, 10)
+
+
+RESTARTED = [
+    (b, n)
+    for b, n in ALL
+    if attack_class(n, backend=b).kind is AttackKind.FIXED_BUDGET
+    and "restarts" in {f.name for f in fields(attack_class(n, backend=b))}  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize(("backend", "name"), RESTARTED)
+def test_restarts_run_once_each(backend: str, name: str) -> None:
+    """Each restart costs the same work: examples forwarded grow linearly in ``restarts`` (1, 2,
+    3), not quadratically. An attack whose own loop (or library) runs the restarts is not
+    restarted again by the template (pyautoattack's APGD was: its ``n_restarts`` ran
+    ``restarts²`` times, overstating the reference in the APGD cross-check)."""
+    model = _Unbreakable().eval()
+    x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
+    forwarded = [0]
+    model.register_forward_hook(lambda m, inputs, out: forwarded.append(out.shape[0]))
+    work = []
+    for restarts in (1, 2, 3):
+        forwarded.clear()
+        attack = get_attack(name, backend=backend, **{**FAST.get(name, {}), "restarts": restarts})
+        result = attack(model, x, y, epsilons=_eps(attack)[1:2])
+        assert not bool(result.success.any())
+        work.append(sum(forwarded))
+    per_restart = work[1] - work[0]
+    assert per_restart > 0
+    assert work[2] - work[1] == per_restart, f"{backend}/{name}: examples forwarded {work}"

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -133,10 +133,7 @@ class _APGDBase(AdvlibAPGDParams, Attack):
     backend: ClassVar[str] = "adv-lib"
     loss_function: ClassVar[str]
 
-    def _fixed_budget(
-        self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]
-    ) -> tuple[Tensor, int, dict[str, Any] | None]:
-        return self._run_fixed(model, x, y, eps)  # adv-lib restarts on its own
+    restarts_in_run: ClassVar[bool] = True  # adv-lib restarts on its own (n_restarts)
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]
@@ -215,10 +212,7 @@ class _APGDTBase(AdvlibAPGDTParams, Attack):
     min_classes: ClassVar[int] = 4
     few_classes_hint: ClassVar[str] = TARGETED_DLR_HINT
 
-    def _fixed_budget(
-        self, model: nn.Module, x: Tensor, y: Tensor, eps: list[float]
-    ) -> tuple[Tensor, int, dict[str, Any] | None]:
-        return self._run_fixed(model, x, y, eps)  # adv-lib restarts on its own
+    restarts_in_run: ClassVar[bool] = True  # adv-lib restarts on its own (n_restarts)
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, epsilons: list[float]

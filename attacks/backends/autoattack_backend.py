@@ -150,6 +150,7 @@ class _APGDParams:
 
 class _APGDCEBase(_APGDParams, Attack):
     kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
+    restarts_in_run: ClassVar[bool] = True  # the library's n_restarts
     backend: ClassVar[str] = "autoattack"
 
     def _run(
@@ -184,6 +185,7 @@ class _APGDTParams(_APGDParams):
 
 class _APGDTBase(_APGDTParams, Attack):
     kind: ClassVar[AttackKind] = AttackKind.FIXED_BUDGET
+    restarts_in_run: ClassVar[bool] = True  # the library's n_restarts
     backend: ClassVar[str] = "autoattack"
     min_classes: ClassVar[int] = 4
     few_classes_hint: ClassVar[str] = TARGETED_DLR_HINT
