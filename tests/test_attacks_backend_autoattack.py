@@ -63,3 +63,23 @@ def test_reference_autoattack_runs_per_eps(data: Digits) -> None:
 def test_seed_must_be_int() -> None:
     with pytest.raises(AttackConfigError, match="seed must be an int"):
         get_attack("autoattack", backend="autoattack", seed=None)
+
+
+def test_apgd_restarts_equal_pyautoattack_custom_mode(data: Digits) -> None:
+    """``--backend autoattack --attack apgd-ce --param apgd-ce.restarts=5`` is pyautoattack's
+    ``AutoAttack(version="custom", attacks=["apgd-ce"])`` (5 restarts kept): the same examples
+    survive. Before the template left the library's restarts alone it ran 25 and broke more."""
+    from pyautoattack import AutoAttack
+
+    x, y, eps = data.x[:200], data.y[:200], 0.06
+    adversary = AutoAttack(data.model, norm="Linf", eps=eps, version="custom", attacks=["apgd-ce"])
+    adversary.apgd.n_iter = 10
+    assert adversary.apgd.n_restarts == 5
+    x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=250)
+    with torch.no_grad():
+        custom = data.model(x_adv).argmax(1) == y
+    ours = get_attack("apgd-ce", backend="autoattack", steps=10, restarts=5, seed=0)(
+        data.model, x, y, epsilons=[eps]
+    )
+    assert 0 < int(custom.sum()) < int((data.model(x).argmax(1) == y).sum())
+    assert torch.equal(~ours.success[0], custom)
