@@ -71,14 +71,16 @@ def cmd_speed(args: argparse.Namespace) -> int:
     print(
         f"MACs per example: masked {info['macs_masked']:,}, thin {info['macs_thin']:,} "
         f"({info['channels_removed']} channels removed): predicted thin speed-up "
-        f"{info['predicted_thin_speedup']:.2f}x"
+        f"{info['predicted_thin_speedup']:.2f}x by MACs (the layer-time prediction per batch, in "
+        "brackets, keeps the time of layers that are not thinned)"
     )
     print(f"{'batch':>6}  {'variant':<10} {'median ms':>10} {'min..max ms':>16} {'vs masked':>10}")
     for r in result["records"]:
         spread = f"{1e3 * r['min_s']:.3g}..{1e3 * r['max_s']:.3g}"
+        layer = r.get("predicted_speedup_layer_time")
         print(
             f"{r['batch']:>6}  {r['variant']:<10} {1e3 * r['median_s']:>10.3g} {spread:>16} "
-            f"{r['speedup_vs_masked']:>9.2f}x"
+            f"{r['speedup_vs_masked']:>9.2f}x" + (f" (predicted {layer:.2f}x)" if layer else "")
         )
     for name, why in info["skipped"].items():
         print(f"skipped {name}: {why}")

@@ -6,7 +6,9 @@ What is timed (forward passes in ``torch.inference_mode``, eval mode, one proces
   cuDNN on CUDA). The reference of every ratio.
 - ``thin``: the same model with every exactly-zero channel removed
   (:func:`robustbench_sparse.thin.thin_model`). Its *predicted* speed-up is the MAC ratio
-  masked / thin (:func:`~robustbench_sparse.thin.count_macs`).
+  masked / thin (:func:`~robustbench_sparse.thin.count_macs`), and per batch the layer-time
+  prediction (:mod:`robustbench_sparse.speed_prediction`: each layer's masked time scaled by its
+  own work ratio; layers that are not thinned, such as the first conv and pooling, keep theirs).
 - ``csr`` (CPU only): every conv as unfold + ``torch.sparse.mm`` with the weight in CSR and every
   Linear as CSR x dense: the *honest negative control*; at Campfire's densities CSR kernels run
   slower than the dense engine (measured 0.17-0.74x in the project's research note).
@@ -38,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustbench_sparse.errors import UserError
+from robustbench_sparse.speed_prediction import layer_time_prediction
 from robustbench_sparse.thin import thin_model
 
 __all__ = [
@@ -343,7 +346,8 @@ def measure_speed(
     ``info`` (MACs, predicted thin speed-up, skipped variants with the reason) and ``records``:
     one per (batch, variant) with ``median_s`` (seconds per forward of the whole batch),
     ``min_s``, ``max_s`` and ``speedup_vs_masked`` (ratio of medians; half-precision 2:4 is
-    compared with the same GEMM model in half precision, ``gemm_fp16``).
+    compared with the same GEMM model in half precision, ``gemm_fp16``); the ``thin`` record also
+    has ``predicted_speedup_layer_time``.
     """
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -362,11 +366,18 @@ def measure_speed(
             _probe_2to4(models, xh, batch, fns, info)
         with torch.inference_mode():
             times = interleaved_medians(fns, dev, repeats=repeats, min_block_s=min_block_s)
+        layer = layer_time_prediction(models["masked"], models["thin"], x, repeats=repeats)
         for name, t in times.items():
             base = times["gemm_fp16" if name == "2:4_fp16" else "masked"]["median_s"]
-            records.append(
-                {"batch": batch, "variant": name, **t, "speedup_vs_masked": base / t["median_s"]}
-            )
+            record = {
+                "batch": batch,
+                "variant": name,
+                **t,
+                "speedup_vs_masked": base / t["median_s"],
+            }
+            if name == "thin":  # Amdahl: each layer's masked time scaled by its own work ratio
+                record["predicted_speedup_layer_time"] = layer["predicted_speedup"]
+            records.append(record)
         logger.info(
             "speed batch %d: %s", batch, {k: f"{v['median_s']:.3g}s" for k, v in times.items()}
         )
