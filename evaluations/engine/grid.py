@@ -485,6 +485,8 @@ def grid_evidence(
                     if c.granularity == "filter"
                     else None
                 ),
+                # a thinned model: module -> recorded widths (thin export, filtersketch)
+                "thin_widths": (c.meta.get("thin") or {}).get("widths"),
             }
             for c in checkpoints
         ],

@@ -67,6 +67,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "test_n": meta.get("test_n"),
             "sparsity_report": report.to_dict(),
             "filter_sparsity": figures,
+            # a thinned model (rbs export --format thin, rbs prune --method filtersketch)
+            "thin_widths": (meta.get("thin") or {}).get("widths"),
         }
         if meta.get("source") == "plain-state-dict":
             out["normalization"] = meta.get("normalization")
@@ -83,6 +85,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"plain state dict{entry}: inputs normalized with {applied}")
         print(f"  {how}")
     print(report.format_table())
+    if (meta.get("thin") or {}).get("widths"):
+        print(f"thinned: {len(meta['thin']['widths'])} modules rebuilt at recorded widths")
     if figures is not None:
         print(
             f"filter sparsity (masked filters / filters): {figures['filter_sparsity']:.2%} "
