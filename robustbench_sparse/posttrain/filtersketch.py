@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models.widths import Widths, apply_widths, changed_widths, module_widths
 from robustbench_sparse.posttrain.base import (
@@ -274,17 +275,23 @@ def sketch_model(model: nn.Module, sparsity: float, input_shape: Sequence[int]) 
 
 
 def recalibrate_batchnorm(
-    model: nn.Module, images: Dataset[Any] | Tensor, *, batch_size: int = 256, device: str = "cpu"
+    model: nn.Module,
+    images: Dataset[Any] | Tensor,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
 ) -> int:
     """Re-estimate every ``BatchNorm``'s running mean / variance on ``images`` (in place) with
     :func:`torch.optim.swa_utils.update_bn`: statistics reset, then the cumulative average of
     the per-batch statistics (``momentum = None``); parameters untouched, model left in eval mode.
 
-    ``images``: ``(N, C, H, W)`` in ``[0, 1]`` or a dataset of ``(x, y)``. Returns ``N``.
+    ``images``: ``(N, C, H, W)`` in ``[0, 1]`` or a dataset of ``(x, y)``; ``device``: where
+    to compute (``"auto"`` resolves as everywhere). Returns ``N``.
     """
     data = TensorDataset(images) if isinstance(images, Tensor) else images
-    model.to(device)
-    update_bn(DataLoader(data, batch_size=batch_size, shuffle=False), model, torch.device(device))
+    target = resolve_device(device) if isinstance(device, str) else device  # "auto" too
+    model.to(target)
+    update_bn(DataLoader(data, batch_size=batch_size, shuffle=False), model, target)
     model.eval()
     return len(data)  # type: ignore[arg-type]
 
