@@ -98,7 +98,10 @@ def test_kept_filters(filters: int, sparsity: float, keep: int) -> None:
 
 
 def test_plan_small_cnn_sketches_every_conv_feeding_a_conv() -> None:
-    plan = sketch_plan(_small_cnn(), (1, 8, 8), 0.5)
+    model = _small_cnn().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plan = sketch_plan(model, (1, 8, 8), 0.5)
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert [la.producer for la in plan] == [f"net.conv{i}.0" for i in range(1, 5)]
     assert [la.consumers for la in plan] == [[f"net.conv{i}.0"] for i in range(2, 6)]
     assert [la.bn for la in plan] == [f"net.conv{i}.1" for i in range(1, 5)]

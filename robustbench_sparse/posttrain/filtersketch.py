@@ -139,9 +139,10 @@ def sketch_plan(model: nn.Module, input_shape: Sequence[int], sparsity: float) -
         raise UserError(
             "filtersketch needs the torch-pruning package: pip install torch-pruning"
         ) from None
-    names = {id(m): n for n, m in model.named_modules()}
+    work = copy.deepcopy(model).cpu().eval()  # traced on a copy: ``model`` is not touched
+    names = {id(m): n for n, m in work.named_modules()}
     example = torch.zeros(1, *input_shape)
-    graph = tp.DependencyGraph().build_dependency(model.cpu().eval(), example_inputs=example)
+    graph = tp.DependencyGraph().build_dependency(work, example_inputs=example)
     plan: list[SketchLayer] = []
     for group in graph.get_all_groups(root_module_types=(nn.Conv2d,)):
         roles: dict[str, list[str]] = {}
