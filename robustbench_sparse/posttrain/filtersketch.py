@@ -25,8 +25,14 @@ write the residual stream). For each such layer with ``K`` filters:
 * BatchNorm: the BatchNorm after a sketched conv gets fresh parameters (``γ = 1, β = 0``), as in
   the reference, which does not copy it; the others keep theirs. Then the running statistics of
   every BatchNorm are re-estimated on training images (cumulative average), since sketched
-  channels and their consumers change every downstream distribution. With fine-tuning this only
-  sets the starting point; with ``finetune_epochs = 0`` it makes the model usable at all.
+  channels and their consumers change every downstream distribution (the statistics the
+  fine-tune starts from, and those a ``finetune_epochs = 0`` model is evaluated with).
+
+The fine-tune is not optional in practice: the filter sketch (rotated by its own singular
+vectors) and the consumer's slice sketch (rotated by *its* own) are independent, as in the paper
+and the reference, so channel ``j`` of one does not meet slice ``j`` of the other and even a small
+sparsity scrambles the function. Measured on digits (small_cnn, dense 99.1 %, ``--sparsity
+0.5``): 8.2 % without fine-tuning, 96.4 % after 3 epochs.
 
 The result is a thinner *dense* model: its changed widths go to the checkpoint's ``thin.widths``
 (:mod:`robustbench_sparse.models.widths`), so it loads wherever a checkpoint loads. No mask is
