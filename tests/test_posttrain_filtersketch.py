@@ -221,6 +221,9 @@ def _calibration(n: int = 64) -> CalibrationData:
         ("filter", {"finetune_epochs": -1}, "finetune_epochs"),
         ("filter", {"lr": 0.0}, "lr"),
         ("filter", {"batch_size": 1.5}, "batch_size"),
+        ("filter", {"mask_granularity": "bogus"}, "mask_granularity must be none or one of"),
+        ("filter", {"mask_granularity": "window", "mask_sparsity": 1.0}, "mask_sparsity"),
+        ("filter", {"mask_granularity": "window", "finetune_epochs": 0}, "needs finetune_epochs"),
     ],
 )
 def test_run_refuses_bad_settings(
@@ -235,6 +238,23 @@ def test_run_needs_images() -> None:
     config = PostTrainConfig("filtersketch", 0.5, "filter")
     with pytest.raises(UserError, match="training images"):
         FILTERSKETCH.run(_small_cnn(), config, None)
+
+
+def test_campfire_masks_during_the_fine_tune() -> None:
+    """Sketch first, then Campfire window masks ramped in on the thin model: every 3x3 kernel of
+    a pruned layer keeps the same number of weights, masked weights are zero, the section says so."""
+    options = {"finetune_epochs": 2, "mask_granularity": "window", "mask_sparsity": 0.5}
+    config = PostTrainConfig("filtersketch", 0.5, "filter", options=options)
+    with single_thread():
+        result = FILTERSKETCH.run(_small_cnn(), config, _calibration())
+    result.check()  # masks fit their weights, weights outside them are exactly zero
+    assert result.granularity == "filtersketch+window" and result.sparsity is not None
+    assert result.sparsity["target"] == 0.5 and result.pruned_layers
+    assert set(result.masks) == set(result.pruned_layers)
+    mask = result.masks["net.conv3.0.weight"]  # (8, 8, 3, 3) on the thin model
+    assert mask.shape == (8, 8, 3, 3)
+    counts = mask.reshape(-1, 9).sum(dim=1)
+    assert counts.min() == counts.max() and 0 < int(counts[0]) < 9
 
 
 def _inspect(path: Path) -> dict[str, object]:

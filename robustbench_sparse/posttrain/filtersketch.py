@@ -36,7 +36,8 @@ sparsity scrambles the function. Measured on digits (small_cnn, dense 99.1 %, ``
 
 The result is a thinner *dense* model: its changed widths go to the checkpoint's ``thin.widths``
 (:mod:`robustbench_sparse.models.widths`), so it loads wherever a checkpoint loads. No mask is
-kept (sketched filters mix the originals); Campfire masks are not applied during the fine-tune.
+kept from the source (sketched filters mix the originals); Campfire masks of any granularity may be
+ramped in on the thin model during the fine-tune (options ``mask_granularity``, ``mask_sparsity``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from robustbench_sparse.posttrain.base import (
     PostTrainResult,
 )
 from robustbench_sparse.posttrain.frequent_directions import frequent_directions
+from robustbench_sparse.sparsity import Granularity, Sparsifier, SparsityConfig
 from robustbench_sparse.thin import count_macs, count_params
 
 logger = logging.getLogger(__name__)
@@ -304,11 +306,16 @@ def recalibrate_batchnorm(
 
 
 def _finetune(
-    model: nn.Module, train_set: Dataset[Any], options: Mapping[str, Any], config: PostTrainConfig
-) -> list[dict[str, Any]]:
+    model: nn.Module,
+    train_set: Dataset[Any],
+    options: Mapping[str, Any],
+    config: PostTrainConfig,
+    masks: SparsityConfig | None,
+) -> tuple[list[dict[str, Any]], Sparsifier | None]:
     """Fine-tune ``model`` on all of ``train_set`` with :func:`~robustbench_sparse.training.fit`
-    (SGD, cosine, no warm-up, no hold-out); per-epoch history. Its ``test_accuracy`` column is
-    measured on a seeded subset of at most 256 *training* images, never the test split."""
+    (SGD, cosine, no warm-up, no hold-out; ``masks``: Campfire pruning during it); per-epoch
+    history and the sparsifier. Its ``test_accuracy`` column is measured on a seeded subset of at
+    most 256 *training* images, never the test split."""
     from robustbench_sparse.datasets import DatasetInfo, DatasetSplits
     from robustbench_sparse.training import TrainConfig, fit
 
@@ -326,8 +333,44 @@ def _finetune(
         device=config.device,
         val_fraction=0.0,
     )
-    result = fit(model, DatasetSplits(info, train_set, probe), train, progress=False)
-    return [vars(record) for record in result.history]
+    result = fit(model, DatasetSplits(info, train_set, probe), train, masks, progress=False)
+    return [vars(record) for record in result.history], result.sparsifier
+
+
+def _campfire_config(options: Mapping[str, Any], n_train: int) -> SparsityConfig | None:
+    """Campfire's masks for the fine-tune (``mask_granularity`` / ``mask_sparsity``), ramped over
+    the default window (10 % -> 50 % of the fine-tune), about 4 mask updates per epoch; None
+    when ``mask_granularity`` is ``none``.
+
+    Raises:
+        UserError: an unknown granularity, a target outside (0, 1), or no fine-tune epochs.
+    """
+    from robustbench_sparse.training.config import default_prune_window
+
+    name = str(options["mask_granularity"]).strip().lower()
+    if name == "none":
+        return None
+    valid = [g.value for g in Granularity]
+    if name not in valid:
+        raise UserError(
+            f"filtersketch mask_granularity must be none or one of {', '.join(valid)}, got {name!r}"
+        )
+    target, epochs = options["mask_sparsity"], int(options["finetune_epochs"])
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target < 1:
+        raise UserError(f"filtersketch mask_sparsity must be in (0, 1), got {target!r}")
+    if epochs < 1:
+        raise UserError(
+            "filtersketch mask_granularity needs finetune_epochs >= 1 (masks are set during it)"
+        )
+    start, end = default_prune_window(epochs)
+    steps = max(1, math.ceil(n_train / int(options["batch_size"])))
+    return SparsityConfig(
+        target=float(target),
+        granularity=Granularity(name),
+        start=start,
+        end=end,
+        update_every=max(1, steps // 4),
+    )
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
@@ -341,22 +384,65 @@ def _check_options(options: Mapping[str, Any]) -> None:
         raise UserError(f"filtersketch batch_size must be an integer >= 1, got {batch!r}")
 
 
+def _result(
+    sketch: SketchResult,
+    shape: Sequence[int],
+    sparsifier: Sparsifier | None,
+    masks: SparsityConfig | None,
+    record: dict[str, Any],
+) -> PostTrainResult:
+    """The :class:`PostTrainResult` of a sketched (and maybe masked) thin model."""
+    return PostTrainResult(
+        model=sketch.model,
+        masks={n: m.detach().bool() for n, m in sparsifier.masks.items()} if sparsifier else {},
+        sparsity=masks.to_dict() if masks is not None and sparsifier is not None else None,
+        pruned_layers=list(sparsifier.pruned_names) if sparsifier else [],
+        granularity=f"filtersketch+{masks.label}" if masks is not None else "filtersketch",
+        meta={
+            "thin": {
+                "widths": sketch.widths,
+                "input_shape": [int(v) for v in shape],
+                "params_dense": sketch.params_before,
+                "params_thin": sketch.params_after,
+                "macs_dense": sketch.macs_before,
+                "macs_thin": sketch.macs_after,
+            }
+        },
+        layers=[la.to_dict() for la in sketch.layers],
+        record={
+            "paper": "Lin et al., Filter Sketch for Network Pruning (arXiv 2001.08514)",
+            "filters_before": sum(la.filters for la in sketch.layers),
+            "filters_after": sum(la.keep if la.sketched else la.filters for la in sketch.layers),
+            "campfire_masks_in_finetune": masks.to_dict() if masks is not None else None,
+            **record,
+        },
+    )
+
+
 class FilterSketch:
     """The ``filtersketch`` post-training method (:class:`~robustbench_sparse.posttrain.base.PostTrainMethod`).
 
     Options: ``finetune_epochs`` (default 3; 0 = sketch and re-estimate BatchNorm only), ``lr``
-    (0.01, the reference's CIFAR fine-tune rate), ``batch_size`` (64).
+    (0.01, the reference's CIFAR fine-tune rate), ``batch_size`` (64), ``mask_granularity``
+    (``none``, or a Campfire granularity whose masks are ramped in during the fine-tune, on the
+    thin model: sketch first, then masks) and ``mask_sparsity`` (their target, default 0.5).
     """
 
     name = "filtersketch"
     summary = (
         "FilterSketch (Lin et al. 2020): Frequent-Directions sketch of each block's middle "
         "filters to (1 - s) of them, consumers' input slices sketched to match; a thinner "
-        "dense model, BatchNorm re-estimated, short fine-tune"
+        "dense model, BatchNorm re-estimated, short fine-tune (optionally with Campfire masks)"
     )
     granularities: tuple[str, ...] = ("filter",)
     data: DataNeed = "train"
-    default_options: Mapping[str, Any] = {"finetune_epochs": 3, "lr": 0.01, "batch_size": 64}
+    default_options: Mapping[str, Any] = {
+        "finetune_epochs": 3,
+        "lr": 0.01,
+        "batch_size": 64,
+        "mask_granularity": "none",
+        "mask_sparsity": 0.5,
+    }
 
     def run(
         self, model: nn.Module, config: PostTrainConfig, calibration: CalibrationData | None
@@ -377,55 +463,33 @@ class FilterSketch:
         train_set = calibration.train_set if calibration is not None else None
         if calibration is None or (train_set is None and calibration.images.shape[0] == 0):
             raise UserError("filtersketch needs training images (BatchNorm statistics, fine-tune)")
+        epochs = int(options["finetune_epochs"])
+        if epochs > 0 and train_set is None:
+            raise UserError("filtersketch's fine-tune needs the training split; none was given")
+        masks = _campfire_config(options, len(train_set) if train_set is not None else 0)  # type: ignore[arg-type]
         images = calibration.images
         bn_data: Dataset[Any] | Tensor = images if images.shape[0] else train_set  # type: ignore[assignment]
         shape = tuple(images.shape[1:]) if images.shape[0] else tuple(train_set[0][0].shape)  # type: ignore[index]
         sketch = sketch_model(model, config.sparsity, shape)
-        thin = sketch.model
-        seen = recalibrate_batchnorm(thin, bn_data, device=config.device)
+        seen = recalibrate_batchnorm(sketch.model, bn_data, device=config.device)
         history: list[dict[str, Any]] = []
-        if int(options["finetune_epochs"]) > 0:
-            if train_set is None:
-                raise UserError("filtersketch's fine-tune needs the training split; none was given")
-            history = _finetune(thin, train_set, options, config)
-        thin.eval()
-        done = [la for la in sketch.layers if la.sketched]
+        sparsifier: Sparsifier | None = None
+        if epochs > 0:
+            history, sparsifier = _finetune(sketch.model, train_set, options, config, masks)  # type: ignore[arg-type]
+        sketch.model.eval()
         logger.info(
             "filtersketch: %d of %d middle layers sketched; parameters %d -> %d, MACs %d -> %d",
-            len(done), len(sketch.layers), sketch.params_before, sketch.params_after,
-            sketch.macs_before, sketch.macs_after,
+            sum(la.sketched for la in sketch.layers), len(sketch.layers), sketch.params_before,
+            sketch.params_after, sketch.macs_before, sketch.macs_after,
         )  # fmt: skip
-        return PostTrainResult(
-            model=thin,
-            masks={},
-            sparsity=None,
-            pruned_layers=[],
-            granularity="filtersketch",
-            meta={
-                "thin": {
-                    "widths": sketch.widths,
-                    "input_shape": list(shape),
-                    "params_dense": sketch.params_before,
-                    "params_thin": sketch.params_after,
-                    "macs_dense": sketch.macs_before,
-                    "macs_thin": sketch.macs_after,
-                }
-            },
-            layers=[la.to_dict() for la in sketch.layers],
-            record={
-                "paper": "Lin et al., Filter Sketch for Network Pruning (arXiv 2001.08514)",
-                "keep_fraction": 1.0 - config.sparsity,
-                "filters_before": sum(la.filters for la in sketch.layers),
-                "filters_after": sum(
-                    la.keep if la.sketched else la.filters for la in sketch.layers
-                ),
-                "batchnorm": f"sketched layers' BatchNorm re-initialised; all statistics "
-                f"re-estimated on {seen} training images",
-                "finetune_epochs": int(options["finetune_epochs"]),
-                "finetune_history": history,
-                "campfire_masks_in_finetune": False,
-            },
-        )
+        record = {
+            "keep_fraction": 1.0 - config.sparsity,
+            "batchnorm": "sketched layers' BatchNorm re-initialised; all statistics re-estimated "
+            f"on {seen} training images",
+            "finetune_epochs": epochs,
+            "finetune_history": history,
+        }
+        return _result(sketch, shape, sparsifier, masks, record)
 
 
 #: the registry entry
