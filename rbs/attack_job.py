@@ -26,6 +26,7 @@ from attacks.params import parse_epsilon
 from evaluations.engine.attack_settings import check_class_counts
 from evaluations.engine.data_checks import check_input_shape
 from evaluations.engine.grid import GridRun, run_grid
+from evaluations.engine.masking import masking_mode
 from evaluations.engine.protocols import Protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig
 from rbs.corruptions_job import PROTOCOL as CORRUPTIONS
@@ -76,6 +77,7 @@ class AttackRunRequest:
     report: bool = True
     seed: int = 0
     protocol: str | None = None  # quick | standard | thorough; replaces ``attacks`` when given
+    masking: str | None = None  # --masking full | sample | off (None: sample)
     # transfer (rbs.transfer_job): write adversarials; score saved ones; craft on one checkpoint
     save_adversarials: bool = False
     adversarials: tuple[Path, ...] = ()
@@ -127,6 +129,7 @@ class AttackRunRequest:
         payload = to_jsonable(self)
         payload["checkpoints"] = [str(Path(p).resolve()) for p in self.checkpoints]
         payload.pop("report", None)
+        payload.pop("masking", None)  # changes only the masking record, which is recomputed
         drop_default_transfer_keys(payload)  # keeps fingerprints of earlier runs
         if payload.get("adversarials"):
             payload["adversarials"] = [str(Path(p).resolve()) for p in self.adversarials]
@@ -157,6 +160,7 @@ ATTACK_SCHEMA = ConfigSchema(
             "checkpoints",
             "attacks",
             "protocol",
+            "masking",
             "backend",
             "params",
             "limit",
@@ -212,6 +216,8 @@ def request_from_config(config: Mapping[str, Any]) -> AttackRunRequest:
             fields[name] = coerce(value, hints[name], where)
     if "protocol" in fields and "attacks" in fields:
         raise UserError("[attack] give protocol or attacks, not both")
+    if fields.get("masking") is not None:
+        masking_mode(fields["masking"])  # an unknown mode fails before anything runs
     if fields.get("adversarials") and "protocol" not in fields and "attacks" not in fields:
         fields["attacks"] = ()  # score the saved adversarials only (unless attacks are asked)
     if not fields.get("checkpoints"):
@@ -356,6 +362,7 @@ def run_attack_command(
         t0=t0,
         command=command,
         report=request.report,
+        masking=request.masking,
     )
     return AttackRunOutcome(out, finished.report_html, grid_run)
 

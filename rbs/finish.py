@@ -53,6 +53,7 @@ def finish_run(
     t0: float,
     command: str | None,
     report: bool = True,
+    masking: str | None = None,
 ) -> FinishedRun:
     """Evidence -> sidecar -> figures -> report for the grid run written to ``out``.
 
@@ -71,6 +72,7 @@ def finish_run(
             protocol,
             [s.name for s in grid.attacks],
             previous_masking=previous.get("masking"),
+            masking=masking,
         )
     )
     invariants = evidence["invariants"]

@@ -403,6 +403,30 @@ def test_protocol_quick_is_recorded(
     assert sorted(read_results(out)["attack"].unique()) == ["cw", "fgsm", "pgd", WORST_CASE]
 
 
+def test_masking_off_is_recorded_and_shown_at_the_top_of_the_report(
+    ckpt_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "off"
+    argv = _argv({"dense": ckpt_dirs["dense"]}, out, "--attack", "fgsm", "--eps", EPS)
+    assert main([*argv, "--limit", "12", "--masking", "off"]) == 0
+    side = read_sidecar(out)
+    assert side["masking"]["mode"] == "off" and side["request"]["masking"] == "off"
+    assert side["masking"]["checks"]["black_box_beats_white_box"]["flagged"] is None
+    report = (out / "report.md").read_text(encoding="utf-8")
+    off = report.index("--masking off")
+    assert off < report.index("Evaluation protocol and gradient-masking checks")
+
+
+def test_unknown_masking_mode_exit_2(
+    ckpt_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bad"
+    argv = _argv({"dense": ckpt_dirs["dense"]}, out, "--attack", "fgsm", "--masking", "some")
+    assert main(argv) == 2
+    assert "--masking 'some'" in _one_line_error(capsys.readouterr().err)
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_l1_grid_runs_l1_attacks_verified_and_reported(
     ckpt_dirs: dict[str, Path], tmp_path: Path

@@ -261,7 +261,7 @@ def _fingerprint_inputs(**change: object) -> str:
         }
     )
     ckpt = SimpleNamespace(name="dense", meta={"weights_sha256": change.get("sha", "ab")}, path="p")
-    grid = SimpleNamespace(limit=change.get("limit", 50))
+    grid = SimpleNamespace(limit=change.get("limit", 50), seed=change.get("seed", 0))
     probes = change.get("probes", MaskingProbes())
     return masking_fingerprint(
         SimpleNamespace(results=results),  # type: ignore[arg-type]
@@ -270,6 +270,7 @@ def _fingerprint_inputs(**change: object) -> str:
         None,
         probes,  # type: ignore[arg-type]
         50,
+        str(change.get("mode", "full")),
     )
 
 
@@ -281,6 +282,8 @@ def _fingerprint_inputs(**change: object) -> str:
         {"limit": 60},  # other examples
         {"probes": MaskingProbes(examples=100)},
         {"probes": MaskingProbes(black_box_params=(("n_queries", 5000),))},
+        {"mode": "sample"},  # --masking
+        {"seed": 1},  # the sampled probe's draw
     ],
 )
 def test_masking_fingerprint_changes_with_what_the_checks_depend_on(

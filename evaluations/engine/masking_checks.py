@@ -140,12 +140,14 @@ def black_box_check(
                 )
     if not rows:
         return _entry(None, "not checked: no gradient-free attack ran (no black-box probe)")
-    bad = [r for r in rows if r["n"] and r["broken"] / r["n"] > tolerance]
+    # a sampled probe's row (``--masking sample``) flags on its estimate of the count among all
+    # survivors (evaluations.engine.masking_budget): broken * survivors / sample
+    bad = [r for r in rows if r["n"] and _count(r) / r["n"] > tolerance]
     total = sum(r["broken"] for r in rows)
     if bad:
         listing = "; ".join(
             f"{r['checkpoint']}/{r['norm']} eps {r['epsilon']:.4g}: {r['attack']} broke "
-            f"{r['broken']} of {r['survivors']} white-box survivors (n = {r['n']})"
+            f"{r['broken']} of {_of(r)} white-box survivors (n = {r['n']})"
             for r in bad[:6]
         )
         return _entry(
@@ -168,6 +170,18 @@ def black_box_check(
         count=total,
         rows=rows,
     )
+
+
+def _count(row: dict[str, Any]) -> float:
+    """Broken white-box survivors of a probe row: its estimate when the row is a sample."""
+    return float(row.get("estimated_broken", row["broken"]))
+
+
+def _of(row: dict[str, Any]) -> str:
+    """``"S"`` survivors, or ``"s sampled of S"`` for a sampled row."""
+    if "sample" in row:
+        return f"{row['sample']} sampled of {row['survivors']}"
+    return str(row["survivors"])
 
 
 def gradient_check(rows: Iterable[dict[str, Any]], tolerance: float = TOLERANCE) -> dict[str, Any]:

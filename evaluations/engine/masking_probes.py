@@ -124,7 +124,10 @@ def _strongest_white_box(norm: str) -> str:
 
 
 def probe_unbounded(model: nn.Module, x: Tensor, y: Tensor, norm: str) -> dict[str, Any]:
-    """Run the strongest white-box attack at the unbounded budget; ``{attack, epsilon, n, robust}``."""
+    """Run the strongest white-box attack at the unbounded budget.
+
+    Returns ``{attack, epsilon, n, robust, grad_evals}`` (``grad_evals``: the work it cost).
+    """
     name = _strongest_white_box(norm)
     eps = unbounded_budget(norm, tuple(x.shape[1:]))
     result = get_attack(name)(model, x, y, epsilons=[eps], warn_units=False)  # deliberate
@@ -133,6 +136,7 @@ def probe_unbounded(model: nn.Module, x: Tensor, y: Tensor, norm: str) -> dict[s
         "epsilon": eps,
         "n": int(x.shape[0]),
         "robust": int((~result.success[0]).sum()),
+        "grad_evals": int(result.grad_evals),
     }
 
 
@@ -141,7 +145,7 @@ def probe_unbounded(model: nn.Module, x: Tensor, y: Tensor, norm: str) -> dict[s
 _CONFIRM = ("apgd-ce", "apgd-t")
 
 
-def _white_box_survivors(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str) -> int:
+def white_box_survivors(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str) -> int:
     """How many of ``x`` (n, ...) every confirming white-box attack leaves robust at ``eps``."""
     available = set(list_attacks("native"))
     names = [_for_norm(n, norm) for n in _CONFIRM]
@@ -155,7 +159,8 @@ def _white_box_survivors(model: nn.Module, x: Tensor, y: Tensor, eps: float, nor
     return int(x.shape[0])
 
 
-def _black_box_attack(probes: MaskingProbes, norm: str) -> Any | None:
+def black_box_attack(probes: MaskingProbes, norm: str) -> Any | None:
+    """The probe's gradient-free attack for ``norm`` (None: not registered, or not fixed-budget)."""
     name = _for_norm(probes.black_box, norm)
     if name not in list_attacks("native"):
         return None
@@ -189,7 +194,7 @@ def probe_black_box(
     for norm in sorted({c.norm for c in cells}):
         group = [c for c in cells if c.norm == norm]
         white = white_box_robust(group)
-        attack = _black_box_attack(probes, norm)
+        attack = black_box_attack(probes, norm)
         if white is None or attack is None:
             continue
         eps = group[0].outcome.epsilons
@@ -204,7 +209,7 @@ def probe_black_box(
                 hit = idx[result.success[0].to(idx.device)]
                 broken = int(hit.numel())
                 if broken:
-                    confirmed = _white_box_survivors(model, x[hit], y[hit], float(e), norm)
+                    confirmed = white_box_survivors(model, x[hit], y[hit], float(e), norm)
             rows.append(
                 {
                     "checkpoint": group[0].checkpoint,

@@ -111,6 +111,7 @@ def write_report(
             "the evidence needed to reproduce it."
         ),
     ]
+    blocks += ev.masking_off_blocks(side)  # --masking off: said before any number
     budgets = choose_budgets(df)
     rel = relative_to_dense(df, budgets, root)
     blocks += headline_blocks(df, budgets, rel)

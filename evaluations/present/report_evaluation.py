@@ -15,7 +15,13 @@ from evaluations.present.document import Block, Bullets, Heading, Paragraph, Tab
 from evaluations.present.ordering import norm_label
 from evaluations.record.security import read_min_norm_table, security_summary
 
-__all__ = ["attack_blocks", "deviation_blocks", "masking_blocks", "security_blocks"]
+__all__ = [
+    "attack_blocks",
+    "deviation_blocks",
+    "masking_blocks",
+    "masking_off_blocks",
+    "security_blocks",
+]
 
 _CHECK_TITLES = {
     "unbounded_budget": "1. unbounded budget leaves ~0 robust (white-box)",
@@ -59,6 +65,7 @@ def masking_blocks(side: dict[str, Any]) -> list[Block]:
             "accuracies below may overestimate the truth (gradient masking or a too-weak attack)."
         )
     )
+    blocks += _probe_blocks(masking)
     rows = [
         [_CHECK_TITLES.get(name, name), _result(c.get("flagged")), str(c.get("detail", ""))]
         for name, c in masking["checks"].items()
@@ -74,6 +81,45 @@ def masking_blocks(side: dict[str, Any]) -> list[Block]:
         )
     )
     return blocks
+
+
+def _probe_blocks(masking: dict[str, Any]) -> list[Block]:
+    """How check 2's black-box evidence was obtained (``--masking``), and the sample's power."""
+    mode = masking.get("mode")
+    if mode is None:  # a record made before --masking existed: the full probe
+        return []
+    evidence = masking.get("evidence") or []
+    by = "; ".join(
+        f"{e.get('checkpoint')}/{e.get('norm')}: {e.get('evidence')}"
+        for e in evidence
+        if isinstance(e, dict)
+    )
+    text = f"Black-box evidence (--masking {mode}): {by or 'none'}."
+    sample = masking.get("sample")
+    if isinstance(sample, dict):
+        spent = [c for c in sample.get("checkpoints", []) if isinstance(c, dict)]
+        text += f" Sampled probe: {sample.get('summary')}; budget {sample.get('rule')}"
+        if spent:
+            text += "; forwards spent / allowed: " + ", ".join(
+                f"{c.get('checkpoint')} {c.get('spent_forwards')} / {c.get('budget_forwards')}"
+                for c in spent
+            )
+        text += "."
+    return [Paragraph(text)]
+
+
+def masking_off_blocks(side: dict[str, Any]) -> list[Block]:
+    """A warning for the top of the report when the black-box probe was turned off."""
+    masking = side.get("masking")
+    if not isinstance(masking, dict) or masking.get("mode") != "off":
+        return []
+    return [
+        Paragraph(
+            "Gradient-masking black-box probe OFF (--masking off): check 2 (a black-box attack "
+            "breaks what every white-box attack missed) only reads gradient-free attacks the grid "
+            "ran itself; the cheap checks still ran."
+        )
+    ]
 
 
 def deviation_blocks(side: dict[str, Any]) -> list[Block]:

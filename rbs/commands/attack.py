@@ -95,6 +95,13 @@ MORE = (
         action="append",
         convert=_params,
     ),
+    Alias(
+        "--masking",
+        "attack.masking",
+        "black-box gradient-masking probe: sample (default: a budgeted sample; AutoAttack's own "
+        "Square stage where the grid runs it), full (every survivor at every epsilon) or off",
+        metavar="full|sample|off",
+    ),
     Alias("--batch-size", "attack.batch_size", "default 500", type=int),
     Alias("--device", "attack.device", "cpu (default), cuda, auto"),
     Alias("--dataset", "data.dataset", "override the checkpoint's dataset"),
