@@ -125,3 +125,19 @@ def test_a_state_without_ghost_tensors_loads_into_a_model_with_ghosts() -> None:
     full[f"0.{GHOST_NAME}.weight"] = torch.full((3, 2, 1, 1), 0.5)
     model.load_state_dict(full)
     assert bool((getattr(model[0], GHOST_NAME).weight == 0.5).all())
+
+
+def test_a_model_without_relu_modules_gets_a_warning_not_ghost_activations(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.relu(self.conv(x))
+
+    ghosts = install_ghosts(Functional(), ["conv"], activation="swish", skip=True)
+    assert not ghosts.activations and len(ghosts.skips) == 1
+    assert "no ghost activations" in caplog.text

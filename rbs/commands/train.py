@@ -57,7 +57,17 @@ EVERYDAY = (
         "--method",
         "sparsity.method",
         "pruning method (default campfire; see docs/ARCHITECTURE.md, pruning methods)",
-        choices=("campfire", "gmp", "random", "grasp", "filter", "hydra"),
+        choices=(
+            "campfire",
+            "gmp",
+            "random",
+            "grasp",
+            "filter",
+            "hydra",
+            "tost",
+            "autosparse",
+            "campfire-ga",
+        ),
     ),
 )
 NAME = (Alias("--name", "name", "checkpoint name (default: the --out directory name)"),)
@@ -160,6 +170,60 @@ SPARSITY = (
         "sparsity.hydra_score_lr",
         "HYDRA score learning rate (default 0.1)",
         type=float,
+    ),
+    Alias(
+        "--ga-alpha0",
+        "sparsity.ga_alpha0",
+        "--method autosparse / campfire-ga: initial gradient-annealing alpha (default 0.75)",
+        type=float,
+    ),
+    Alias(
+        "--ga-alpha-reset",
+        "sparsity.ga_alpha_reset",
+        "--method autosparse: alpha is 0 from epoch R x --prune-end on (default 0.9)",
+        type=float,
+    ),
+    Alias(
+        "--autosparse-threshold-init",
+        "sparsity.autosparse_threshold_init",
+        "--method autosparse: initial threshold logit s, threshold sigmoid(s) (default -5)",
+        type=float,
+    ),
+    Alias(
+        "--autosparse-threshold",
+        "sparsity.autosparse_threshold",
+        "--method autosparse: one threshold per layer (default) or per output channel",
+        choices=("layer", "channel"),
+    ),
+    Alias(
+        "--autosparse-search-runs",
+        "sparsity.autosparse_search_runs",
+        "--method autosparse: up to N extra trainings bisect the threshold init until the "
+        "achieved sparsity is within --autosparse-tolerance of --sparsity (default 0: off)",
+        type=int,
+    ),
+    Alias(
+        "--autosparse-tolerance",
+        "sparsity.autosparse_tolerance",
+        "--method autosparse search: accepted |achieved - target| (default 0.02)",
+        type=float,
+    ),
+    Alias(
+        "--mask-from",
+        "sparsity.mask_from",
+        "--method tost: train this checkpoint's masks (same --arch; same --seed = LTH rewinding)",
+    ),
+    Alias(
+        "--tost-mask",
+        "sparsity.tost_mask",
+        "--method tost without --mask-from: campfire (--granularity at init, default) or random",
+        choices=("campfire", "random"),
+    ),
+    Alias(
+        "--tost-activation",
+        "sparsity.tost_activation",
+        "--method tost: ghost activation annealed into ReLU by --prune-end (default swish)",
+        choices=("swish", "softplus", "gelu", "relu"),
     ),
 )
 ADVERSARIAL = (

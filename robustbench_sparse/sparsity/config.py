@@ -28,6 +28,21 @@ class PruningMethod(str, Enum):
     - ``HYDRA``: HYDRA (Sehwag et al., NeurIPS 2020): importance scores learned with the
       (robust) training loss while the weights are frozen, at epoch ``start``; masks fixed for
       the fine-tuning that follows. Unstructured as published, or constrained to ``granularity``.
+    - ``TOST``: ToST (Jaiswal et al., ICML 2022): the training recipe for a fixed mask (a
+      Campfire mask of ``granularity`` at init, a random one, or ``mask_from`` a checkpoint's):
+      ghost activations and 1x1 skip paths annealed away over ``start``..``end``, ToST's label
+      smoothing, layer-wise rescaled init (:mod:`robustbench_sparse.sparsity.methods.tost`).
+    - ``CALIBRATED``: post-training, not a training method (``rbs prune --method calibrated``,
+      :mod:`robustbench_sparse.posttrain.calibrated`; Lazarevich et al. 2021): a trained dense
+      model pruned once (unstructured: one global ranking of layer-normalised magnitudes;
+      otherwise Campfire's one-shot masks), weights corrected, layers fitted on calibration data.
+      Recorded in checkpoints so their sparsity reports rebuild; no sparsifier trains with it.
+    - ``AUTOSPARSE``: AutoSparse (Kundu et al. 2023): STR soft thresholds
+      ``sign(W) ReLU(|W| - sigmoid(s))`` with learnable ``s`` and Gradient Annealing; the sparsity
+      is learned (``target`` is only what ``autosparse_search_runs`` aims at). Unstructured.
+    - ``CAMPFIRE_GA``: "GA on top-k": Campfire's structured masks of ``granularity`` on its cubic
+      schedule, with an alpha-scaled gradient at pruned positions until ``end`` (masks may
+      change back until they freeze).
     """
 
     CAMPFIRE = "campfire"
@@ -36,6 +51,10 @@ class PruningMethod(str, Enum):
     GRASP = "grasp"
     FILTER = "filter"
     HYDRA = "hydra"
+    TOST = "tost"
+    CALIBRATED = "calibrated"
+    AUTOSPARSE = "autosparse"
+    CAMPFIRE_GA = "campfire-ga"
 
     @classmethod
     def parse(cls, value: str | PruningMethod) -> PruningMethod:
@@ -83,7 +102,10 @@ def _parse_enum(cls: Any, kind: str, value: Any) -> Any:
     raise unknown_name(kind, str(value), [m.value for m in cls])
 
 
-_UNSTRUCTURED_METHODS = ("gmp", "random", "grasp")
+_UNSTRUCTURED_METHODS = ("gmp", "random", "grasp", "autosparse")
+AUTOSPARSE_THRESHOLDS = ("layer", "channel")  # one threshold per layer / per output channel
+TOST_MASKS = ("campfire", "random")  # where ToST's fixed mask comes from (without mask_from)
+TOST_ACTIVATIONS = ("swish", "softplus", "gelu", "relu")  # relu: no ghost activations
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,32 @@ class SparsityConfig:
         nm: ``"N:M"`` of granularity ``nm`` (default ``"2:4"``): every group of ``M``
             consecutive input channels keeps ``N``; a ``target`` above ``1 - N/M`` also removes
             whole filters. Ignored by the other granularities.
+        tost_mask: ``tost``'s fixed mask without ``mask_from``: ``campfire`` (``granularity``
+            at ``target`` from the initial weights' magnitudes) or ``random``
+            (``random_distribution`` densities). ``tost`` anneals its ghosts over
+            ``start``..``end`` (epochs) and removes them at ``end``.
+        mask_from: ``tost`` only: a checkpoint directory whose saved masks are trained (its
+            pruned layers and shapes must match this model); with the same seed this is
+            lottery-ticket rewinding to the initialization.
+        tost_activation: ``tost``'s ghost activation blended into every ``nn.ReLU`` module
+            (``swish``, ``softplus``, ``gelu``; ``relu`` = none).
+        tost_skip: ``tost``: ghost 1x1 paths parallel to every pruned convolution.
+        tost_label_smoothing: ToST's label smoothing ``alpha``: target ``1 - alpha`` on the
+            true class, ``alpha / (C - 1)`` on every other (0 = none).
+        tost_rescale: ``tost``: rescale each pruned layer's kept initial weights by
+            ``1 / sqrt(density)`` (its output variance at init stays the dense layer's).
+        ga_alpha0: Gradient Annealing's initial ``alpha`` (``autosparse``, ``campfire-ga``;
+            AutoSparse's preset 0.75): the gradient factor at masked positions, decayed per
+            epoch as ``alpha0 · max(cos, sigmoid decay)`` over ``end`` epochs.
+        ga_alpha_reset: ``autosparse``: ``alpha`` is 0 from epoch ``ga_alpha_reset · end`` on
+            (preset 0.9: epoch 90 of 100), so the masks settle. ``campfire-ga`` resets at ``end``.
+        autosparse_threshold_init: initial threshold logit ``s`` (preset -5: ``sigmoid = 0.0067``).
+        autosparse_threshold: ``layer`` (one ``s`` per layer, STR) or ``channel`` (one per
+            output channel).
+        autosparse_search_runs: 0 (default): one run, learned sparsity. ``n > 0``: up to ``n``
+            extra training runs bisect ``autosparse_threshold_init`` until the achieved
+            sparsity is within ``autosparse_tolerance`` of ``target``; the final run uses it.
+        autosparse_tolerance: the search's accepted ``|achieved - target|`` (default 0.02).
     """
 
     target: float = 0.0
@@ -134,6 +182,18 @@ class SparsityConfig:
     hydra_score_epochs: int = 1
     hydra_score_lr: float = 0.1
     nm: str = DEFAULT_NM
+    tost_mask: str = "campfire"
+    mask_from: str | None = None
+    tost_activation: str = "swish"
+    tost_skip: bool = True
+    tost_label_smoothing: float = 0.1
+    tost_rescale: bool = True
+    ga_alpha0: float = 0.75
+    ga_alpha_reset: float = 0.9
+    autosparse_threshold_init: float = -5.0
+    autosparse_threshold: str = "layer"
+    autosparse_search_runs: int = 0
+    autosparse_tolerance: float = 0.02
 
     def __post_init__(self) -> None:
         # Normalise the types that TOML/JSON produce (str granularity, lists, ints for floats).
@@ -182,6 +242,8 @@ class SparsityConfig:
         if not self.hydra_score_lr > 0.0:
             raise UserError(f"sparsity hydra_score_lr must be > 0, got {self.hydra_score_lr}")
         self._check_nm()
+        self._check_tost()
+        self._check_ga()
         if self.grasp_batches < 1:
             raise UserError(f"sparsity grasp_batches must be >= 1, got {self.grasp_batches}")
         if not self.grasp_temperature > 0.0:
@@ -202,6 +264,64 @@ class SparsityConfig:
             raise UserError(
                 f"granularity nm {n}:{m} prunes at least {floor:.0%} (N of every M kept): set "
                 f"the sparsity target to >= {floor:g} (above it whole filters go), or another nm"
+            )
+
+    def _check_tost(self) -> None:
+        for name, valid in (("tost_mask", TOST_MASKS), ("tost_activation", TOST_ACTIVATIONS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value.strip().lower() not in valid:
+                raise unknown_name(f"sparsity {name}", str(value), list(valid))
+            object.__setattr__(self, name, value.strip().lower())
+        for name in ("tost_skip", "tost_rescale"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(
+                    f"sparsity {name} must be true or false, got {getattr(self, name)!r}"
+                )
+        alpha = _as_float("tost_label_smoothing", self.tost_label_smoothing)
+        object.__setattr__(self, "tost_label_smoothing", alpha)
+        if not 0.0 <= alpha < 1.0:
+            raise UserError(f"sparsity tost_label_smoothing must be in [0, 1), got {alpha}")
+        if self.mask_from is not None:
+            if not isinstance(self.mask_from, str) or not self.mask_from:
+                raise UserError(
+                    f"sparsity mask_from must be a checkpoint path, got {self.mask_from!r}"
+                )
+            if self.method is not PruningMethod.TOST:
+                raise UserError(
+                    f"--mask-from (sparsity mask_from) applies to --method tost only, not "
+                    f"{self.method.value}"
+                )
+
+    def _check_ga(self) -> None:
+        for name in ("ga_alpha0", "ga_alpha_reset", "autosparse_threshold_init"):
+            object.__setattr__(self, name, _as_float(name, getattr(self, name)))
+        object.__setattr__(
+            self,
+            "autosparse_tolerance",
+            _as_float("autosparse_tolerance", self.autosparse_tolerance),
+        )
+        if not 0.0 <= self.ga_alpha0 <= 1.0:
+            raise UserError(f"sparsity ga_alpha0 must be in [0, 1], got {self.ga_alpha0}")
+        if not 0.0 < self.ga_alpha_reset <= 1.0:
+            raise UserError(f"sparsity ga_alpha_reset must be in (0, 1], got {self.ga_alpha_reset}")
+        value = self.autosparse_threshold
+        if not isinstance(value, str) or value.strip().lower() not in AUTOSPARSE_THRESHOLDS:
+            raise unknown_name("sparsity autosparse_threshold", str(value), AUTOSPARSE_THRESHOLDS)
+        object.__setattr__(self, "autosparse_threshold", value.strip().lower())
+        runs = self.autosparse_search_runs
+        if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
+            raise UserError(
+                f"sparsity autosparse_search_runs must be an integer >= 0, got {runs!r}"
+            )
+        if not 0.0 < self.autosparse_tolerance < 0.5:
+            raise UserError(
+                f"sparsity autosparse_tolerance must be in (0, 0.5), got {self.autosparse_tolerance}"
+            )
+        ga = (PruningMethod.AUTOSPARSE, PruningMethod.CAMPFIRE_GA)
+        if self.method in ga and self.target > 0.0 and not self.end > 0.0:
+            raise UserError(
+                f"--method {self.method.value} decays its gradient-annealing alpha over "
+                "--prune-end epochs: set --prune-end > 0"
             )
 
     @property
@@ -227,9 +347,17 @@ class SparsityConfig:
             return self.granularity.value
         if self.method is PruningMethod.RANDOM:
             return f"random-{self.random_distribution.value}"
-        if self.method is PruningMethod.HYDRA:
-            g = self.granularity
-            return "hydra" if g is Granularity.UNSTRUCTURED else f"hydra-{g.value}"
+        if self.method is PruningMethod.TOST:
+            if self.mask_from is not None:
+                return "tost-masks"  # the checkpoint's masks, whatever their structure
+            if self.tost_mask == "random":
+                return f"tost-random-{self.random_distribution.value}"
+            return f"tost-{self.granularity.value}"
+        if self.method is PruningMethod.CAMPFIRE_GA:  # nm is refused for it (_check_nm)
+            return f"{self.granularity.value}-ga"
+        if self.method in (PruningMethod.HYDRA, PruningMethod.CALIBRATED):
+            g, name = self.granularity, self.method.value
+            return name if g is Granularity.UNSTRUCTURED else f"{name}-{g.value}"
         return self.method.value
 
     def to_dict(self) -> dict[str, Any]:

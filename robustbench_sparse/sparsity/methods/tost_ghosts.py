@@ -178,6 +178,10 @@ def install_ghosts(
                     parent._modules[attr] = ghost
                     ghosts.activations.append((parent, attr, ghost))
                     logger.debug("ghost %s at %s.%s", activation, parent_name, attr)
+        if not ghosts.activations:
+            logger.warning(
+                "no nn.ReLU module to smooth (the model calls F.relu): no ghost activations"
+            )
     if skip:
         modules = dict(model.named_modules())
         for name in conv_names:
