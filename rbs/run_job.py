@@ -36,7 +36,13 @@ from rbs.finish import finish_run
 from rbs.transfer_job import RUN_TRANSFER_KEYS, experiment_transfer, transfer_settings
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint
-from robustbench_sparse.config import ConfigSchema, check_keys, load_toml, to_jsonable
+from robustbench_sparse.config import (
+    ConfigSchema,
+    check_keys,
+    dataclass_keys,
+    load_toml,
+    to_jsonable,
+)
 from robustbench_sparse.datasets import DatasetSplits, evaluation_subset_record
 from robustbench_sparse.devices import resolve_device
 from robustbench_sparse.errors import UserError
@@ -51,6 +57,7 @@ from robustbench_sparse.train_job import (
     run_train_job,
     train_job_from_config,
 )
+from robustbench_sparse.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -307,28 +314,43 @@ def _expand_trainings(base: TrainJob, plans: list[ModelPlan], trainings: Any) ->
     out: list[ModelPlan] = []
     for method in trainings:
         for p in plans:
-            adv = _training_for(base.adversarial, method)
+            adv, train_keys = _training_for(base.adversarial, method)
             name = p.name if adv.method.value == "none" else f"{adv.method.value}-{p.name}"
-            out.append(ModelPlan(name, job_with(p.job, adversarial=adv, name=name)))
+            train = replace(p.job.train, **train_keys) if train_keys else p.job.train
+            out.append(ModelPlan(name, job_with(p.job, adversarial=adv, train=train, name=name)))
     return out
 
 
-def _training_for(adversarial: Any, training: Any) -> Any:
+def _training_for(adversarial: Any, training: Any) -> tuple[Any, dict[str, Any]]:
     """One entry of ``[models] trainings``: a method name (the ``[adversarial]`` section with that
     method) or a table of ``[adversarial]`` keys laid over the section, e.g.
     ``{ method = "gaussian", sigma = 0.25 }``, so one config can hold methods whose keys exclude
-    each other (a noise sigma, an attack budget)."""
+    each other (a noise sigma, an attack budget). A table's ``train`` sub-table holds ``[train]``
+    keys for these models only (IBP needs its own recipe: more, smaller steps, Adam), returned
+    second (empty for a name)."""
     if isinstance(training, str):
-        return replace(adversarial, method=training)
+        return replace(adversarial, method=training), {}
     if not isinstance(training, dict) or "method" not in training:
         raise UserError(
             f"[models] trainings: {training!r} is neither a method name nor a table with a "
             'method, e.g. { method = "gaussian", sigma = 0.25 }'
         )
-    unknown = sorted(set(training) - {f.name for f in fields(adversarial)})
+    keys = dict(training)
+    train_keys = keys.pop("train", {})
+    if not isinstance(train_keys, dict):
+        raise UserError(
+            f"[models] trainings: train = {train_keys!r} must be a table of [train] keys, e.g. "
+            "train = { epochs = 60, batch_size = 16 }"
+        )
+    unknown = sorted(set(keys) - {f.name for f in fields(adversarial)})
     if unknown:
         raise UserError(f"[models] trainings: unknown [adversarial] key {unknown[0]!r}")
-    return replace(adversarial, **training)
+    unknown = sorted(set(train_keys) - set(dataclass_keys(TrainConfig)))
+    if unknown:
+        raise UserError(
+            f"[models] trainings: unknown [train] key {unknown[0]!r} in train = {{...}}"
+        )
+    return replace(adversarial, **keys), train_keys
 
 
 def _bad_granularity(g: str) -> Granularity:

@@ -179,11 +179,19 @@ def test_unknown_keys_are_named(cfg: dict[str, Any], key: str) -> None:
         (_config(attack={"limit": -5}), "limit"),
         (_config(attack={"limit": 0}), "limit"),
         (_config(attack={"batch_size": 0}), "batch size"),
+        (_config(attack={"masking": "sometimes"}), "--masking 'sometimes'"),
     ],
 )
 def test_invalid_configs_are_user_errors(cfg: dict[str, Any], match: str) -> None:
     with pytest.raises(UserError, match=match):
         plan_experiment(cfg)
+
+
+def test_masking_mode_is_planned_and_outside_the_fingerprint() -> None:
+    plain = plan_experiment(_config())
+    off = plan_experiment(_config(attack={"masking": "off"}))
+    assert plain.masking is None and off.masking == "off"
+    assert off.fingerprint() == plain.fingerprint()  # only the masking record changes
 
 
 def test_unknown_attack_or_parameter_fails_at_planning() -> None:
@@ -378,6 +386,21 @@ def test_adversarial_config_plans_every_model_per_training_method() -> None:
     assert hydra.target == 0.7
 
 
+def test_beyond_config_gives_ibp_models_their_own_training_recipe() -> None:
+    """``{ method = "ibp", ..., train = {...} }``: the [train] keys reach the IBP models only."""
+    path = Path(__file__).resolve().parents[1] / "evaluations" / "configs" / "beyond.toml"
+    plan = plan_experiment(tomllib.loads(path.read_text()))
+    by_name = {m.name: m.job for m in plan.models}
+    assert len(by_name) == 12
+    ibp, gauss, plain = by_name["ibp-window-70"], by_name["gaussian-window-70"], by_name["dense"]
+    assert ibp.adversarial.method.value == "ibp" and ibp.adversarial.eps == 0.1
+    assert (ibp.train.epochs, ibp.train.batch_size, ibp.train.optimizer) == (60, 16, "adam")
+    assert ibp.train.weight_decay == 0.0 and ibp.train.lr == 5e-4
+    for job in (gauss, plain):  # the others keep the [train] section
+        assert (job.train.epochs, job.train.batch_size, job.train.optimizer) == (20, 64, "sgd")
+    assert ibp.sparsity == gauss.sparsity  # same masks recipe (schedule in fractions of epochs)
+
+
 @pytest.mark.parametrize(
     "models,match",
     [
@@ -385,6 +408,8 @@ def test_adversarial_config_plans_every_model_per_training_method() -> None:
         ({"trainings": ["pgd", "madry"]}, "adversarial method 'madry' is unknown"),
         ({"extra": [{"method": "hydra", "target": 1.5}]}, r"target must be in \(0, 1\)"),
         ({"extra": [{"method": "hydra", "taget": 0.7}]}, "unknown key 'taget'"),
+        ({"trainings": [{"method": "ibp", "train": 60}]}, "must be a table of \\[train\\] keys"),
+        ({"trainings": [{"method": "ibp", "train": {"epoch": 60}}]}, "unknown \\[train\\] key 'epoch'"),
     ],
 )
 def test_bad_training_sections_are_user_errors(models: dict[str, Any], match: str) -> None:
@@ -418,3 +443,34 @@ def test_cifar10_train_config_is_the_experiment_s_training_part() -> None:
     job = train_job_from_config(train)
     dense = plan_experiment(experiment).models[0].job
     assert (job.arch, job.data, job.train) == (dense.arch, dense.data, dense.train)
+
+
+# ------------------------------------------------------------- ToST in [models] methods (issue 26)
+def test_tost_plans_one_model_per_granularity_on_campfire_masks_and_one_on_random() -> None:
+    models = {"dense": False, "targets": [0.7], "methods": ["tost"]}
+    cfg = {"models": {**models, "granularities": ["window", "channel"]}}
+    plan = plan_experiment(cfg)
+    assert [m.name for m in plan.models] == ["tost-window-70", "tost-channel-70"]
+    assert plan.models[1].job.sparsity.granularity is Granularity.CHANNEL
+    random = {"sparsity": {"tost_mask": "random", "random_distribution": "erk"}, "models": models}
+    assert [m.name for m in plan_experiment(random).models] == ["tost-random-erk-70"]
+
+
+# ------------------------------------------------------------- AutoSparse / GA on top-k (issue 26)
+def test_models_methods_expand_autosparse_once_and_campfire_ga_per_granularity() -> None:
+    config = {
+        "models": {
+            "dense": False,
+            "methods": ["autosparse", "campfire-ga"],
+            "granularities": ["window", "channel"],
+            "targets": [0.7],
+        },
+        "sparsity": {"autosparse_search_runs": 3},
+    }
+    plan = plan_experiment(config, protocol="quick")
+    by_name = {m.name: m.job.sparsity for m in plan.models}
+    assert sorted(by_name) == ["autosparse-70", "channel-ga-70", "window-ga-70"]
+    assert by_name["autosparse-70"].granularity is Granularity.UNSTRUCTURED
+    assert by_name["autosparse-70"].autosparse_search_runs == 3  # the [sparsity] section's keys
+    assert by_name["channel-ga-70"].granularity is Granularity.CHANNEL
+    assert by_name["window-ga-70"].method.value == "campfire-ga"
