@@ -31,6 +31,7 @@ from robustbench_sparse.augmentation import (
     parse_augment,
     resolve_augment,
 )
+from robustbench_sparse.autosparse_search import needs_search, search_threshold_init
 from robustbench_sparse.checkpoint import (
     META_FILE,
     LoadedCheckpoint,
@@ -69,7 +70,8 @@ from robustbench_sparse.models import create_model_for
 from robustbench_sparse.models.user_arch import source_record
 from robustbench_sparse.outdir import TRAIN_RULES, prepare_output_dir
 from robustbench_sparse.provenance import provenance
-from robustbench_sparse.sparsity import Sparsifier, SparsityConfig, sparsity_report
+from robustbench_sparse.sparsity import PruningMethod, Sparsifier, SparsityConfig, sparsity_report
+from robustbench_sparse.sparsity.methods.tost import check_tost_job
 from robustbench_sparse.training import (
     Checkpointer,
     EpochRecord,
@@ -232,6 +234,15 @@ def run_train_job(
         logger.info("%s is already finished; skipping training", out)
         return load_checkpoint(out, arch=job.arch)
     data, plain_train = _load_job_data(job, data)
+    search = None
+    if needs_search(job.sparsity):  # autosparse at a target: bisect its threshold init first
+        info, kwargs = data.info, dict(job.arch_kwargs)
+        search = search_threshold_init(
+            lambda: create_model_for(job.arch, info, **kwargs),
+            *(data, job.train, job.sparsity, job.adversarial, plain_train),
+        )
+        init = search.threshold_init
+        job = replace(job, sparsity=replace(job.sparsity, autosparse_threshold_init=init))
     torch.manual_seed(job.train.seed)
     model = create_model_for(job.arch, data.info, **dict(job.arch_kwargs))
     name = job.name or out.name
@@ -247,6 +258,8 @@ def run_train_job(
         adversarial=job.adversarial,
         plain_train=plain_train,
     )
+    if search is not None:
+        result.extra["autosparse_search"] = search.record()
     _save_final(job, data, result, out, name)
     return load_checkpoint(out, arch=job.arch)  # the job names its arch: a user class is trusted
 
@@ -280,6 +293,9 @@ def _check_job(job: TrainJob, data: DatasetSplits | None) -> None:
         job.adversarial.check_budget(_input_shape(job, data))
     info = data.info if data is not None else dataset_info(job.data.dataset)
     check_user_arch(job.arch, dict(job.arch_kwargs), info)  # a user class: import, kwargs, logits
+    if job.sparsity.method is PruningMethod.TOST:  # --mask-from's masks fit; label smoothing
+        model = create_model_for(job.arch, info, **dict(job.arch_kwargs))
+        check_tost_job(job.sparsity, job.train.label_smoothing, model)
 
 
 def _input_shape(job: TrainJob, data: DatasetSplits | None) -> tuple[int, ...] | None:
@@ -415,6 +431,8 @@ def _save_final(
         distributed=result.extra.get("distributed"),
     )
     meta["best_epoch"] = result.best_epoch
+    if "autosparse_search" in result.extra:  # every probe of the threshold-init bisection
+        meta["autosparse_search"] = result.extra["autosparse_search"]
     if job.adversarial.enabled:
         meta["best_robust_epoch"] = result.extra.get("best_robust_epoch", -1)
     if rdist.is_main():

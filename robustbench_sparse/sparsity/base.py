@@ -4,6 +4,7 @@ Lifecycle (what :func:`~robustbench_sparse.training.fit` does)::
 
     sparsifier = create_sparsifier(config, steps_per_epoch)  # a Sparsifier subclass
     sparsifier.prepare(model)                # select layers, all-True masks, gradient hooks
+    sparsifier.attach_optimizer(optimizer, weight_decay)  # its own trainable tensors (AutoSparse)
     sparsifier.on_train_start(context)       # masks from data at init (GraSP)
     for epoch in ...:
         for x, y in batches:
@@ -285,6 +286,13 @@ class Sparsifier:
         """The new keep-mask of ``layer`` at ``sparsity`` (default: its current mask, unchanged)."""
         return layer.mask
 
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
+        """Called once, right after the run's optimizer is built (before any resume).
+
+        A sparsifier that owns trainable tensors adds them here (``add_param_group``, with
+        ``weight_decay`` or its own) and may register optimizer step hooks. Default: nothing.
+        """
+
     def on_train_start(self, context: TrainingContext) -> bool:
         """Called once before the first training step (after a resume). Default: nothing.
 
@@ -299,6 +307,11 @@ class Sparsifier:
 
     def on_epoch_end(self, epoch: int) -> None:
         """Called after every training epoch (0-based ``epoch``). Default: nothing."""
+
+    def label_smoothing(self, num_classes: int, requested: float) -> float:
+        """The label smoothing (torch's ``label_smoothing`` convention) the run's losses use,
+        given the dataset's class count and the configured value. Default: ``requested``."""
+        return requested
 
     def on_train_end(self, epochs: int) -> None:
         """Called after the last of ``epochs`` epochs: freeze masks still able to change."""

@@ -108,9 +108,13 @@ def fit(
     if sparsity is not None and sparsity.target > 0:
         sparsifier = create_sparsifier(sparsity, steps_per_epoch)  # sparsity.method
         sparsifier.prepare(model)
+        smoothing = sparsifier.label_smoothing(data.info.num_classes, config.label_smoothing)
+        config = replace(config, label_smoothing=smoothing)  # ToST sets its own
     mask_sync = MaskSync(sparsifier)
     mask_sync.check()
     optimizer = build_optimizer(model, replace(config, lr=float(layout["effective_lr"])))
+    if sparsifier is not None:  # its own trainable tensors (thresholds) join the optimizer
+        sparsifier.attach_optimizer(optimizer, config.weight_decay)
     run = TrainingRun(
         model=model,
         train_model=model,
