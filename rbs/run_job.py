@@ -26,6 +26,7 @@ from typing import Any
 
 from evaluations.engine.attack_settings import check_class_counts
 from evaluations.engine.grid import GridRun, run_grid
+from evaluations.engine.masking import masking_mode
 from evaluations.engine.protocols import Protocol, get_protocol, identify, resolve_attacks
 from evaluations.engine.spec import AttackSpec, GridConfig
 from evaluations.engine.transfer import TransferPlan
@@ -65,6 +66,7 @@ EXPERIMENT_FILE = str(RUN_RULES.marker)
 _MODELS_KEYS = ["dense", "targets", "granularities", "methods", "extra", "trainings"]
 _EXTRA_KEYS = ["method", "target", "granularity"]
 _ATTACK_KEYS = ["protocol", "attacks", "backend", "batch_size", "limit", "device", "params"]
+_ATTACK_KEYS += ["masking"]  # --masking full|sample|off (evaluations.engine.masking)
 _ATTACK_KEYS += list(RUN_TRANSFER_KEYS)  # rbs.transfer_job: save, craft on one model, score others
 _EPS_KEYS = ["linf", "l2", "l1"]
 
@@ -114,6 +116,9 @@ class ExperimentPlan:
     config: dict[str, Any]
     protocol: Protocol | None = None  # None: hand-picked ``[attack] attacks``
     transfer: TransferPlan = field(default_factory=TransferPlan)  # [attack] transfer keys
+    # [attack] masking (--masking): the black-box probe's mode; None: the default (not part of the
+    # fingerprint: it changes only the masking record, which is recomputed)
+    masking: str | None = None
 
     def fingerprint(self) -> str:
         """Hash of the resolved config: a re-run with the same fingerprint resumes."""
@@ -163,7 +168,13 @@ def plan_experiment(
         resolved,
         chosen if chosen is not None else identify(grid.attacks),
         transfer,
+        _masking(attack_cfg.get("masking")),
     )
+
+
+def _masking(value: Any) -> str | None:
+    """``[attack] masking`` checked (None when absent)."""
+    return None if value is None else masking_mode(str(value))
 
 
 def _patched(config: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -207,13 +218,19 @@ def _model_plans(base: TrainJob, models_cfg: dict[str, Any]) -> list[ModelPlan]:
     if models_cfg.get("dense", True):
         dense_job = job_with(base, sparsity=_with_target(base.sparsity, 0.0, None), name="dense")
         plans.append(ModelPlan("dense", dense_job))
-    # [models] methods: campfire uses the granularities; the others their own structure.
+    # [models] methods: campfire (campfire-ga, tost on Campfire masks) use the granularities;
+    # the others their own.
     methods = [
         PruningMethod.parse(m) for m in models_cfg.get("methods", [base.sparsity.method.value])
     ]
     for method in methods:
         method_sp = _with_method(base.sparsity, method)
-        for granularity in granularities if method is PruningMethod.CAMPFIRE else [None]:
+        structured = method in (PruningMethod.CAMPFIRE, PruningMethod.CAMPFIRE_GA) or (
+            method is PruningMethod.TOST  # on a Campfire mask of each granularity
+            and method_sp.mask_from is None
+            and method_sp.tost_mask == "campfire"
+        )
+        for granularity in granularities if structured else [None]:
             for target in targets:
                 if not 0 < target < 1:
                     raise UserError(f"[models] targets must be in (0, 1); got {target}")
@@ -483,6 +500,7 @@ def run_experiment(
         evaluation_subset={data.info.name: evaluation_subset_record(data.test, plan.grid.limit)},
         t0=t0,
         command=command,
+        masking=plan.masking,
     )
     failed = [k for k, v in finished.invariants.items() if not v.get("passed", False)]
     if failed:

@@ -10,10 +10,15 @@ a probe's counts, and writes one entry ``{"flagged": bool | None, "detail": str,
 1. ``unbounded_budget``: the strongest white-box attack of the protocol (APGD-CE when registered,
    else PGD) at a budget that allows any image (Linf 1.0; L2 = the input diameter ``sqrt(d)``)
    must leave ~0 robust accuracy (flag above :data:`TOLERANCE`).
-2. ``black_box_beats_white_box``: a gradient-free attack (class attribute ``gradient_free``; the
-   protocol's probe runs Square on the white-box survivors) breaks examples that every white-box
-   attack left robust at the same epsilon (flag above :data:`TOLERANCE` of the examples, with the
-   count).
+2. ``black_box_beats_white_box``: a gradient-free attack (class attribute ``gradient_free``)
+   breaks examples that every white-box attack left robust at the same epsilon (flag above
+   :data:`TOLERANCE` of the examples, with the count). Its evidence depends on ``--masking``
+   (:data:`MASKING_MODES`): ``sample`` (the default) reuses a cascade's own Square stage where the
+   grid ran one (AutoAttack under ``standard`` / ``thorough``: no second Square pass) and
+   otherwise runs Square on a budgeted, seeded, class-balanced sample of the survivors
+   (:mod:`evaluations.engine.masking_sample`, sized by :mod:`evaluations.engine.masking_budget`:
+   at most a quarter of the grid's own work, with the sample's power stated); ``full`` runs the
+   probe on every survivor of the first probe examples at every epsilon; ``off`` runs no probe.
 3. ``zero_gradients``: zero or non-finite input gradients of the loss for more than
    :data:`TOLERANCE` of the examples.
 4. ``randomness``: two forward passes of the same inputs (eval mode) disagree: the evaluation then
@@ -24,7 +29,8 @@ a probe's counts, and writes one entry ``{"flagged": bool | None, "detail": str,
    differently composed batch (batch statistics at test time, TRADES#3): its robust accuracy then
    depends on the batch size and company. Probed once per checkpoint.
 
-Probes use the first ``Protocol.probes.examples`` test examples of each checkpoint.
+The cheap probes (checks 1, 3, 4, 6) and the full probe use the first ``Protocol.probes.examples``
+test examples of each checkpoint, once per checkpoint; the sampled probe draws from all of them.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ from evaluations.engine.masking_checks import (
     unbounded_check,
 )
 from evaluations.engine.masking_probes import (
+    black_box_attack,
     probe_batch_dependence,
     probe_black_box,
     probe_gradients,
@@ -210,16 +217,19 @@ def run_checks(
             how = "none (--masking off)" if mode == "off" else f"probe ({mode})"
             if mode == "sample" and norm in reused:
                 how = f"{reused[norm]} square stage"
+            elif mode != "off" and black_box_attack(probes, norm) is None:
+                how = f"none (no gradient-free {norm} attack registered)"
             evidence.append({"checkpoint": item.name, "norm": norm, "evidence": how})
         if mode == "full":
             black += probe_black_box(item.model, x, y, mine, probes)
         elif mode == "sample":
-            need = [n for n in norms if n not in reused]
+            need = [n for n in norms if n not in reused and black_box_attack(probes, n)]
             cheap = cheap_forwards(
                 int(x.shape[0]),
                 sum(int(r["grad_evals"]) for r in unbounded if r["checkpoint"] == item.name),
             )
-            work = sum(int(c.outcome.grad_evals) for c in mine)
+            # the work of the norms the probe covers (a norm AutoAttack covered is paid for)
+            work = sum(int(c.outcome.grad_evals) for c in mine if c.norm in need)
             budget = probe_budget(work, cheap, len(need))
             spent = 0
             for norm in need:

@@ -8,7 +8,7 @@ Robustness", section 4). Run on every survivor at every epsilon with 1,000 queri
 times the attack grid it checks (issue 30). Under ``sample`` it is sized to a stated budget:
 
 * **Budget** (forward passes of one example): :data:`SHARE` of the grid's own work on that
-  checkpoint, counted as :data:`FORWARDS_PER_GRAD` forward passes per gradient evaluation the
+  checkpoint in the norms the probe covers, counted as :data:`FORWARDS_PER_GRAD` forward passes per gradient evaluation the
   grid's cells recorded, minus what the cheap probes (unbounded budget, gradients, randomness,
   batch dependence) spent; never below :data:`FLOOR_ROWS` x :data:`MIN_QUERIES` per norm. A
   deterministic formula of the recorded work (not of wall time), so the same run draws the same
@@ -20,8 +20,8 @@ times the attack grid it checks (issue 30). Under ``sample`` it is sized to a st
 * **Sample** (:func:`class_balanced_sample`): seeded, class-balanced (round-robin over the labels
   of a seeded permutation of the survivors).
 * **Flag and power**: the sampled probe estimates the count of breakable survivors as
-  ``broken * survivors / sample``; it flags when that estimate exceeds :data:`TOLERANCE`-style
-  ``tolerance * n`` (the same definition as the full probe), i.e. at ``broken >=``
+  ``broken * survivors / sample``; it flags when that estimate exceeds ``tolerance * n`` (the
+  full probe's rule: more than 1 % of the ``n`` examples), i.e. at ``broken >=``
   :func:`detection_threshold`. :func:`detection_power` is the binomial probability that a sample of
   that size reaches the threshold when a share ``p`` (default :data:`DETECT_SHARE` = 10 %) of the
   survivors is breakable (sampling with replacement: a slight underestimate of the power of the

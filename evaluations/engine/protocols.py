@@ -189,8 +189,9 @@ PROTOCOLS: dict[str, Protocol] = {
                 "case over all attacks is never above AutoAttack's alone"
             ),
             attacks=_QUICK_ATTACKS + _STANDARD_EXTRA,
-            # The cascade already runs Square (5,000 queries) on its survivors: the probe's own
-            # Square is the cheap cross-check, as in quick.
+            # The cascade already runs Square (5,000 queries) on its survivors: --masking sample
+            # (the default) reuses that stage; these settings are the full probe's (--masking full)
+            # and the sampled probe's on norms without AutoAttack.
             probes=MaskingProbes(examples=200, black_box_params=(("n_queries", 1000),)),
         ),
         Protocol(
@@ -212,8 +213,9 @@ PROTOCOLS: dict[str, Protocol] = {
                 ProtocolAttack("autoattack-plus"),
                 ProtocolAttack("autoattack-plus-l2", only_with_l2_grid=True),
             ),
-            # The cascade already runs Square (5,000 queries) on its survivors: the probe's own
-            # Square is the cheap cross-check, as in quick.
+            # The cascade already runs Square (5,000 queries) on its survivors: --masking sample
+            # (the default) reuses that stage; these settings are the full probe's (--masking full)
+            # and the sampled probe's on norms without AutoAttack.
             probes=MaskingProbes(examples=200, black_box_params=(("n_queries", 1000),)),
         ),
     )

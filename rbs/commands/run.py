@@ -42,6 +42,13 @@ EVERYDAY = (
 MORE = (
     Alias("--device", "train.device", "training device: auto, cpu, cuda"),
     Alias(
+        "--masking",
+        "attack.masking",
+        "black-box gradient-masking probe: sample (default: a budgeted sample; AutoAttack's own "
+        "Square stage where the grid runs it), full (every survivor at every epsilon) or off",
+        metavar="full|sample|off",
+    ),
+    Alias(
         "--arch",
         "model.arch",
         "every model's architecture: a name (see `rbs models`) or your own package.module:Class",
