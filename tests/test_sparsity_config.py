@@ -79,3 +79,30 @@ def test_config_is_frozen() -> None:
     cfg = SparsityConfig(target=0.5)
     with pytest.raises(AttributeError):
         cfg.target = 0.6  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------ ToST keys (issue 26)
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"tost_mask": "lottery"}, "unknown sparsity tost_mask 'lottery'"),
+        ({"tost_activation": "tanh"}, "unknown sparsity tost_activation 'tanh'"),
+        ({"tost_label_smoothing": 1.0}, r"tost_label_smoothing must be in \[0, 1\)"),
+        ({"tost_skip": "yes"}, "tost_skip must be true or false"),
+        ({"mask_from": ""}, "mask_from must be a checkpoint path"),
+    ],
+)
+def test_bad_tost_keys_are_user_errors(changes: dict[str, object], match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        SparsityConfig(target=0.7, method="tost", **changes)  # type: ignore[arg-type]
+
+
+def test_tost_keys_normalise_and_round_trip() -> None:
+    cfg = SparsityConfig(target=0.7, method="tost", tost_activation=" GELU", tost_mask="Random")  # type: ignore[arg-type]
+    assert (cfg.tost_activation, cfg.tost_mask, cfg.label) == (
+        "gelu",
+        "random",
+        "tost-random-uniform",
+    )
+    assert SparsityConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert SparsityConfig(target=0.7, method="tost", granularity="channel").label == "tost-channel"  # type: ignore[arg-type]
