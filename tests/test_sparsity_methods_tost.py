@@ -346,3 +346,47 @@ def test_mask_from_trains_exactly_that_checkpoints_masks_from_the_seeded_init(
         check_tost_job(config, 0.0, wide)
     with pytest.raises(UserError, match="applies to --method tost only"):
         SparsityConfig(target=0.7, mask_from=str(tmp_path / "ck"))
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_after", [1, 2])  # inside the ghost window / after the removal
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_after: int
+) -> None:
+    import dataclasses
+
+    from robustbench_sparse import train_job as train_job_module
+    from robustbench_sparse.train_job import run_train_job
+    from tests.core_helpers import assert_tensors_identical, read_weights_file, tiny_job
+
+    job = tiny_job(0.7, "window", epochs=3, start=0.5, end=1.5)
+    job = dataclasses.replace(job, sparsity=dataclasses.replace(job.sparsity, method="tost"))  # type: ignore[arg-type]
+    run_train_job(job, tmp_path / "a", progress=False)
+    real = Checkpointer
+
+    def factory(**kwargs: Any) -> Checkpointer:
+        save_last = kwargs["save_last"]
+
+        def save_then_stop(model: Any, sparsifier: Any, history: Any, state: Any) -> None:
+            save_last(model, sparsifier, history, state)
+            if len(history) == stop_after:
+                raise _Stop
+
+        return real(**{**kwargs, "save_last": save_then_stop})
+
+    monkeypatch.setattr(train_job_module, "Checkpointer", factory)
+    with pytest.raises(_Stop):
+        run_train_job(job, tmp_path / "b", progress=False)
+    if stop_after == 1:  # written inside the window: carries the ghosts, so it is refused
+        with pytest.raises(UserError):
+            load_checkpoint(tmp_path / "b")
+    monkeypatch.undo()
+    run_train_job(job, tmp_path / "b", resume=True, progress=False)
+    for x, y in zip(
+        read_weights_file(tmp_path / "a"), read_weights_file(tmp_path / "b"), strict=True
+    ):
+        assert_tensors_identical(x, y)
