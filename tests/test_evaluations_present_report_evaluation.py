@@ -59,3 +59,36 @@ def test_report_has_the_table_and_older_sidecars_none(tmp_path: Path) -> None:
     text = md.read_text(encoding="utf-8")
     assert "## Attacks" in text and "apgd-t → apgd-t-ce" in text
     assert "version='custom'" in text
+
+
+def _masking_side(mode: str) -> dict[str, Any]:
+    rows = [{"checkpoint": "dense", "norm": "linf", "evidence": f"probe ({mode})"}]
+    sample = {
+        "summary": "sampled 30 of 200 white-box survivors (power 0.96)",
+        "rule": "budget = a quarter of the grid",
+        "checkpoints": [{"checkpoint": "dense", "spent_forwards": 900, "budget_forwards": 1000}],
+    }
+    return {
+        "masking": {
+            "flags": [],
+            "checks": {"randomness": {"flagged": False, "detail": "ok"}},
+            "mode": mode,
+            "evidence": rows,
+            **({"sample": sample} if mode == "sample" else {}),
+        }
+    }
+
+
+def test_masking_blocks_state_the_evidence_and_the_samples_power() -> None:
+    from evaluations.present.report_evaluation import masking_blocks, masking_off_blocks
+
+    text = " ".join(getattr(b, "text", "") for b in masking_blocks(_masking_side("sample")))
+    assert "--masking sample" in text and "dense/linf: probe (sample)" in text
+    assert "power 0.96" in text and "900 / 1000" in text
+    assert masking_off_blocks(_masking_side("sample")) == []
+    (off,) = masking_off_blocks(_masking_side("off"))
+    assert "--masking off" in getattr(off, "text", "")
+    # a record made before --masking: nothing about modes
+    old = _masking_side("full")
+    del old["masking"]["mode"]
+    assert "--masking" not in " ".join(getattr(b, "text", "") for b in masking_blocks(old))

@@ -98,7 +98,7 @@ def _probe_blocks(masking: dict[str, Any]) -> list[Block]:
     sample = masking.get("sample")
     if isinstance(sample, dict):
         spent = [c for c in sample.get("checkpoints", []) if isinstance(c, dict)]
-        text += f" Sampled probe: {sample.get('summary')}; budget {sample.get('rule')}"
+        text += f" Sampled probe: {sample.get('summary')}. Its {sample.get('rule')}"
         if spent:
             text += "; forwards spent / allowed: " + ", ".join(
                 f"{c.get('checkpoint')} {c.get('spent_forwards')} / {c.get('budget_forwards')}"
