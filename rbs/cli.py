@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rbs.commands import attack, certify, cost, misc, run, train
+from rbs.commands import attack, certify, cost, misc, prune, run, train
 from rbs.commands.common import strip_nproc as _strip_nproc  # noqa: F401 (tests import it here)
 from rbs.export_cli import add_export_parser
 from rbs.speed_cli import add_speed_parser
@@ -28,6 +28,7 @@ Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: tuple[Callable[[Any], Any], ...] = (
     run.add_parser,
     train.add_parser,
+    prune.add_parser,
     misc.add_inspect,
     cost.add_parser,
     attack.add_parser,

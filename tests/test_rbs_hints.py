@@ -22,11 +22,11 @@ from rbs.hints import FLAG, adapt_hint, command_options, set_form
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("rbs", "robustbench_sparse", "attacks", "evaluations")
 
-DATA = ("train", "run", "attack", "inspect")  # commands that read datasets
-LOAD = ("inspect", "attack", "cost", "export", "speed")  # commands that load checkpoints
+DATA = ("train", "run", "attack", "inspect", "prune")  # commands that read datasets
+LOAD = ("inspect", "attack", "cost", "export", "speed", "prune")  # commands that load checkpoints
 # the commands that read plain .pt state dicts (export and speed refuse them up front:
 # rbs.commands.common.require_product_checkpoint)
-PLAIN = ("inspect", "attack", "cost")
+PLAIN = ("inspect", "attack", "cost", "prune")
 TRAIN = ("train", "run")
 ATTACK = ("attack", "run")
 
@@ -41,6 +41,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "rbs.commands.certify": ("certify",),
     "rbs.commands.cost": ("cost",),
     "rbs.commands.misc": ("inspect",),
+    "rbs.commands.prune": ("prune",),
     "rbs.commands.run": ("run",),
     "rbs.commands.train": ("train",),
     "rbs.export_cli": ("export",),
@@ -52,7 +53,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "robustbench_sparse.augmentation": TRAIN,
     "robustbench_sparse.checkpoint": LOAD,
     "robustbench_sparse.checkpoint_files": LOAD,
-    "robustbench_sparse.data_roots": ("attack",),
+    "robustbench_sparse.data_roots": ("attack", "prune"),
     "robustbench_sparse.dataset_sources": ("train", "run", "attack"),
     "robustbench_sparse.datasets": DATA,
     "robustbench_sparse.devices": ("train", "run", "attack"),
@@ -62,8 +63,18 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "robustbench_sparse.model_section": TRAIN,
     "robustbench_sparse.outdir": ("train", "run", "attack"),
     "robustbench_sparse.packed_format": ("export",),
+    "robustbench_sparse.posttrain.base": ("prune",),
+    "robustbench_sparse.posttrain.calibrated": ("prune",),
+    "robustbench_sparse.posttrain.data": ("prune",),
+    "robustbench_sparse.posttrain.filtersketch": ("prune",),
+    "robustbench_sparse.posttrain.job": ("prune",),
     "robustbench_sparse.provenance": ("train", "run", "attack"),
+    "robustbench_sparse.sparsity.methods": TRAIN,  # create_sparsifier (rbs prune: qualified)
     "robustbench_sparse.speed": ("speed",),
+    "robustbench_sparse.sparsity.config": TRAIN,  # --mask-from with another --method
+    "robustbench_sparse.sparsity.methods.tost": TRAIN,
+    "robustbench_sparse.sparsity.methods.latent": TRAIN,  # autosparse / campfire-ga: no DDP
+    "robustbench_sparse.sparsity.methods.tost_masks": TRAIN,
     "robustbench_sparse.state_dicts": LOAD,
     "robustbench_sparse.thin_export": ("export",),
     "robustbench_sparse.threads": ("train", "run", "attack", "inspect", "export"),
@@ -79,6 +90,8 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "evaluations.engine.certify_ibp": ("certify",),
     "evaluations.engine.data_checks": ATTACK,
     "evaluations.engine.grid": ATTACK,
+    "evaluations.engine.masking": ATTACK,  # --masking (rbs attack, rbs run)
+    "evaluations.present.report_evaluation": ATTACK,  # the report's --masking lines
     "evaluations.engine.protocols": ATTACK,
     "evaluations.engine.transfer": ("attack",),
     "evaluations.record.adversarials": ("attack",),
@@ -98,7 +111,7 @@ ONLY: dict[tuple[str, str], tuple[str, ...]] = {
     ("robustbench_sparse.state_dicts", "--normalize"): PLAIN,
     ("robustbench_sparse.state_dicts", "--state-dict-key"): PLAIN,
     # only when --arch-kwargs was given (export and speed have no such flag)
-    ("robustbench_sparse.checkpoint", "--arch-kwargs"): ("inspect", "attack", "cost"),
+    ("robustbench_sparse.checkpoint", "--arch-kwargs"): ("inspect", "attack", "cost", "prune"),
     ("robustbench_sparse.threads", "--threads"): ("train", "run", "attack", "inspect", "export"),
     ("evaluations.engine.protocols", "--attack"): ("attack",),  # given together with --protocol
     # rbs certify's own paths (the ibp import, its --json, its --out rules); rbs run writes its
@@ -210,6 +223,7 @@ def test_the_check_fails_on_a_flag_the_command_lacks(options: dict[str, set[str]
         "robustbench_sparse.imagefolder:2: --no-such is not an option of rbs run",
         "robustbench_sparse.imagefolder:2: --no-such is not an option of rbs attack",
         "robustbench_sparse.imagefolder:2: --no-such is not an option of rbs inspect",
+        "robustbench_sparse.imagefolder:2: --no-such is not an option of rbs prune",
     ]
     # a training-only flag in a module every data-reading command runs: refused for those
     # whose options and config lack it (attack, inspect), rewritten for run (--set data.mean)
@@ -217,6 +231,7 @@ def test_the_check_fails_on_a_flag_the_command_lacks(options: dict[str, set[str]
     assert violations(shared, SOURCES, options) == [
         "robustbench_sparse.imagefolder:9: --mean is not an option of rbs attack",
         "robustbench_sparse.imagefolder:9: --mean is not an option of rbs inspect",
+        "robustbench_sparse.imagefolder:9: --mean is not an option of rbs prune",
     ]
     # a flag named with its command is checked against that command only
     named: Found = {"rbs.commands.misc": {("--recipe", "run"): [3], ("--recipe", "attack"): [4]}}

@@ -59,6 +59,7 @@ PLACEHOLDERS = {
     "NAME": "digits-smallcnn",
     "N": "30",
     "THIN": "thin",
+    "PRUNED": "pruned",
 }
 #: What a trailing ``...`` ("and the rest of the command") stands for, per subcommand.
 REST = {"train": ["--out", "DIR"], "attack": ["--checkpoint", "DIR", "--out", "RESULTS"]}

@@ -27,9 +27,14 @@ from robustbench_sparse.posttrain.base import (
     PostTrainMethod,
     PostTrainResult,
 )
+from robustbench_sparse.posttrain.calibrated import CalibratedPruning
+from robustbench_sparse.posttrain.filtersketch import FilterSketch
 
 #: method name -> implementation (one line per method)
-POST_TRAINING_METHODS: dict[str, PostTrainMethod] = {}
+POST_TRAINING_METHODS: dict[str, PostTrainMethod] = {
+    "calibrated": CalibratedPruning(),
+    "filtersketch": FilterSketch(),
+}
 
 
 def get_post_training_method(name: str) -> PostTrainMethod:

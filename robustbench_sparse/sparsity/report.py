@@ -14,6 +14,7 @@ from torch import nn
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.sparsity.allocation import kept_count, layer_densities
 from robustbench_sparse.sparsity.config import PruningMethod, SparsityConfig
+from robustbench_sparse.sparsity.granularity import Granularity
 from robustbench_sparse.sparsity.masks import (
     achievable_sparsity,
     applied_granularity,
@@ -244,7 +245,9 @@ def _allocations(
                 1.0 - kept_count(numel, density) / numel,
             )
         return out
-    if method is PruningMethod.GRASP:
+    if method is PruningMethod.GRASP or (
+        method is PruningMethod.CALIBRATED and config.granularity is Granularity.UNSTRUCTURED
+    ):  # one global ranking: no per-layer target, the achieved value stands for it
         return {name: (config.label, config.target, None) for name in shapes}
     if method is PruningMethod.FILTER:
         return {
