@@ -106,8 +106,13 @@ def test_methods_config_plans_one_model_per_method_at_70() -> None:
         "filter-70",
     ]
     # Every method except HYDRA, whose scores are learned with the robust loss: it is compared in
-    # evaluations/configs/adversarial.toml, next to the adversarially trained models.
-    expected = {m.value for m in PruningMethod} - {PruningMethod.HYDRA.value}
+    # evaluations/configs/adversarial.toml, next to the adversarially trained models; and except
+    # the post-training ones (rbs prune), which start from a trained checkpoint.
+    left_out = {PruningMethod.HYDRA.value, PruningMethod.CALIBRATED.value}
+    # AutoSparse and GA on top-k (issue 26) are compared in the seed-methods experiment, not in
+    # this recipe (autosparse at a target needs a threshold search of several trainings)
+    left_out |= {PruningMethod.AUTOSPARSE.value, PruningMethod.CAMPFIRE_GA.value}
+    expected = {m.value for m in PruningMethod} - left_out
     assert {sp.method.value for sp in names.values()} == expected
     assert all(sp.target == 0.7 for n, sp in names.items() if n != "dense")
     assert names["dense"].target == 0.0
@@ -175,3 +180,11 @@ def test_rbs_run_methods_config_end_to_end(tmp_path: Path) -> None:
         assert (rows["sparsity_target"] == 0.7).all()
         assert main(["inspect", str(out / "checkpoints" / name)]) == 0
     assert (out / "results" / "report.html").is_file()
+
+
+def test_post_training_methods_have_no_sparsifier_and_say_rbs_prune() -> None:
+    cfg = SparsityConfig(target=0.5, method="calibrated", granularity="window")  # type: ignore[arg-type]
+    assert cfg.label == "calibrated-window"
+    assert SparsityConfig(0.5, "unstructured", method="calibrated").label == "calibrated"  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="rbs prune CKPT --sparsity S --out DIR --method calibrated"):
+        create_sparsifier(cfg, 10)
