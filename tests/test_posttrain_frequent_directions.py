@@ -48,6 +48,36 @@ def test_bound_on_random_matrices(n: int, d: int, ell: int, seed: int) -> None:
         assert _spectral(err) >= float(sigma[ell]) ** 2 - tol
 
 
+def _svd_sketch(a: torch.Tensor, ell: int) -> torch.Tensor:
+    """The textbook loop: a buffer of ℓ rows, an SVD of it whenever a row meets a full buffer."""
+    b = torch.zeros(ell, a.shape[1], dtype=torch.float64)
+    filled = 0
+    for row in a.double():
+        if filled == ell:
+            _, s, vh = torch.linalg.svd(b, full_matrices=False)
+            squared = torch.zeros(ell, dtype=torch.float64)
+            squared[: s.numel()] = s.square()  # σ_ℓ = 0 when d < ℓ
+            shrunk = (squared[: s.numel()] - squared[ell - 1]).clamp_min(0).sqrt()
+            filled = int((shrunk > 1e-9 * shrunk[0]).sum())
+            b = torch.zeros_like(b)
+            b[:filled] = shrunk[:filled, None] * vh[:filled]
+        b[filled] = row
+        filled += 1
+    return b
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "ell", "seed"), [(40, 30, 7, 0), (64, 9, 16, 1), (33, 200, 12, 2)]
+)
+def test_gram_implementation_equals_the_svd_loop(n: int, d: int, ell: int, seed: int) -> None:
+    """The coefficient / Gram-matrix bookkeeping gives the sketch of the plain SVD loop: the same
+    Gram matrix BᵀB (the rows themselves are unique only up to a rotation among equal σ)."""
+    a = torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    b, want = frequent_directions(a, ell), _svd_sketch(a, ell)
+    scale = float(a.square().sum())
+    assert torch.allclose(b.T @ b, want.T @ want, atol=1e-9 * scale)
+
+
 def test_low_rank_input_is_sketched_exactly() -> None:
     """Rank r = 5 < ℓ = 8: every shrink subtracts σ_ℓ² = 0, so BᵀB = AᵀA (a sketch that shrinks by
     a positive amount, e.g. the reference's σ²_{ℓ/2+1} with ℓ/2 < r, loses energy here)."""

@@ -30,12 +30,32 @@ from torch import Tensor
 __all__ = ["frequent_directions"]
 
 
+def _shrink(gram_b: Tensor, ell: int) -> tuple[Tensor, Tensor]:
+    """One shrink of a full buffer from its Gram matrix ``B Bᵀ`` ``(ℓ, ℓ)``.
+
+    With ``B = U Σ Vᵀ``: returns ``(T, kept)`` such that the shrunk buffer is ``T B`` =
+    ``sqrt(max(Σ² - σ_ℓ², 0)) Vᵀ`` (``T = diag(sqrt(kept / σ²)) Uᵀ``, rows by decreasing σ) and
+    ``kept = max(σ² - σ_ℓ², 0)`` its squared row norms; eigenvalues below ``1e-12 · σ_1²`` count as 0.
+    """
+    lam, u = torch.linalg.eigh(gram_b)  # ascending
+    lam, u = lam.flip(0), u.flip(1)  # (ℓ,), (ℓ, ℓ): by decreasing σ²
+    lam = torch.where(lam > 1e-12 * lam[0].clamp_min(0), lam, torch.zeros_like(lam))
+    kept = (lam - lam[ell - 1]).clamp_min(0)
+    scale = torch.where(lam > 0, (kept / torch.where(lam > 0, lam, 1.0)).sqrt(), 0.0)
+    return scale[:, None] * u.T, kept
+
+
 def frequent_directions(a: Tensor, ell: int) -> Tensor:
     """The Frequent-Directions sketch ``B`` ``(ell, d)`` of ``a`` ``(n, d)``, rows in order.
 
     Computed in float64 and returned in ``a``'s dtype. ``ell >= n`` returns ``a`` padded with zero
     rows (no shrink is needed, ``BᵀB = AᵀA``). Rows of ``B`` are ordered by decreasing norm among
     the shrunk directions, the last inserted row of ``a`` after them.
+
+    The buffer is kept as coefficients over the rows of ``a`` (``B = W A``, ``W`` ``(ℓ, n)``) and
+    each shrink's SVD is taken from ``B Bᵀ = W (A Aᵀ) Wᵀ`` (an ``ℓ x ℓ`` eigenproblem; after a
+    shrink ``B Bᵀ`` is diagonal, so only the inserted row's entries are computed): the same
+    sketch as SVDs of ``B`` itself (tested), at ``O(ℓ²n + ℓ³)`` per row instead of ``O(ℓ²d)``.
 
     Raises:
         ValueError: ``a`` is not 2-D, or ``ell < 1``.
@@ -46,17 +66,24 @@ def frequent_directions(a: Tensor, ell: int) -> Tensor:
         raise ValueError(f"the sketch needs at least one row, got ell = {ell}")
     rows = a.detach().to(torch.float64)
     n, d = rows.shape
-    b = torch.zeros(ell, d, dtype=torch.float64, device=rows.device)
-    filled = 0
-    for i in range(n):
+    if ell >= n:
+        return torch.cat([rows, rows.new_zeros(ell - n, d)]).to(a.dtype)
+    gram = rows @ rows.T  # (n, n): inner products of the rows of a
+    coef = rows.new_zeros(ell, n)  # B = coef @ rows
+    coef[:, :ell] = torch.eye(ell, dtype=torch.float64, device=rows.device)
+    gram_b = gram[:ell, :ell].clone()  # (ℓ, ℓ) = B Bᵀ
+    filled = ell
+    for i in range(ell, n):
         if filled == ell:  # no zero-valued row left: shrink by the ℓ-th squared singular value
-            _, sigma, vh = torch.linalg.svd(b, full_matrices=False)  # (r,), (r, d), r = min(ℓ, d)
-            squared = torch.zeros(ell, dtype=torch.float64, device=rows.device)
-            squared[: sigma.numel()] = sigma.square()
-            shrunk = (squared[: sigma.numel()] - squared[ell - 1]).clamp_min(0).sqrt()  # (r,)
-            filled = int((shrunk > 0).sum())
-            b = torch.zeros_like(b)
-            b[:filled] = shrunk[:filled, None] * vh[:filled]  # (filled, d)
-        b[filled] = rows[i]
+            transform, kept = _shrink(gram_b, ell)
+            coef = transform @ coef  # (ℓ, n)
+            filled = int((kept > 0).sum())
+            coef[filled:] = 0.0
+            gram_b = torch.diag(kept)  # (ℓ, ℓ): the shrunk rows are orthogonal
+        coef[filled] = 0.0
+        coef[filled, i] = 1.0  # insert row i
+        inner = coef @ gram[:, i]  # (ℓ,) = B a_i
+        gram_b[filled, :] = inner
+        gram_b[:, filled] = inner
         filled += 1
-    return b.to(a.dtype)
+    return (coef @ rows).to(a.dtype)  # (ℓ, d)
