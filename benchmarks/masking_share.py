@@ -3,14 +3,15 @@ gradient-masking probes (issue 30).
 
 Each contender is one ``rbs attack`` subprocess on the same checkpoint, examples and epsilon grid
 (``--overwrite`` into its own directory); contenders alternate repeat by repeat, so machine noise
-hits all alike, and medians are reported. From every run's ``results.json``: the attack grid's
+hits all alike, and medians are reported; ``--masking sample,full`` adds the masking mode as a
+second axis (``full`` = the probes before issue 30). From every run's ``results.json``: the attack grid's
 time (``compute_seconds.attacks``), the probes' time (``masking.seconds``) and the masking mode.
 Printed per backend: median wall time of the process, of the grid and of the probes, the probes'
 share of the grid time (goal <= 25 % under ``--masking sample``), and the wall-time ratio
 torchattacks / native (goal >= 2x).
 
     python benchmarks/masking_share.py --checkpoint runs/default/checkpoints/window-70
-    python benchmarks/masking_share.py --checkpoint CKPT --masking full    # the probes before
+    python benchmarks/masking_share.py --checkpoint CKPT --masking sample,full   # before/after
     python benchmarks/masking_share.py --smoke                             # tiny, seconds
 
 Defaults: ``--attack pgd`` over 7 Linf epsilons on 450 test examples, 3 repeats, 1 thread.
@@ -61,47 +62,53 @@ def _train(out: Path, env: dict[str, str]) -> Path:
     return out
 
 
-def attack_args(a: argparse.Namespace, checkpoint: Path, backend: str, out: Path) -> list[str]:
-    """The ``rbs attack`` command line of one contender."""
+def attack_args(
+    a: argparse.Namespace, checkpoint: Path, backend: str, mode: str, out: Path
+) -> list[str]:
+    """The ``rbs attack`` command line of one contender (``mode`` "": rbs's default)."""
     args = ["attack", "--checkpoint", str(checkpoint), "--eps", a.eps, "--limit", str(a.limit)]
     for name in a.attack:
         args += ["--attack", name]
     args += ["--backend", backend, "--no-report", "--overwrite", "--out", str(out)]
-    if a.masking:
-        args += ["--masking", a.masking]
+    if mode:
+        args += ["--masking", mode]
     return args
 
 
 def measure(a: argparse.Namespace, checkpoint: Path, work: Path) -> dict[str, Any]:
-    """Alternate the backends ``a.repeats`` times; per backend the lists of measured seconds."""
+    """Alternate the contenders (backend x masking mode) ``a.repeats`` times; per contender
+    ``"backend/mode"`` the lists of measured seconds."""
     env = _env(a.threads)
-    runs: dict[str, dict[str, list[float]]] = {
-        b: {"wall": [], "attacks": [], "masking": []} for b in a.backends
-    }
+    pairs = [(b, m) for m in a.masking for b in a.backends]
+    runs: dict[str, dict[str, list[float]]] = {}
     modes: dict[str, str] = {}
     for _ in range(a.repeats):
-        for backend in a.backends:
-            out = work / backend
-            wall = _rbs(attack_args(a, checkpoint, backend, out), env)
+        for backend, mode in pairs:
+            out = work / f"{backend}-{mode or 'default'}"
+            wall = _rbs(attack_args(a, checkpoint, backend, mode, out), env)
             side = json.loads((out / "results.json").read_text(encoding="utf-8"))
-            runs[backend]["wall"].append(wall)
-            runs[backend]["attacks"].append(float(side["compute_seconds"]["attacks"]))
-            runs[backend]["masking"].append(float(side["masking"]["seconds"]))
-            modes[backend] = str(side["masking"].get("mode", "full"))
+            key = f"{backend}/{mode or 'default'}"
+            r = runs.setdefault(key, {"wall": [], "attacks": [], "masking": []})
+            r["wall"].append(wall)
+            r["attacks"].append(float(side["compute_seconds"]["attacks"]))
+            r["masking"].append(float(side["masking"]["seconds"]))
+            modes[key] = str(side["masking"].get("mode", "full"))
     return {"runs": runs, "modes": modes}
 
 
 def summary(res: dict[str, Any]) -> dict[str, Any]:
-    """Medians per backend, the probes' share of the grid and the wall ratio vs native."""
+    """Medians per contender, the probes' share of the grid and the wall ratio vs native with
+    the same masking mode."""
     out: dict[str, Any] = {}
-    for backend, r in res["runs"].items():
-        med = {k: statistics.median(v) for k, v in r.items()}
+    for key, r in res["runs"].items():
+        med: dict[str, Any] = {k: statistics.median(v) for k, v in r.items()}
         med["masking_share_of_attacks"] = med["masking"] / med["attacks"] if med["attacks"] else 0
-        med["mode"] = res["modes"][backend]
-        out[backend] = med
-    if "native" in out:
-        for med in out.values():
-            med["wall_ratio_vs_native"] = med["wall"] / out["native"]["wall"]
+        med["mode"] = res["modes"][key]
+        out[key] = med
+    for key, med in out.items():
+        native = out.get(f"native/{key.split('/', 1)[1]}")
+        if native is not None:
+            med["wall_ratio_vs_native"] = med["wall"] / native["wall"]
     return out
 
 
@@ -113,13 +120,20 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=450, help="test examples (default 450)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--masking", choices=("full", "sample", "off"), help="default: rbs's own")
+    p.add_argument(
+        "--masking",
+        default="",
+        help="comma-separated --masking modes to compare, e.g. sample,full (default: rbs's own)",
+    )
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated")
     p.add_argument("--smoke", action="store_true", help="tiny: 30 examples, 3 eps, 1 repeat")
     p.add_argument("--json", type=Path, help="also write the medians here")
     a = p.parse_args()
     a.attack = a.attack or ["pgd"]
     a.backends = [b for b in a.backends.split(",") if b]
+    a.masking = [m.strip() for m in a.masking.split(",")] if a.masking else [""]
+    if any(m not in ("", "full", "sample", "off") for m in a.masking):
+        p.error(f"--masking: modes are full, sample, off (got {a.masking})")
     if a.smoke:
         a.limit, a.eps, a.repeats = 30, "0,0.1,0.2", 1
     with tempfile.TemporaryDirectory(prefix="masking_share_") as tmp:
@@ -132,12 +146,12 @@ def main() -> None:
         f"--limit {a.limit}; {a.repeats} repeat(s), {a.threads} thread(s), medians"
     )
     print(
-        f"{'backend':>13} {'mode':>7} {'wall s':>8} {'grid s':>8} {'probes s':>9} "
+        f"{'contender':>21} {'mode':>7} {'wall s':>8} {'grid s':>8} {'probes s':>9} "
         f"{'probes/grid':>12} {'wall/native':>12}"
     )
     for backend, m in med.items():
         print(
-            f"{backend:>13} {m['mode']:>7} {m['wall']:8.2f} {m['attacks']:8.2f} "
+            f"{backend:>21} {m['mode']:>7} {m['wall']:8.2f} {m['attacks']:8.2f} "
             f"{m['masking']:9.2f} {m['masking_share_of_attacks']:11.0%} "
             f"{m.get('wall_ratio_vs_native', float('nan')):11.2f}x"
         )
