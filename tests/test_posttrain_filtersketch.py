@@ -8,7 +8,6 @@ published number checked is its README's "73.36M FLOPs" for ResNet-56 at sketch 
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 from contextlib import redirect_stdout
@@ -18,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_sparse.checkpoint import load_checkpoint, save_checkpoint
+from robustbench_sparse.checkpoint import load_checkpoint
 from robustbench_sparse.cost.model import model_cost
 from robustbench_sparse.errors import UserError
 from robustbench_sparse.models import create_model
@@ -269,31 +268,31 @@ def _inspect(path: Path) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_end_to_end_tiny_digits(tmp_path: Path) -> None:
-    """Train a tiny dense digits model, filtersketch it at 0.5 with a 1-epoch fine-tune, save it
-    as the prune job does, and load it through load_checkpoint, rbs inspect and rbs attack."""
+    """Train a tiny dense digits model; ``rbs prune --method filtersketch --sparsity 0.5`` with a
+    1-epoch fine-tune; the checkpoint loads (its recorded accuracy is the loaded model's), and
+    rbs inspect, rbs cost and rbs attack read it and report its widths."""
     from rbs.cli import main
     from robustbench_sparse.train_job import run_train_job
+    from robustbench_sparse.training import evaluate
 
-    with single_thread():
-        source = run_train_job(tiny_job(epochs=3), tmp_path / "dense", progress=False)
-        config = PostTrainConfig("filtersketch", 0.5, "filter", options={"finetune_epochs": 1})
-        result = FILTERSKETCH.run(copy.deepcopy(source.model), config, _calibration())
-    assert len(result.record["finetune_history"]) == 1
-    meta = {k: v for k, v in source.meta.items() if k not in ("format", "format_version")}
-    meta.update(result.meta, granularity=result.granularity, name="tiny-filtersketch")
-    out = tmp_path / "sketched"
-    save_checkpoint(out, result.model, meta, result.masks)
+    out, attack_out = tmp_path / "sketched", tmp_path / "attacked"
+    prune = ["prune", str(tmp_path / "dense"), "--method", "filtersketch", "--sparsity", "0.5"]
+    prune += ["--option", "finetune_epochs=1", "--calibration", "64", "--out", str(out)]
+    attack = ["attack", "--checkpoint", str(out), "--attack", "fgsm", "--eps", "0,0.1"]
+    with single_thread(), redirect_stdout(io.StringIO()):
+        run_train_job(tiny_job(epochs=3), tmp_path / "dense", progress=False)
+        assert main(prune) == 0
+        assert main(["cost", str(out)]) == 0
+        assert main([*attack, "--limit", "20", "--no-report", "--out", str(attack_out)]) == 0
     loaded = load_checkpoint(out)
-    x = torch.rand(8, 1, 8, 8)
-    with torch.no_grad():
-        assert torch.allclose(loaded.model(x), result.model(x), atol=1e-6)
+    widths = loaded.meta["thin"]["widths"]
+    assert widths["net.conv2.0"] == {"in": 4, "out": 8, "groups": 1}  # width 0.25: 8 -> 4 -> 8
     assert _conv_weight(loaded.model, "net.conv2.0").shape == (8, 4, 3, 3)
-    report = _inspect(out)
-    assert report["thin_widths"] == result.meta["thin"]["widths"]
-    attack_out = tmp_path / "attacked"
-    argv = ["attack", "--checkpoint", str(out), "--attack", "fgsm", "--eps", "0,0.1"]
-    with single_thread():
-        assert main([*argv, "--limit", "20", "--no-report", "--out", str(attack_out)]) == 0
-    results = json.loads((attack_out / "results.json").read_text())
-    (entry,) = results["checkpoints"]
-    assert entry["thin_widths"] == result.meta["thin"]["widths"]
+    assert loaded.granularity == "filtersketch" and not loaded.masks
+    settings = loaded.meta["post_training"]["settings"]
+    assert settings["finetune_epochs"] == 1 and len(settings["finetune_history"]) == 1
+    _, correct, n = evaluate(loaded.model, tiny_digits().test, device=torch.device("cpu"))
+    assert (correct, n) == (loaded.meta["test_correct"], loaded.meta["test_n"])
+    assert _inspect(out)["thin_widths"] == widths
+    (entry,) = json.loads((attack_out / "results.json").read_text())["checkpoints"]
+    assert entry["thin_widths"] == widths
