@@ -208,6 +208,9 @@ def _user_code(command: str) -> Callable[[Path], str]:
 
 A = "rbs attack --checkpoint ck --out new-results"
 T = "rbs train --out new-train"
+P = "rbs prune ck --out new-prune"
+PC = f"{P} --method calibrated --sparsity 0.7"
+PF = f"{P} --method filtersketch --sparsity 0.5"
 CASES: list[Case] = [
     # --------------------------------------------------------------------------- epsilons
     Case("epsilon", "negative epsilon", f"{A} --eps=-0.1"),
@@ -463,6 +466,8 @@ CASES: list[Case] = [
     Case("protocol", "unknown protocol", f"{A} --protocol fast"),
     Case("protocol", "unknown protocol (rbs run)", "rbs run --protocol fast --out new-run"),
     Case("protocol", "--protocol together with --attack", f"{A} --protocol quick --attack pgd"),
+    Case("protocol", "unknown `--masking` mode", f"{A} --masking some"),
+    Case("protocol", "unknown `--masking` mode (rbs run)", "rbs run --masking some --out new-run"),
     # ------------------------------------------------------ common corruptions (issue 28)
     Case("corruptions", "unknown corruption name", f"{A} --protocol corruptions --corruption rain"),
     Case(
@@ -638,6 +643,79 @@ CASES: list[Case] = [
         "interval_bounds(Sequential(Linear(4, 4), Tanh()), box)",
         run=_ibp_unknown_layer,
     ),
+    # ------------------------------------------ ToST (issue 26)
+    Case(
+        "train",
+        "`--mask-from` a dense checkpoint",
+        f"{T} --method tost --sparsity 0.7 --mask-from ck",
+    ),
+    Case(
+        "train",
+        "`--mask-from` a checkpoint of another width (masks of other shapes)",
+        f"{T} --method tost --sparsity 0.7 --mask-from pruned-ck",
+    ),
+    Case(
+        "train",
+        "`--mask-from` with another pruning method",
+        f"{T} --method campfire --sparsity 0.7 --mask-from pruned-ck",
+    ),
+    Case(
+        "train",
+        "`--label-smoothing` with `--method tost` (ToST sets its own)",
+        f"{T} --method tost --sparsity 0.7 --label-smoothing 0.1",
+    ),
+    # ------------------------------------------ AutoSparse / GA on top-k (issue 26)
+    Case(
+        "train",
+        "gradient-annealing `--ga-alpha0` outside [0, 1]",
+        f"{T} --method autosparse --sparsity 0.7 --ga-alpha0 2",
+    ),
+    Case(
+        "train",
+        "`--method autosparse` with `--prune-end 0` (alpha's decay horizon)",
+        f"{T} --method autosparse --sparsity 0.7 --prune-start 0 --prune-end 0",
+    ),
+    Case(
+        "train",
+        "`--method campfire-ga` with `--granularity nm`",
+        f"{T} --method campfire-ga --sparsity 0.7 --granularity nm",
+    ),
+    # ------------------------------------------ rbs prune (issue 26)
+    Case("prune", "unknown post-training method", f"{P} --method snip --sparsity 0.5"),
+    Case("prune", "a granularity the method lacks", f"{PC} --granularity nm"),
+    Case("prune", "`--sparsity 0` (nothing to prune)", f"{P} --method calibrated --sparsity 0"),
+    Case("prune", "unknown method option", f"{PC} --option stpes=3"),
+    Case("prune", "method option of the wrong type", f"{PC} --option tune=maybe"),
+    Case("prune", "`--option` without a value", f"{PC} --option lr"),
+    Case("prune", "`--calibration 0`", f"{PC} --calibration 0"),
+    Case("prune", "more calibration images than the training split", f"{PC} --calibration 99999"),
+    Case(
+        "prune",
+        "an already pruned checkpoint",
+        "rbs prune pruned-ck --method calibrated --sparsity 0.7 --out new-prune",
+    ),
+    Case(
+        "prune",
+        "`--out` not empty, no `--overwrite`",
+        "rbs prune ck --method calibrated --sparsity 0.7 --out old-results",
+    ),
+    Case(
+        "prune",
+        "`--out` is the checkpoint being pruned",
+        "rbs prune ck --method calibrated --sparsity 0.7 --out ck --overwrite",
+    ),
+    # ------------------------------------------ rbs prune --method filtersketch (issue 26)
+    Case("prune", "filtersketch: negative fine-tune epochs", f"{PF} --option finetune_epochs=-1"),
+    Case(
+        "prune",
+        "filtersketch: Campfire masks of an unknown granularity",
+        f"{PF} --option mask_granularity=blocks",
+    ),
+    Case(
+        "prune",
+        "filtersketch: Campfire masks without a fine-tune to set them in",
+        f"{PF} --option mask_granularity=window --option finetune_epochs=0",
+    ),
 ]
 
 # ------------------------------------------------------------------------------- workspace
@@ -795,6 +873,8 @@ def build_workspace(ws: Path) -> None:
     _imagefolder_files(ws)
     _user_arch_files(ws)
     _issue29_files(ws)
+    masks = {"net.conv2.0.weight": torch.ones(16, 8, 3, 3, dtype=torch.bool)}  # width 0.25
+    save_checkpoint(ws / "pruned-ck", _digits_model(), _meta(), masks)  # --mask-from (ToST)
 
     (ws / "nodata").mkdir(exist_ok=True)
     shutil.rmtree(ws / "nodata")
