@@ -34,6 +34,12 @@ from rbs.attack_job import config_epsilons
 from rbs.beyond_job import beyond_plan, run_beyond
 from rbs.corruptions_job import CORRUPTIONS_KEYS
 from rbs.finish import finish_run
+from rbs.posttrain_plan import (
+    PostTrainPlan,
+    posttrain_plans,
+    refuse_post_training,
+    run_posttrain_plans,
+)
 from rbs.transfer_job import RUN_TRANSFER_KEYS, experiment_transfer, transfer_settings
 from robustbench_sparse import distributed as rdist
 from robustbench_sparse.checkpoint import LoadedCheckpoint
@@ -63,7 +69,7 @@ from robustbench_sparse.training.config import TrainConfig
 logger = logging.getLogger(__name__)
 
 EXPERIMENT_FILE = str(RUN_RULES.marker)
-_MODELS_KEYS = ["dense", "targets", "granularities", "methods", "extra", "trainings"]
+_MODELS_KEYS = ["dense", "targets", "granularities", "methods", "extra", "trainings", "posttrain"]
 _EXTRA_KEYS = ["method", "target", "granularity"]
 _ATTACK_KEYS = ["protocol", "attacks", "backend", "batch_size", "limit", "device", "params"]
 _ATTACK_KEYS += ["masking"]  # --masking full|sample|off (evaluations.engine.masking)
@@ -119,6 +125,8 @@ class ExperimentPlan:
     # [attack] masking (--masking): the black-box probe's mode; None: the default (not part of the
     # fingerprint: it changes only the masking record, which is recomputed)
     masking: str | None = None
+    # [[models.posttrain]]: models made from the trained dense ones (rbs.posttrain_plan)
+    posttrain: tuple[PostTrainPlan, ...] = ()
 
     def fingerprint(self) -> str:
         """Hash of the resolved config: a re-run with the same fingerprint resumes."""
@@ -148,13 +156,16 @@ def plan_experiment(
         {k: cfg[k] for k in ("data", "model", "train", "sparsity", "adversarial") if k in cfg}
     )
     plans = _model_plans(base, models_cfg)
+    post = _posttrain(base, plans, models_cfg.get("posttrain"))
     chosen, grid = _attack_grid(attack_cfg, eps_cfg, seed=base.train.seed)
-    transfer = experiment_transfer(attack_cfg, [p.name for p in plans])
+    transfer = experiment_transfer(attack_cfg, [p.name for p in plans] + [p.name for p in post])
     resolved = {
         "name": cfg.get("name", "experiment"),
         "models": [{"name": p.name, "job": to_jsonable(p.job)} for p in plans],
         "grid": to_jsonable(grid),
     }
+    if post:  # absent when unset: earlier fingerprints stay
+        resolved["posttrain"] = [p.record() for p in post]
     if transfer_settings(attack_cfg):  # absent when unset: earlier fingerprints stay
         resolved["transfer"] = transfer_settings(attack_cfg)
     beyond_plan(cfg)  # [corruptions] / [certify] checked before anything trains
@@ -169,6 +180,19 @@ def plan_experiment(
         chosen if chosen is not None else identify(grid.attacks),
         transfer,
         _masking(attack_cfg.get("masking")),
+        tuple(post),
+    )
+
+
+def _posttrain(base: TrainJob, plans: list[ModelPlan], entries: Any) -> list[PostTrainPlan]:
+    """``[[models.posttrain]]`` against the planned dense models (:mod:`rbs.posttrain_plan`)."""
+    dense = [
+        (p.name, p.name[: -len("dense")])
+        for p in plans
+        if p.job.sparsity.dense and p.name.endswith("dense")
+    ]
+    return posttrain_plans(
+        entries, dense, [p.name for p in plans], base.train.seed, base.train.device
     )
 
 
@@ -224,6 +248,7 @@ def _model_plans(base: TrainJob, models_cfg: dict[str, Any]) -> list[ModelPlan]:
         PruningMethod.parse(m) for m in models_cfg.get("methods", [base.sparsity.method.value])
     ]
     for method in methods:
+        refuse_post_training(method.value, "[models] methods")
         method_sp = _with_method(base.sparsity, method)
         structured = method in (PruningMethod.CAMPFIRE, PruningMethod.CAMPFIRE_GA) or (
             method is PruningMethod.TOST  # on a Campfire mask of each granularity
@@ -310,6 +335,7 @@ def _extra_models(base: TrainJob, extra: Any) -> list[ModelPlan]:
             if g in {m.value for m in Granularity}
             else _bad_granularity(g)
         )
+        refuse_post_training(str(item.get("method", "campfire")), "[models.extra]")
         sp = _with_method(base.sparsity, PruningMethod.parse(item.get("method", "campfire")))
         sp = _with_target(sp, target, granularity)
         name = _model_name(sp.label, target)
@@ -472,6 +498,9 @@ def run_experiment(
             data=data,
         )
         checkpoints.append(ckpt)
+    checkpoints += run_posttrain_plans(
+        plan.posttrain, out / "checkpoints", plan.models[0].job.data.data_root
+    )
     results_dir = out / "results"
     grid_run = run_grid(
         checkpoints,

@@ -70,7 +70,8 @@ def add_parser(sub: Any) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a method setting, repeatable (calibrated: iterations, samples_per_iteration, "
-        "batch_size, lr, bias_lr, correct, tune, holdout)",
+        "batch_size, lr, bias_lr, correct, tune, holdout; filtersketch: finetune_epochs, lr, "
+        "batch_size, mask_granularity, mask_sparsity)",
     )
     p.add_argument("--seed", type=int, default=0, help="seeds the calibration data and tuning")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
