@@ -1,21 +1,25 @@
-"""Hit a target sparsity with AutoSparse by bisecting its threshold init over whole runs.
+"""Hit a target sparsity with AutoSparse by searching its thresholds' weight decay over whole runs.
 
 AutoSparse (:mod:`robustbench_sparse.sparsity.methods.autosparse`) *learns* its sparsity, so rows
 of a comparison at "70 %" need a knob turned until the achieved sparsity is there. The knob is
-the initial threshold logit ``s_init`` (``autosparse_threshold_init``): ``sigmoid(s_init)`` is the
-initial magnitude below which weights are masked, and the achieved sparsity grows with it. With
-``autosparse_search_runs = n > 0`` the training job first runs up to ``n`` complete trainings
-(same data, seed, schedule; no checkpoints written) and bisects ``s_init`` in ``[-10, h]``
-(``sigmoid(-10) = 4.5e-5``; ``h = logit(max |W|)`` over the pruned layers at initialisation,
-capped at 0: above it every weight is masked at the first step and training collapses; widened
-to include the configured init), starting at the configured init, until
-``|achieved - target| <= autosparse_tolerance``; the real run then trains
-with that init (on CPU it reproduces the accepted probe bit for bit). If no probe lands inside the
-tolerance, the closest one is used and a warning says so; the checkpoint's metadata records every
-probe (``autosparse_search``). The cost is up to ``n`` extra trainings; a resumed job searches
-again (deterministic on CPU). Bisection assumes the achieved sparsity grows with ``s_init``; it
-does in the regime where the network still learns (measured on tiny digits runs), not where an
-init near the weights' scale collapses training, hence the upper end ``h``.
+STR's: the thresholds' weight decay ``autosparse_threshold_decay`` (it pulls ``s`` toward 0, so
+the thresholds rise during training). With ``autosparse_search_runs = n > 0`` the training job
+first runs up to ``n`` complete trainings (same data, seed, schedule; no checkpoints written) and
+searches ``log10(decay)`` in ``[-6, 0]``, starting at the configured decay (default the run's
+``weight_decay``), until ``|achieved - target| <= autosparse_tolerance``; the real run then trains
+with that decay (on CPU it reproduces the accepted probe bit for bit). Until both sides of the
+target are seen, each probe is the middle of the bracket; then a safeguarded regula falsi (the
+secant in ``log10(decay)``, kept inside the middle 80 % of the bracket). If no probe lands inside
+the tolerance, the closest one is used and a warning says so; the checkpoint's metadata records
+every probe (``autosparse_search``). The cost is up to ``n`` extra trainings; a resumed job
+searches again (deterministic on CPU).
+
+Why the decay and not the threshold init: measured on digits ``small_cnn`` (10 epochs, alpha
+horizon 8), the achieved sparsity rises monotonically with the decay (5e-4: 0.14, 5e-3: 0.28,
+1e-2: 0.52, 1.4e-2: 0.66, 1.7e-2: 0.73, 2e-2: 0.77, 3e-2: 0.86, 5e-2: 0.92, 1e-1: 0.96; test
+accuracy 98.7-99.3 % throughout), whereas over the init it is not monotone (30 epochs: s_init
+-2.5: 0.53, -1.875: 0.35, -1.5625: 0.99, -1.25: 1.00): a high initial threshold masks most
+weights at once and GA's gradient on the thresholds then pulls some layers' thresholds down.
 """
 
 from __future__ import annotations
@@ -32,47 +36,42 @@ from torch.utils.data import Dataset
 
 from robustbench_sparse.adversarial import AdversarialConfig
 from robustbench_sparse.datasets import DatasetSplits
-from robustbench_sparse.sparsity import PruningMethod, SparsityConfig, select_layers
+from robustbench_sparse.sparsity import PruningMethod, SparsityConfig
 from robustbench_sparse.sparsity.report import sparsity_report
 from robustbench_sparse.training import TrainConfig, fit
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "Probe",
-    "SearchResult",
-    "bisect_threshold_init",
-    "needs_search",
-    "search_threshold_init",
-]
+__all__ = ["Probe", "SearchResult", "needs_search", "search_decay", "search_threshold_decay"]
 
-#: the bisection's default bracket of threshold logits (sigmoid 4.5e-5 .. 0.5)
-LOW, HIGH = -10.0, 0.0
+#: the search's bracket of log10(threshold weight decay): 1e-6 .. 1
+LOW, HIGH = -6.0, 0.0
 
 
 @dataclass(frozen=True)
 class Probe:
-    """One training of the search: its threshold init and the sparsity it achieved."""
+    """One training of the search: its thresholds' weight decay and the sparsity it achieved."""
 
-    threshold_init: float
+    threshold_decay: float
     achieved: float
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The accepted threshold init, whether it met the tolerance, and every probe in order."""
+    """The accepted decay, whether it met the tolerance, and every probe in order."""
 
-    threshold_init: float
+    threshold_decay: float
     within_tolerance: bool
     probes: tuple[Probe, ...]
 
     def record(self) -> dict[str, Any]:
         """JSON-safe record for checkpoint metadata."""
         return {
-            "threshold_init": self.threshold_init,
+            "knob": "autosparse_threshold_decay",
+            "threshold_decay": self.threshold_decay,
             "within_tolerance": self.within_tolerance,
             "probes": [
-                {"threshold_init": p.threshold_init, "achieved": p.achieved} for p in self.probes
+                {"threshold_decay": p.threshold_decay, "achieved": p.achieved} for p in self.probes
             ],
         }
 
@@ -86,7 +85,7 @@ def needs_search(sparsity: SparsityConfig) -> bool:
     )
 
 
-def bisect_threshold_init(
+def search_decay(
     achieved_at: Callable[[float], float],
     *,
     target: float,
@@ -96,46 +95,61 @@ def bisect_threshold_init(
     low: float = LOW,
     high: float = HIGH,
 ) -> SearchResult:
-    """Bisect ``s_init`` so that ``achieved_at(s_init)`` (sparsity in [0, 1]) is near ``target``.
+    """Find a decay whose ``achieved_at(decay)`` (sparsity in [0, 1]) is near ``target``.
 
-    Assumes the achieved sparsity does not decrease as ``s_init`` grows. The first probe is
-    ``start``; each later one is the middle of the bracket that must hold the answer. Stops at
-    the first probe with ``|achieved - target| <= tolerance`` or after ``runs`` probes
-    (the closest then, ``within_tolerance`` False).
+    Works in ``x = log10(decay)`` over ``[low, high]`` (exponents), assuming the achieved
+    sparsity does not decrease with ``x``. The first probe is ``start`` (a decay, clamped into
+    the bracket); then bisection until the target is bracketed, then a regula-falsi step kept
+    within the bracket's middle 80 %. Stops at the first probe with ``|achieved - target| <=
+    tolerance`` or after ``runs`` probes (the closest then, ``within_tolerance`` False).
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    low, high = min(low, start), max(high, start)
+    lo: tuple[float, float] | None = None  # (x, achieved) below the target
+    hi: tuple[float, float] | None = None  # (x, achieved) above it
     probes: list[Probe] = []
-    s = start
+    x = min(max(math.log10(max(start, 10.0**low)), low), high)
     for _ in range(runs):
-        achieved = float(achieved_at(s))
-        probes.append(Probe(s, achieved))
+        decay = 10.0**x
+        achieved = float(achieved_at(decay))
+        probes.append(Probe(decay, achieved))
         logger.info(
-            "autosparse search: s_init %.4f -> achieved %.4f (target %.4f)", s, achieved, target
+            "autosparse search: threshold decay %.3g -> achieved %.4f (target %.4f)",
+            decay,
+            achieved,
+            target,
         )
         if abs(achieved - target) <= tolerance:
-            return SearchResult(s, True, tuple(probes))
+            return SearchResult(decay, True, tuple(probes))
         if achieved < target:
-            low = s
+            lo = (x, achieved)
         else:
-            high = s
-        s = (low + high) / 2.0
+            hi = (x, achieved)
+        x = _next_x(lo, hi, target, low, high)
     best = min(probes, key=lambda p: abs(p.achieved - target))
-    return SearchResult(best.threshold_init, False, tuple(probes))
+    return SearchResult(best.threshold_decay, False, tuple(probes))
 
 
-def upper_threshold_init(model: nn.Module, sparsity: SparsityConfig) -> float:
-    """``min(0, logit(max |W|))`` over the layers ``sparsity`` prunes in ``model`` (untrained)."""
-    params = dict(model.named_parameters())
-    top = max(
-        (float(params[n].detach().abs().max()) for n in select_layers(model, sparsity)), default=0.5
-    )
-    top = min(max(top, 1e-6), 0.5)
-    return math.log(top / (1.0 - top))
+def _next_x(
+    lo: tuple[float, float] | None,
+    hi: tuple[float, float] | None,
+    target: float,
+    low: float,
+    high: float,
+) -> float:
+    """The next exponent: a bracket's middle, or its safeguarded secant once bracketed."""
+    if lo is None:
+        assert hi is not None
+        return (low + hi[0]) / 2.0
+    if hi is None:
+        return (lo[0] + high) / 2.0
+    (x0, a0), (x1, a1) = lo, hi
+    width = x1 - x0
+    x = x0 + (target - a0) * width / (a1 - a0) if a1 > a0 else (x0 + x1) / 2.0
+    return min(max(x, x0 + 0.1 * width), x1 - 0.1 * width)
 
 
-def search_threshold_init(
+def search_threshold_decay(
     new_model: Callable[[], nn.Module],
     data: DatasetSplits,
     train: TrainConfig,
@@ -143,15 +157,15 @@ def search_threshold_init(
     adversarial: AdversarialConfig | None,
     plain_train: Dataset[Any] | None,
 ) -> SearchResult:
-    """Run the bisection with whole trainings (``fit``, no checkpoints); log the outcome.
+    """Run :func:`search_decay` with whole trainings (``fit``, no checkpoints); log the outcome.
 
     ``new_model()`` builds the untrained model (called after seeding with ``train.seed``, as the
     training job does). Returns the :class:`SearchResult`; warns when the tolerance was missed.
     """
 
-    def achieved_at(s_init: float) -> float:
+    def achieved_at(decay: float) -> float:
         torch.manual_seed(train.seed)
-        config = replace(sparsity, autosparse_threshold_init=s_init)
+        config = replace(sparsity, autosparse_threshold_decay=decay)
         result = fit(
             new_model(),
             data,
@@ -164,24 +178,23 @@ def search_threshold_init(
         pruned = result.sparsifier.pruned_names if result.sparsifier is not None else []
         return float(sparsity_report(result.model, config, pruned).achieved_pruned)
 
-    torch.manual_seed(train.seed)
-    found = bisect_threshold_init(
+    configured = sparsity.autosparse_threshold_decay
+    found = search_decay(
         achieved_at,
         target=sparsity.target,
         tolerance=sparsity.autosparse_tolerance,
         runs=sparsity.autosparse_search_runs,
-        start=sparsity.autosparse_threshold_init,
-        high=upper_threshold_init(new_model(), sparsity),
+        start=train.weight_decay if configured is None else configured,
     )
     if not found.within_tolerance:
         closest = min(found.probes, key=lambda p: abs(p.achieved - sparsity.target))
         logger.warning(
-            "autosparse search: no threshold init within %.3f of target %.3f after %d runs; "
-            "using s_init %.4f (achieved %.4f); raise autosparse_search_runs",
+            "autosparse search: no threshold decay within %.3f of target %.3f after %d runs; "
+            "using %.3g (achieved %.4f); raise autosparse_search_runs",
             sparsity.autosparse_tolerance,
             sparsity.target,
             len(found.probes),
-            closest.threshold_init,
+            closest.threshold_decay,
             closest.achieved,
         )
     return found

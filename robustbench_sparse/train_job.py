@@ -31,7 +31,7 @@ from robustbench_sparse.augmentation import (
     parse_augment,
     resolve_augment,
 )
-from robustbench_sparse.autosparse_search import needs_search, search_threshold_init
+from robustbench_sparse.autosparse_search import needs_search, search_threshold_decay
 from robustbench_sparse.checkpoint import (
     META_FILE,
     LoadedCheckpoint,
@@ -235,14 +235,14 @@ def run_train_job(
         return load_checkpoint(out, arch=job.arch)
     data, plain_train = _load_job_data(job, data)
     search = None
-    if needs_search(job.sparsity):  # autosparse at a target: bisect its threshold init first
+    if needs_search(job.sparsity):  # autosparse at a target: search its threshold decay first
         info, kwargs = data.info, dict(job.arch_kwargs)
-        search = search_threshold_init(
+        search = search_threshold_decay(
             lambda: create_model_for(job.arch, info, **kwargs),
             *(data, job.train, job.sparsity, job.adversarial, plain_train),
         )
-        init = search.threshold_init
-        job = replace(job, sparsity=replace(job.sparsity, autosparse_threshold_init=init))
+        decay = search.threshold_decay
+        job = replace(job, sparsity=replace(job.sparsity, autosparse_threshold_decay=decay))
     torch.manual_seed(job.train.seed)
     model = create_model_for(job.arch, data.info, **dict(job.arch_kwargs))
     name = job.name or out.name
@@ -431,7 +431,7 @@ def _save_final(
         distributed=result.extra.get("distributed"),
     )
     meta["best_epoch"] = result.best_epoch
-    if "autosparse_search" in result.extra:  # every probe of the threshold-init bisection
+    if "autosparse_search" in result.extra:  # every probe of the threshold-decay search
         meta["autosparse_search"] = result.extra["autosparse_search"]
     if job.adversarial.enabled:
         meta["best_robust_epoch"] = result.extra.get("best_robust_epoch", -1)

@@ -105,6 +105,18 @@ def test_thresholds_are_2d_and_sit_in_a_weight_decay_group(kind: str, rows: str 
         assert len(groups) == 1 and groups[0]["weight_decay"] == pytest.approx(5e-4)
 
 
+def test_threshold_decay_overrides_the_run_weight_decay_for_thresholds_only() -> None:
+    model, sp = _prepared(autosparse_threshold_decay=0.02)
+    optimizer = build_optimizer(model, tiny_train_config(weight_decay=5e-4))
+    sp.attach_optimizer(optimizer, 5e-4)
+    s = next(iter(sp.thresholds.values()))
+    (group,) = [g for g in optimizer.param_groups if any(p is s for p in g["params"])]
+    assert group["weight_decay"] == 0.02
+    assert [g["weight_decay"] for g in optimizer.param_groups[:2]] == [5e-4, 0.0]  # unchanged
+    with pytest.raises(UserError, match="autosparse_threshold_decay"):
+        _config(autosparse_threshold_decay=-1.0)
+
+
 def test_weight_decay_raises_the_threshold_without_data_gradient() -> None:
     model, sp = _prepared()
     train = tiny_train_config(weight_decay=0.1, lr=0.5, momentum=0.0, nesterov=False)

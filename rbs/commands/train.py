@@ -196,10 +196,18 @@ SPARSITY = (
         choices=("layer", "channel"),
     ),
     Alias(
+        "--autosparse-threshold-decay",
+        "sparsity.autosparse_threshold_decay",
+        "--method autosparse: the thresholds' weight decay, STR's sparsity knob (default: "
+        "--weight-decay)",
+        type=float,
+    ),
+    Alias(
         "--autosparse-search-runs",
         "sparsity.autosparse_search_runs",
-        "--method autosparse: up to N extra trainings bisect the threshold init until the "
-        "achieved sparsity is within --autosparse-tolerance of --sparsity (default 0: off)",
+        "--method autosparse: up to N extra trainings search the thresholds' weight decay "
+        "until the achieved sparsity is within --autosparse-tolerance of --sparsity "
+        "(default 0: off)",
         type=int,
     ),
     Alias(

@@ -158,9 +158,12 @@ class SparsityConfig:
         autosparse_threshold_init: initial threshold logit ``s`` (preset -5: ``sigmoid = 0.0067``).
         autosparse_threshold: ``layer`` (one ``s`` per layer, STR) or ``channel`` (one per
             output channel).
+        autosparse_threshold_decay: the thresholds' weight decay (``None``: the run's
+            ``weight_decay``). It pulls ``s`` toward 0, raising the thresholds: STR's sparsity knob.
         autosparse_search_runs: 0 (default): one run, learned sparsity. ``n > 0``: up to ``n``
-            extra training runs bisect ``autosparse_threshold_init`` until the achieved
-            sparsity is within ``autosparse_tolerance`` of ``target``; the final run uses it.
+            extra training runs search ``autosparse_threshold_decay`` (log scale) until the
+            achieved sparsity is within ``autosparse_tolerance`` of ``target``; the final run
+            uses it (:mod:`robustbench_sparse.autosparse_search`).
         autosparse_tolerance: the search's accepted ``|achieved - target|`` (default 0.02).
     """
 
@@ -192,6 +195,7 @@ class SparsityConfig:
     ga_alpha_reset: float = 0.9
     autosparse_threshold_init: float = -5.0
     autosparse_threshold: str = "layer"
+    autosparse_threshold_decay: float | None = None
     autosparse_search_runs: int = 0
     autosparse_tolerance: float = 0.02
 
@@ -308,6 +312,12 @@ class SparsityConfig:
         if not isinstance(value, str) or value.strip().lower() not in AUTOSPARSE_THRESHOLDS:
             raise unknown_name("sparsity autosparse_threshold", str(value), AUTOSPARSE_THRESHOLDS)
         object.__setattr__(self, "autosparse_threshold", value.strip().lower())
+        decay = self.autosparse_threshold_decay
+        if decay is not None:
+            decay = _as_float("autosparse_threshold_decay", decay)
+            object.__setattr__(self, "autosparse_threshold_decay", decay)
+            if decay < 0.0:
+                raise UserError(f"sparsity autosparse_threshold_decay must be >= 0, got {decay}")
         runs = self.autosparse_search_runs
         if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
             raise UserError(

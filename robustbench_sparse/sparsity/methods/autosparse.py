@@ -17,7 +17,8 @@ that the method is plain STR and the masks settle. Sparsity comes from ``s_init`
 decay on ``s`` (it pulls a negative ``s`` toward 0, raising the threshold) and the data; there is
 no target. ``target`` is what ``autosparse_search_runs`` bisects the threshold init towards
 (:mod:`~robustbench_sparse.sparsity.methods.autosparse_search`); the achieved sparsity is what
-the reports show.
+the reports show. ``start``, ``initial`` and ``update_every`` are not used (there is no ramp:
+the masks are the thresholds' zeros at every step from the first one).
 
 The dense latent ``W`` is trained and the model holds ``W_s`` at every moment
 (:class:`~robustbench_sparse.sparsity.methods.latent.LatentSparsifier`): checkpoints, reports,
@@ -99,6 +100,11 @@ class AutoSparseSparsifier(LatentSparsifier):
             self.config.ga_alpha_reset * self.config.end,
             self._sparsity,
         )
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
+        """Thresholds join ``optimizer`` with ``autosparse_threshold_decay`` (default: the run's)."""
+        decay = self.config.autosparse_threshold_decay
+        super().attach_optimizer(optimizer, weight_decay if decay is None else decay)
 
     def extra_parameters(self) -> dict[str, nn.Parameter]:
         """The threshold logits ``s``, keyed ``"<weight name>.threshold"``."""
