@@ -90,3 +90,24 @@ def test_output_checks_happen_before_any_work(dense: Path, tmp_path: Path) -> No
         run_prune_job(_job(dense, tmp_path / "q", "filter"))
     assert not (tmp_path / "q").exists()
     json.loads((dense / "checkpoint.json").read_text())  # the source is untouched and valid
+
+
+def test_plain_state_dicts_and_packed_files_are_sources_too(dense: Path, tmp_path: Path) -> None:
+    from robustbench_sparse.checkpoint_files import sha256_file
+    from robustbench_sparse.export import pack_checkpoint
+
+    source = load_checkpoint(dense)
+    plain = tmp_path / "net.pt"
+    torch.save(source.model.net.state_dict(), plain)  # type: ignore[union-attr]
+    packed = tmp_path / "dense.rbsp"
+    pack_checkpoint(dense, packed)
+    config = PostTrainConfig("calibrated", 0.6, options=OPTIONS)
+    load = {"arch": "small_cnn", "dataset": "digits", "arch_kwargs": {"width": 0.25}}
+    with single_thread():
+        a = run_prune_job(PruneJob(plain, tmp_path / "a", config, calibration=40, load=load))
+        b = run_prune_job(PruneJob(packed, tmp_path / "b", config, calibration=40))
+    for out, src in ((a, plain), (b, packed)):
+        ckpt = load_checkpoint(out)
+        assert ckpt.meta["post_training"]["source"]["weights_sha256"] == sha256_file(src)
+        assert ckpt.meta["method"] == "calibrated" and "source" not in ckpt.meta
+        assert ckpt.sparsity_report().nnz_pruned < ckpt.sparsity_report().numel_pruned

@@ -213,11 +213,6 @@ def _meta(
     else:
         report = measured_sparsity_report(result.model)
         target, method = config.sparsity, config.method
-    weights, _ = (
-        resolve_checkpoint_files(ckpt.path)
-        if ckpt.path.suffix not in (".pt", ".pth")
-        else (None, None)
-    )
     meta.update(
         name=job.name or job.out.name,
         kind="post-training",
@@ -238,9 +233,7 @@ def _meta(
         "source": {
             "path": str(ckpt.path.resolve()),
             "name": ckpt.name,
-            "weights_sha256": sha256_file(weights)
-            if weights is not None
-            else sha256_file(ckpt.path),
+            "weights_sha256": sha256_file(_weights_file(ckpt.path)),
             "clean_accuracy": ckpt.meta.get("clean_accuracy"),
         },
         "calibration": calibration,
@@ -248,6 +241,14 @@ def _meta(
         "layers": result.layers,
     }
     return meta
+
+
+def _weights_file(path: Path) -> Path:
+    """The file holding the source's weights: a directory's or a ``.json``'s safetensors, else
+    the file itself (``.safetensors``, ``.rbsp``, ``.pt`` / ``.pth``)."""
+    if path.is_dir() or path.suffix == ".json":
+        return resolve_checkpoint_files(path)[0]
+    return path
 
 
 def _write(out: Path, result: PostTrainResult, meta: dict[str, Any], overwrite: bool) -> None:
