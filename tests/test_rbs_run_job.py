@@ -409,7 +409,10 @@ def test_beyond_config_gives_ibp_models_their_own_training_recipe() -> None:
         ({"extra": [{"method": "hydra", "target": 1.5}]}, r"target must be in \(0, 1\)"),
         ({"extra": [{"method": "hydra", "taget": 0.7}]}, "unknown key 'taget'"),
         ({"trainings": [{"method": "ibp", "train": 60}]}, "must be a table of \\[train\\] keys"),
-        ({"trainings": [{"method": "ibp", "train": {"epoch": 60}}]}, "unknown \\[train\\] key 'epoch'"),
+        (
+            {"trainings": [{"method": "ibp", "train": {"epoch": 60}}]},
+            "unknown \\[train\\] key 'epoch'",
+        ),
     ],
 )
 def test_bad_training_sections_are_user_errors(models: dict[str, Any], match: str) -> None:
@@ -474,3 +477,14 @@ def test_models_methods_expand_autosparse_once_and_campfire_ga_per_granularity()
     assert by_name["autosparse-70"].autosparse_search_runs == 3  # the [sparsity] section's keys
     assert by_name["channel-ga-70"].granularity is Granularity.CHANNEL
     assert by_name["window-ga-70"].method.value == "campfire-ga"
+
+
+def test_tost_config_plans_campfire_and_tost_per_granularity_and_training() -> None:
+    path = Path(__file__).resolve().parents[1] / "evaluations" / "configs" / "tost.toml"
+    plan = plan_experiment(tomllib.loads(path.read_text()))
+    names = [m.name for m in plan.models]
+    assert names[:5] == ["dense", "window-90", "channel-90", "tost-window-90", "tost-channel-90"]
+    assert len(names) == 10 and "pgd-tost-channel-90" in names
+    tost = {m.name: m.job for m in plan.models}["pgd-tost-window-90"]
+    assert tost.sparsity.method.value == "tost" and tost.adversarial.method.value == "pgd"
+    assert tost.sparsity.end <= tost.train.epochs
