@@ -269,6 +269,10 @@ def test_rbs_train_autosparse_end_to_end(tmp_path: Path) -> None:
     achieved = meta["sparsity_report"]["achieved_pruned"]
     assert achieved == pytest.approx(zeros / total) and 0.0 < achieved < 1.0
     assert meta["sparsity_target"] == 0.7  # beside the achieved one
+    for layer in meta["sparsity_report"]["layers"]:  # learned: no per-layer target to round to
+        if layer["pruned"]:
+            assert layer["granularity"] == "autosparse"
+            assert layer["rounded_target"] == layer["achieved"]
     assert not any(k.endswith("threshold") for k in state)  # an ordinary model's keys
 
 

@@ -245,9 +245,9 @@ def _allocations(
                 1.0 - kept_count(numel, density) / numel,
             )
         return out
-    if method is PruningMethod.GRASP or (
+    if method in (PruningMethod.GRASP, PruningMethod.AUTOSPARSE) or (
         method is PruningMethod.CALIBRATED and config.granularity is Granularity.UNSTRUCTURED
-    ):  # one global ranking: no per-layer target, the achieved value stands for it
+    ):  # a global ranking or learned thresholds: no per-layer target, the achieved stands for it
         return {name: (config.label, config.target, None) for name in shapes}
     if method is PruningMethod.FILTER:
         return {
