@@ -83,3 +83,10 @@ def test_structured_masks_are_campfires_one_shot_masks() -> None:
     w = torch.randn(4, 3, 3, 3, generator=g)
     mask = structured_masks({"w": w}, 0.7, Granularity.WINDOW)["w"]
     assert bool((mask.reshape(12, 9).sum(dim=1) == 3).all())  # every 3x3 kernel keeps 3
+
+
+def test_pruned_weights_are_positive_zeros() -> None:
+    w = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -1.5, -2.5]])  # (w v + m) * mask: -0.0
+    mask = torch.tensor([[True, False, False], [False, True, True]])
+    out = correct_weights(w, mask)
+    assert bool((torch.signbit(out[~mask]) == 0).all())

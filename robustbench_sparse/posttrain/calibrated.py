@@ -111,7 +111,8 @@ class CalibratedPruning:
         with torch.no_grad():
             for n in names:
                 w = params[n]
-                w.copy_(correct_weights(w, masks[n]) if opts["correct"] else w * masks[n])
+                plain = w.masked_fill(~masks[n], 0.0)  # +0.0 at pruned positions
+                w.copy_(correct_weights(w, masks[n]) if opts["correct"] else plain)
         layers = _calibrate(model, dense, names, masks, calibration, fit, config, opts)
         result = PostTrainResult(
             model=model.eval(),

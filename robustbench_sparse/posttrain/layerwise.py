@@ -104,7 +104,8 @@ def fit_layer(
         fit: steps, batch size, learning rates.
         generator: CPU generator drawing the batches (seeded by the caller).
     """
-    keep = mask.to(module.weight.device, module.weight.dtype)
+    mask_b = mask.to(module.weight.device, torch.bool)
+    keep = mask_b.to(module.weight.dtype)
     groups: list[dict[str, object]] = [{"params": [module.weight], "lr": fit.lr}]
     if module.bias is not None:
         groups.append({"params": [module.bias], "lr": fit.bias_lr})
@@ -123,7 +124,7 @@ def fit_layer(
         module.weight.grad.mul_(keep)
         optimizer.step()
         with torch.no_grad():
-            module.weight.mul_(keep)
+            module.weight.masked_fill_(~mask_b, 0.0)  # +0.0 at pruned positions
     module.train(was_training)
     for p in module.parameters():
         p.grad = None

@@ -90,8 +90,8 @@ def correct_weights(weight: Tensor, mask: Tensor, eps: float = CORRECTION_EPS) -
         eps: added to the sparse channel's std (POT's ``eps_factor``).
 
     Returns:
-        ``(K, ...)``: ``(w * v + m) * mask`` per channel (see the module docstring); exactly zero
-        where ``mask`` is False.
+        ``(K, ...)``: ``(w * v + m) * mask`` per channel (see the module docstring); ``+0.0``
+        where ``mask`` is False (never ``-0.0``, as Campfire's masking).
     """
     w = weight.detach().double()
     k = w.shape[0]
@@ -100,5 +100,5 @@ def correct_weights(weight: Tensor, mask: Tensor, eps: float = CORRECTION_EPS) -
     sparse = flat * keep  # (K, D), zeros included as in POT
     v = flat.std(dim=1, unbiased=False) / (sparse.std(dim=1, unbiased=False) + eps)  # (K,)
     m = flat.mean(dim=1) - (sparse * v[:, None]).mean(dim=1)  # (K,)
-    corrected = (flat * v[:, None] + m[:, None]) * keep  # (K, D)
+    corrected = (flat * v[:, None] + m[:, None]).masked_fill(~keep, 0.0)  # (K, D), +0.0 pruned
     return corrected.reshape(weight.shape).to(weight.dtype)
