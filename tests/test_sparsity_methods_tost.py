@@ -390,3 +390,26 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(
         read_weights_file(tmp_path / "a"), read_weights_file(tmp_path / "b"), strict=True
     ):
         assert_tensors_identical(x, y)
+
+
+@pytest.mark.slow
+def test_lottery_rewinding_retrains_a_campfire_runs_masks_from_the_seeded_init(
+    tmp_path: Path,
+) -> None:
+    import dataclasses
+
+    from robustbench_sparse.train_job import run_train_job
+    from tests.core_helpers import tiny_job
+
+    campfire = run_train_job(tiny_job(0.7, "channel", epochs=2), tmp_path / "c", progress=False)
+    job = tiny_job(0.7, "channel", epochs=2, start=0.0, end=1.0)
+    sparsity = dataclasses.replace(job.sparsity, method="tost", mask_from=str(tmp_path / "c"))  # type: ignore[arg-type]
+    ticket = run_train_job(
+        dataclasses.replace(job, sparsity=sparsity), tmp_path / "t", progress=False
+    )
+    assert ticket.meta["granularity"] == "tost-masks"
+    assert ticket.masks.keys() == campfire.masks.keys()
+    params = dict(ticket.model.named_parameters())
+    for name, mask in campfire.masks.items():
+        assert torch.equal(ticket.masks[name], mask)
+        assert bool((params[name].detach()[~mask] == 0).all())
