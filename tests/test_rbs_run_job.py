@@ -488,3 +488,21 @@ def test_tost_config_plans_campfire_and_tost_per_granularity_and_training() -> N
     tost = {m.name: m.job for m in plan.models}["pgd-tost-window-90"]
     assert tost.sparsity.method.value == "tost" and tost.adversarial.method.value == "pgd"
     assert tost.sparsity.end <= tost.train.epochs
+
+
+def test_autosparse_config_plans_campfire_autosparse_and_ga_at_70() -> None:
+    path = Path(__file__).resolve().parents[1] / "evaluations" / "configs" / "autosparse.toml"
+    plan = plan_experiment(tomllib.loads(path.read_text()))
+    names = [m.name for m in plan.models]
+    assert names == [
+        "dense",
+        "unstructured-70",
+        "window-70",
+        "autosparse-70",
+        "unstructured-ga-70",
+        "window-ga-70",
+    ]
+    jobs = {m.name: m.job for m in plan.models}
+    autosparse = jobs["autosparse-70"].sparsity
+    assert autosparse.method.value == "autosparse" and autosparse.autosparse_search_runs == 6
+    assert jobs["window-ga-70"].sparsity.end <= jobs["window-ga-70"].train.epochs

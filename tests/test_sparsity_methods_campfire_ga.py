@@ -151,3 +151,9 @@ def test_fit_writes_an_ordinary_masked_checkpoint(tmp_path: object) -> None:
     assert masks
     for name, mask in masks.items():
         assert torch.equal(state[name][~mask], torch.zeros_like(state[name][~mask]))
+    # GA changed the run: plain Campfire on the same job ends elsewhere (same structure, other
+    # weights / masks), so the annealed gradients were active during the ramp
+    plain = dataclasses.replace(job, sparsity=dataclasses.replace(job.sparsity, method="campfire"))  # type: ignore[arg-type]
+    run_train_job(plain, tmp_path / "plain", progress=False)  # type: ignore[operator]
+    state_p, _ = read_weights_file(tmp_path / "plain")  # type: ignore[operator]
+    assert any(not torch.equal(state[k], state_p[k]) for k in masks)

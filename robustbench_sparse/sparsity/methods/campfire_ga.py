@@ -12,6 +12,9 @@ horizon ``T = end`` and reset at ``end`` (AutoSparse's alpha reset is Campfire's
 ``end`` on the latent copies are dropped and it is plain Campfire with frozen masks. Not in the
 Campfire or AutoSparse papers as such; it is the composition the research note proposes.
 Granularities: window, channel, combined, unstructured (``nm`` is refused by the config).
+GA acts only between mask updates inside the ramp: with ``initial = 0`` and a ramp of one update
+(``update_every`` at least ``end - start`` in steps) nothing is pruned before the masks freeze, and
+the run equals Campfire's bit for bit (seen with ``rbs run --epochs 2``).
 """
 
 from __future__ import annotations
