@@ -188,5 +188,7 @@ def test_post_training_methods_have_no_sparsifier_and_say_rbs_prune() -> None:
     cfg = SparsityConfig(target=0.5, method="calibrated", granularity="window")  # type: ignore[arg-type]
     assert cfg.label == "calibrated-window"
     assert SparsityConfig(0.5, "unstructured", method="calibrated").label == "calibrated"  # type: ignore[arg-type]
-    with pytest.raises(UserError, match="rbs prune CKPT --sparsity S --out DIR --method calibrated"):
+    with pytest.raises(
+        UserError, match="rbs prune CKPT --sparsity S --out DIR --method calibrated"
+    ):
         create_sparsifier(cfg, 10)
