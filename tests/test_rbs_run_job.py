@@ -506,3 +506,25 @@ def test_autosparse_config_plans_campfire_autosparse_and_ga_at_70() -> None:
     autosparse = jobs["autosparse-70"].sparsity
     assert autosparse.method.value == "autosparse" and autosparse.autosparse_search_runs == 6
     assert jobs["window-ga-70"].sparsity.end <= jobs["window-ga-70"].train.epochs
+
+
+# ------------------------------------------------------------- the related-methods matrix (issue 26)
+def test_seed_methods_config_plans_every_family_at_both_levels_and_trainings() -> None:
+    path = Path(__file__).resolve().parents[1] / "evaluations" / "configs" / "seed-methods.toml"
+    plan = plan_experiment(tomllib.loads(path.read_text()))
+    names = [m.name for m in plan.models]
+    posttrain = [p.name for p in plan.posttrain]
+    assert len(names) == 34 and len(posttrain) == 8 and len(set(names + posttrain)) == 42
+    for training in ("", "pgd-"):
+        for target in (70, 90):
+            for family in ("window", "channel", "combined", "gmp", "random-erk", "hydra"):
+                assert f"{training}{family}-{target}" in names
+            assert f"{training}autosparse-{target}" in names
+            assert f"{training}tost-window-{target}" in names
+            assert f"{training}calibrated-{target}" in posttrain
+            assert f"{training}filtersketch-filter-{target}" in posttrain
+    jobs = {m.name: m.job for m in plan.models}
+    assert jobs["pgd-tost-window-90"].sparsity.method.value == "tost"
+    assert jobs["pgd-tost-window-90"].adversarial.method.value == "pgd"
+    assert jobs["autosparse-70"].sparsity.autosparse_search_runs == 6
+    assert plan.protocol is not None and plan.protocol.name == "standard"
