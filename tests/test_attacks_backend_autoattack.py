@@ -68,11 +68,15 @@ def test_seed_must_be_int() -> None:
 def test_apgd_restarts_equal_pyautoattack_custom_mode(data: Digits) -> None:
     """``--backend autoattack --attack apgd-ce --param apgd-ce.restarts=5`` is pyautoattack's
     ``AutoAttack(version="custom", attacks=["apgd-ce"])`` (5 restarts kept): the same examples
-    survive. Before the template left the library's restarts alone it ran 25 and broke more."""
+    survive (up to float ties at the decision boundary). The restarts² adapter this replaced is
+    caught by ``tests/test_attacks_base.py::test_restarts_run_once_each`` (work linear in restarts);
+    here extra restarts rarely break another digit, so this test checks the agreement itself."""
     from pyautoattack import AutoAttack
 
     x, y, eps = data.x[:200], data.y[:200], 0.06
-    adversary = AutoAttack(data.model, norm="Linf", eps=eps, version="custom", attacks=["apgd-ce"])
+    adversary = AutoAttack(
+        data.model, norm="Linf", eps=eps, version="custom", attacks=["apgd-ce"], seed=0
+    )
     adversary.apgd.n_iter = 10
     assert adversary.apgd.n_restarts == 5
     x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=250)
@@ -82,4 +86,12 @@ def test_apgd_restarts_equal_pyautoattack_custom_mode(data: Digits) -> None:
         data.model, x, y, epsilons=[eps]
     )
     assert 0 < int(custom.sum()) < int((data.model(x).argmax(1) == y).sum())
-    assert torch.equal(~ours.success[0], custom)
+    # The same examples survive, except where an adversarial sits on the decision boundary to
+    # float precision (a tie of the top two logits resolves by batch composition and threads).
+    with torch.no_grad():
+        logits = data.model(ours.adversarials[0])  # (n, classes)
+    top2 = logits.topk(2, dim=1).values
+    tie = (top2[:, 0] - top2[:, 1]) <= 1e-4 * top2[:, 0].abs().clamp(min=1.0)
+    differ = (~ours.success[0]) != custom
+    assert not bool((differ & ~tie).any()), differ.nonzero().flatten().tolist()
+    assert int(differ.sum()) <= 2
