@@ -138,9 +138,17 @@ def test_sample_catches_a_model_where_black_box_breaks_a_tenth_of_the_survivors(
     assert row["sample"] < row["survivors"] and spent <= 4_000
     assert row["power"] >= 0.9  # stated power at 10 % breakable
     assert row["broken"] >= row["threshold"], row
+    # End to end at the rule's own budget (the floor here: 20 examples x 100 queries): the sample
+    # is drawn, its power stated, and the flag follows its count. Whether so small a sample finds
+    # an example APGD cannot also break depends on the draw (CI's 2-thread model did not), so the
+    # flag's condition (broken >= threshold) is asserted at the larger budget above.
     inputs = [MaskingInputs("partly", model, d.x[:N], d.y[:N])]
     report = run_checks(inputs, cells, None, MaskingProbes(examples=N), mode="sample")
-    assert report["checks"]["black_box_beats_white_box"]["flagged"] is True
+    check = report["checks"]["black_box_beats_white_box"]
+    (drawn,) = check["rows"]
+    assert 0 < drawn["sample"] < drawn["survivors"] and 0 < drawn["power"] < 1
+    assert drawn["broken_by_black_box"] > 0  # Square does break rounded inputs
+    assert check["flagged"] is (drawn["broken"] >= drawn["threshold"])
 
 
 def test_sample_of_a_healthy_model_raises_no_flag() -> None:
