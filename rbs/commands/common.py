@@ -63,6 +63,21 @@ def add_user_arch_flags(parser: Any) -> None:
     parser.add_argument("--trust-arch", action="store_true", help=TRUST_ARCH_HELP)
 
 
+def add_plain_state_dict_flags(parser: Any, dataset_help: str) -> None:
+    """``--arch``, ``--arch-kwargs``, ``--trust-arch`` and ``--dataset``: how a command that loads
+    one checkpoint (inspect, cost, prune) rebuilds a plain .pt/.pth state dict or a user's class."""
+    from rbs.arch_flags import ARCH_KWARGS_HELP, TRUST_ARCH_HELP
+
+    parser.add_argument(
+        "--arch",
+        help="architecture of a plain .pt/.pth state dict (with --dataset); your own "
+        "package.module:Class also lets a checkpoint that records it be rebuilt",
+    )
+    parser.add_argument("--arch-kwargs", metavar="KEY=VALUE,...", help=ARCH_KWARGS_HELP)
+    parser.add_argument("--trust-arch", action="store_true", help=TRUST_ARCH_HELP)
+    parser.add_argument("--dataset", help=dataset_help)
+
+
 def add_normalize(parser: Any) -> None:
     parser.add_argument("--normalize", help=NORMALIZE_HELP)
 

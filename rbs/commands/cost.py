@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rbs.arch_flags import ARCH_KWARGS_HELP, TRUST_ARCH_HELP, parse_arch_kwargs
-from rbs.commands.common import add_normalize, add_state_dict_key
+from rbs.arch_flags import parse_arch_kwargs
+from rbs.commands.common import add_normalize, add_plain_state_dict_flags, add_state_dict_key
 from robustbench_sparse.errors import UserError
 
 __all__ = ["add_parser", "cmd_cost", "parse_input_shape"]
@@ -47,14 +47,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--value-bits", type=int, default=8, help="modelled bits per weight/activation (8)"
     )
-    p.add_argument(
-        "--arch",
-        help="architecture of a plain .pt/.pth state dict (with --dataset); your own "
-        "package.module:Class also lets a checkpoint that records it be rebuilt",
-    )
-    p.add_argument("--arch-kwargs", metavar="KEY=VALUE,...", help=ARCH_KWARGS_HELP)
-    p.add_argument("--trust-arch", action="store_true", help=TRUST_ARCH_HELP)
-    p.add_argument("--dataset", help="dataset of a plain state dict (gives the input shape)")
+    add_plain_state_dict_flags(p, "dataset of a plain state dict (gives the input shape)")
     p.add_argument("--data-root", help="where the dataset lives (imagefolder: its class folders)")
     add_normalize(p)
     add_state_dict_key(p)

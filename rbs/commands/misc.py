@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rbs.arch_flags import ARCH_KWARGS_HELP, TRUST_ARCH_HELP, parse_arch_kwargs
-from rbs.commands.common import add_normalize, add_state_dict_key
+from rbs.arch_flags import parse_arch_kwargs
+from rbs.commands.common import add_normalize, add_plain_state_dict_flags, add_state_dict_key
 from robustbench_sparse.errors import UserError
 
 
@@ -19,14 +19,7 @@ def add_inspect(sub: Any) -> None:
         "checkpoint", type=Path, help="checkpoint directory, .safetensors, or .pt/.pth state dict"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument(
-        "--arch",
-        help="architecture of a plain .pt/.pth state dict (with --dataset); your own "
-        "package.module:Class also lets a checkpoint that records it be rebuilt",
-    )
-    p.add_argument("--arch-kwargs", metavar="KEY=VALUE,...", help=ARCH_KWARGS_HELP)
-    p.add_argument("--trust-arch", action="store_true", help=TRUST_ARCH_HELP)
-    p.add_argument("--dataset", help="dataset of a plain state dict (gives the class count)")
+    add_plain_state_dict_flags(p, "dataset of a plain state dict (gives the class count)")
     p.add_argument("--data-root", help="where the dataset lives (imagefolder: its class folders)")
     add_normalize(p)
     add_state_dict_key(p)

@@ -11,8 +11,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rbs.arch_flags import ARCH_KWARGS_HELP, TRUST_ARCH_HELP, parse_arch_kwargs, parse_scalar
-from rbs.commands.common import add_normalize, add_state_dict_key, parse_float
+from rbs.arch_flags import parse_arch_kwargs, parse_scalar
+from rbs.commands.common import (
+    add_normalize,
+    add_plain_state_dict_flags,
+    add_state_dict_key,
+    parse_float,
+)
 from robustbench_sparse.errors import UserError
 
 __all__ = ["add_parser", "cmd_prune", "parse_options"]
@@ -78,14 +83,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--name", help="checkpoint name (default: the --out directory name)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--data-root", help="where the dataset lives (default: the recorded root)")
-    p.add_argument(
-        "--arch",
-        help="architecture of a plain .pt/.pth state dict (with --dataset); your own "
-        "package.module:Class also lets a checkpoint that records it be rebuilt",
-    )
-    p.add_argument("--arch-kwargs", metavar="KEY=VALUE,...", help=ARCH_KWARGS_HELP)
-    p.add_argument("--trust-arch", action="store_true", help=TRUST_ARCH_HELP)
-    p.add_argument("--dataset", help="dataset of a plain state dict")
+    add_plain_state_dict_flags(p, "dataset of a plain state dict")
     add_normalize(p)
     add_state_dict_key(p)
     p.set_defaults(handler=cmd_prune)
