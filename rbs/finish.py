@@ -19,8 +19,6 @@ from evaluations.engine.grid import GridRun, grid_evidence
 from evaluations.engine.masking import evaluation_evidence
 from evaluations.engine.protocols import Protocol
 from evaluations.engine.spec import GridConfig
-from evaluations.present.plots import plot_all
-from evaluations.present.report import write_report
 from evaluations.record.certified import read_certified
 from evaluations.record.certified_checks import VERIFIED_LE_ATTACKED, check_verified_le_attacked
 from evaluations.record.compute_time import previous_sidecar, run_timing
@@ -94,6 +92,11 @@ def finish_run(
         write_sidecar(out, sidecar)
         write_costs(out, cost_table(checkpoints))  # the modelled hardware cost of each checkpoint
         if report:
+            # imported here: seaborn / matplotlib cost about a second of start-up that a
+            # --no-report run (benchmarks, scripted grids) does not need
+            from evaluations.present.plots import plot_all
+            from evaluations.present.report import write_report
+
             plot_all(out)
             paths = write_report(out, command=command)  # (md, html)
     md, html = rdist.broadcast_object(paths)

@@ -8,10 +8,13 @@ normalization, which lives in the model). :func:`load_raw_split` picks the reade
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
@@ -26,16 +29,50 @@ __all__ = ["CIFAR10_CLASSES", "cifar10_folder", "load_raw_split"]
 # --------------------------------------------------------------------------------------------- digits
 
 
-def _digits_tensors(split: str) -> TensorDataset:
-    """sklearn's 8x8 digits (bundled, offline), stratified 1347/450 split, pixels 0..16 -> [0, 1]."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+DIGITS_SPLIT = Path(__file__).with_name("digits_split.npy")  # (1797,) int16: 1347 train, 450 test
+DIGITS_TRAIN = 1347
 
-    bunch = load_digits()
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        bunch.data, bunch.target, test_size=0.25, stratify=bunch.target, random_state=0
-    )
-    x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
+
+def _digits_csv() -> Path | None:
+    """scikit-learn's bundled ``digits.csv.gz``, located without importing scikit-learn."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    return path if path.is_file() else None
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """All 1797 digits as ``(pixels (1797, 64) float64 in 0..16, labels (1797,) int64)``.
+
+    The file :func:`sklearn.datasets.load_digits` reads, parsed the way it parses it (``np.loadtxt``,
+    last column the label), without importing scikit-learn: ``import sklearn`` pulls in
+    ``scipy.stats`` and costs about a second of every command's start-up. Falls back to
+    ``load_digits`` where the file is not where scikit-learn 1.x keeps it.
+    """
+    path = _digits_csv()
+    if path is None:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return np.asarray(bunch.data), np.asarray(bunch.target, dtype=np.int64)
+    with gzip.open(path, mode="rt", encoding="utf-8") as f:
+        data = np.loadtxt(f, delimiter=",")  # (1797, 65)
+    return data[:, :-1], data[:, -1].astype(np.int64)
+
+
+def _digits_tensors(split: str) -> TensorDataset:
+    """sklearn's 8x8 digits (bundled, offline), stratified 1347/450 split, pixels 0..16 -> [0, 1].
+
+    The split is scikit-learn's ``train_test_split(test_size=0.25, stratify=labels,
+    random_state=0)``, stored once in ``digits_split.npy`` (train order, then test order) so every
+    machine and scikit-learn version gets the same examples in the same order;
+    ``tests/test_dataset_sources.py`` checks it against scikit-learn's function.
+    """
+    pixels, labels = digits_arrays()
+    order = np.load(DIGITS_SPLIT, allow_pickle=False).astype(np.int64)
+    rows = order[:DIGITS_TRAIN] if split == "train" else order[DIGITS_TRAIN:]
+    x, y = pixels[rows], labels[rows]
     images = torch.as_tensor(x, dtype=torch.float32).div_(16.0).reshape(-1, 1, 8, 8)  # (N, 1, 8, 8)
     return TensorDataset(images, torch.as_tensor(y, dtype=torch.long))
 

@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 
 from evaluations.record.results import write_table
 from robustbench_sparse.atomic import atomic_path
@@ -89,6 +88,8 @@ def _interval(k: int, n: int) -> tuple[float, float]:
     """95 % two-sided Clopper-Pearson interval of ``k / n`` (SciPy's exact interval)."""
     if n == 0:
         return float("nan"), float("nan")
+    from scipy.stats import binomtest  # here: scipy.stats is half a second of every start-up
+
     ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
     return float(ci.low), float(ci.high)
 
