@@ -2,3 +2,7 @@
 
 Nothing in ``attacks``, ``robustbench_sparse`` or ``evaluations`` imports this package.
 """
+
+# Imported first, before torch: the automatic thread choice measures the machine from here to the
+# moment the subcommand starts (robustbench_sparse.threads).
+from robustbench_sparse import threads as _threads  # noqa: F401

@@ -78,6 +78,7 @@ from robustbench_sparse.errors import UserError
 from robustbench_sparse.progress import progress_bar
 from robustbench_sparse.provenance import provenance
 from robustbench_sparse.sparsity.methods import filter_sparsity_figures
+from robustbench_sparse.threads import rebalance
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +255,7 @@ def _cell(
         logger.info("reusing finished cell %s / %s", ckpt.name, spec.label)
         return cell, fp, False
     bar.set_postfix_str(f"{ckpt.name} {spec.label}")
+    rebalance()  # the automatic thread count follows the machine's load, cell by cell
     cell = attack_cell_sharded(
         model,
         attack,

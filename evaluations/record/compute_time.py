@@ -88,11 +88,14 @@ def accumulated_time(
     cells_reused: int,
     command: str | None,
     masking_seconds: float = 0.0,
+    thread_policy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The sidecar's timing keys: ``total_seconds``, ``compute_seconds``, ``invocations``.
 
     ``previous`` is the sidecar of the last invocation on this directory (``{}`` if none); an old
     sidecar without ``invocations`` contributes one entry with its ``total_seconds`` as wall time.
+    ``thread_policy`` (:func:`robustbench_sparse.threads.threads_record`: how the thread count was
+    chosen and every count used) goes into the invocation as ``thread_policy``.
     """
     train = sum(training_seconds(m) for m in checkpoint_metas)
     attack = attack_seconds(results)
@@ -107,6 +110,7 @@ def accumulated_time(
             "wall_seconds": wall_seconds,
             "device": device,
             "threads": threads,
+            **({"thread_policy": thread_policy} if thread_policy else {}),
             "cells_computed": cells_computed,
             "cells_reused": cells_reused,
             "command": command,
@@ -134,19 +138,21 @@ def run_timing(
     ``evidence`` is the sidecar's evidence so far: its ``device`` and the ``masking`` record
     (whose probe time counts, see :func:`masking_seconds`).
     """
-    import torch
+    from robustbench_sparse.threads import threads_record
 
+    record = threads_record()
     return accumulated_time(
         previous,
         [c.meta for c in checkpoints],
         grid_run.results,
         wall_seconds=wall_seconds,
         device=str(evidence.get("device")),
-        threads=torch.get_num_threads(),
+        threads=max(record["counts"]),
         cells_computed=int(grid_run.cells_computed),
         cells_reused=int(grid_run.cells_reused),
         command=command,
         masking_seconds=masking_seconds(evidence),
+        thread_policy=record,
     )
 
 

@@ -53,6 +53,7 @@ from robustbench_sparse.sparsity import (
     calibration_batches,
     create_sparsifier,
 )
+from robustbench_sparse.threads import rebalance
 from robustbench_sparse.training.config import TrainConfig
 from robustbench_sparse.training.data import ValidationSplit, distributed_layout, validation_split
 from robustbench_sparse.training.epoch import (
@@ -148,6 +149,7 @@ def fit(
 
     t_start = time.perf_counter()
     for epoch in range(len(run.history), config.epochs):
+        rebalance()  # the automatic thread count follows the machine's load, epoch by epoch
         t_epoch = time.perf_counter()
         totals = train_one_epoch(run, epoch)
         record = _evaluate_epoch(run, epoch, totals, time.perf_counter() - t_epoch)
