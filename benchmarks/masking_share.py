@@ -12,6 +12,8 @@ torchattacks / native (goal >= 2x).
 
     python benchmarks/masking_share.py --checkpoint runs/default/checkpoints/window-70
     python benchmarks/masking_share.py --checkpoint CKPT --masking sample,full   # before/after
+    python benchmarks/masking_share.py --protocol standard --backends native --masking sample,full \
+        --limit 30 --eps 0,0.1,0.2   # standard: AutoAttack's own Square vs a second Square pass
     python benchmarks/masking_share.py --smoke                             # tiny, seconds
 
 Defaults: ``--attack pgd`` over 7 Linf epsilons on 450 test examples, 3 repeats, 1 thread.
@@ -67,6 +69,8 @@ def attack_args(
 ) -> list[str]:
     """The ``rbs attack`` command line of one contender (``mode`` "": rbs's default)."""
     args = ["attack", "--checkpoint", str(checkpoint), "--eps", a.eps, "--limit", str(a.limit)]
+    if a.protocol:
+        args += ["--protocol", a.protocol]
     for name in a.attack:
         args += ["--attack", name]
     args += ["--backend", backend, "--no-report", "--overwrite", "--out", str(out)]
@@ -116,6 +120,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: train one)")
     p.add_argument("--attack", action="append", help="rbs attack --attack (default: pgd)")
+    p.add_argument("--protocol", help="rbs attack --protocol (instead of --attack)")
     p.add_argument("--eps", default=DEFAULT_EPS, help=f"Linf grid (default {DEFAULT_EPS})")
     p.add_argument("--limit", type=int, default=450, help="test examples (default 450)")
     p.add_argument("--repeats", type=int, default=3)
@@ -129,7 +134,7 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="tiny: 30 examples, 3 eps, 1 repeat")
     p.add_argument("--json", type=Path, help="also write the medians here")
     a = p.parse_args()
-    a.attack = a.attack or ["pgd"]
+    a.attack = a.attack or ([] if a.protocol else ["pgd"])
     a.backends = [b for b in a.backends.split(",") if b]
     a.masking = [m.strip() for m in a.masking.split(",")] if a.masking else [""]
     if any(m not in ("", "full", "sample", "off") for m in a.masking):
