@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--threads",
             type=int,
             default=argparse.SUPPRESS,
-            help="torch CPU threads (default: $RBS_THREADS, else half the usable CPUs, at least 1; "
-            "see robustbench_sparse/threads.py)",
+            help="torch CPU threads, fixed (default: $RBS_THREADS, else all usable CPUs while other "
+            "processes use under half a CPU and half of them otherwise, re-measured between cells "
+            "and epochs; see robustbench_sparse/threads.py)",
         )
     return parser
 
