@@ -31,6 +31,7 @@ import math
 import os
 import resource
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,7 @@ def cgroup_cpu_limit(root: Path = _CGROUP_ROOT) -> float | None:
 
 def usable_cpus(root: Path = _CGROUP_ROOT) -> int:
     """CPUs this process may use: the affinity mask, capped by the cgroup quota (rounded up)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cpus = os.cpu_count() or 1
+    cpus = len(_affinity())
     limit = cgroup_cpu_limit(root)
     if limit is not None:
         cpus = min(cpus, max(1, math.ceil(limit)))
@@ -202,6 +200,27 @@ def _auto_count(usable: int, others: float | None) -> int:
     return usable if others is not None and others < QUIET_BELOW else half
 
 
+def _fixed_choice(flag: int | None, env: Mapping[str, str]) -> tuple[str, int | None] | None:
+    """``(policy, count)`` where the user fixed the count (``None`` count: torch's choice under
+    ``OMP_NUM_THREADS``); ``None`` when the choice is automatic. The one place of the precedence."""
+    if flag is not None:
+        if flag < 1:
+            raise UserError(f"--threads must be a positive integer, got {flag}")
+        return "flag", flag
+    raw = env.get(ENV_VAR, "").strip()
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise UserError(f"{ENV_VAR} must be a positive integer, got {raw!r}")
+        return ENV_VAR, value
+    if env.get("OMP_NUM_THREADS", "").strip():
+        return "OMP_NUM_THREADS", None
+    return None
+
+
 def choose_threads(
     flag: int | None = None,
     environ: dict[str, str] | None = None,
@@ -215,33 +234,8 @@ def choose_threads(
     ``others=None`` (unmeasured) gives half. Raises :class:`UserError` for a flag or
     ``RBS_THREADS`` value that is not a positive integer.
     """
-    env = os.environ if environ is None else environ
-    if flag is not None:
-        if flag < 1:
-            raise UserError(f"--threads must be a positive integer, got {flag}")
-        return flag
-    raw = env.get(ENV_VAR, "").strip()
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise UserError(f"{ENV_VAR} must be a positive integer, got {raw!r}")
-        return value
-    if env.get("OMP_NUM_THREADS", "").strip():
-        return None
-    return _auto_count(usable_cpus(), others)
-
-
-def _policy_of(flag: int | None, env: dict[str, str] | os._Environ[str]) -> str:
-    if flag is not None:
-        return "flag"
-    if env.get(ENV_VAR, "").strip():
-        return ENV_VAR
-    if env.get("OMP_NUM_THREADS", "").strip():
-        return "OMP_NUM_THREADS"
-    return "auto"
+    fixed = _fixed_choice(flag, os.environ if environ is None else environ)
+    return fixed[1] if fixed is not None else _auto_count(usable_cpus(), others)
 
 
 def apply_threads(flag: int | None = None) -> int:
@@ -255,7 +249,8 @@ def apply_threads(flag: int | None = None) -> int:
     global _auto, _policy
     import torch
 
-    policy = _policy_of(flag, os.environ)
+    fixed = _fixed_choice(flag, os.environ)
+    policy = fixed[0] if fixed is not None else "auto"
     others: float | None = None
     now: CpuSample | None = None
     if policy == "auto" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
@@ -267,7 +262,7 @@ def apply_threads(flag: int | None = None) -> int:
         now = cpu_sample()
         if start is not None and now is not None:
             others = others_cpus(start, now)
-    n = choose_threads(flag, others=others)
+    n = fixed[1] if fixed is not None else _auto_count(usable_cpus(), others)
     if n is not None:
         torch.set_num_threads(n)
         with contextlib.suppress(RuntimeError):  # parallel work already started: harmless
