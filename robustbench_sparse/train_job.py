@@ -121,6 +121,16 @@ class TrainJob:
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
 
+def _training_record(
+    job: TrainJob, data: DatasetSplits, sparsifier: Sparsifier | None
+) -> dict[str, Any]:
+    record: dict[str, Any] = to_jsonable(job.train)
+    if sparsifier is not None:
+        used = sparsifier.label_smoothing(data.info.num_classes, job.train.label_smoothing)
+        record["label_smoothing"] = float(used)
+    return record
+
+
 def _meta(
     job: TrainJob,
     data: DatasetSplits,
@@ -165,7 +175,8 @@ def _meta(
         "sparsity_report": report.to_dict(),
         "pruned_layers": list(pruned),
         "masks_frozen": bool(sparsifier.frozen) if sparsifier is not None else True,
-        "training": to_jsonable(job.train),
+        # the label smoothing the losses used (ToST sets its own: sparsity tost_label_smoothing)
+        "training": _training_record(job, data, sparsifier),
         # The training threat model (method "none" = standard training), every value resolved.
         "adversarial_training": job.adversarial.record(history[-1].adv_eps if history else None),
         # The seeded hold-out that best/ and best-robust/ were selected on (never the test set).

@@ -256,6 +256,38 @@ def test_resume_inside_the_ghost_window_restores_the_ghost_weights() -> None:
     assert torch.equal(again(_x()), model(_x()))
 
 
+def test_a_checkpoint_saved_inside_the_ghost_window_is_refused_with_a_hint(
+    tmp_path: Path,
+) -> None:
+    """Its ghost paths exist only while training: loading says so and what to do (one line),
+    not which state-dict tensor the architecture lacks."""
+    from robustbench_sparse.checkpoint import save_checkpoint
+
+    model = _model()
+    sp = _tost(_config(start=0.0, end=2.0))
+    sp.prepare(model)
+    assert any(GHOST_NAME in n for n, _ in model.named_parameters())
+    info = tiny_digits().info
+    meta = {
+        "arch": "small_cnn",
+        "arch_kwargs": {"width": WIDTH},
+        "num_classes": 10,
+        "in_channels": 1,
+        "input_shape": [1, 8, 8],
+        "normalization": {"mean": list(info.mean), "std": list(info.std)},
+        "dataset": "digits",
+        "method": "tost",
+        "sparsity": _config(start=0.0, end=2.0).to_dict(),
+        "epochs_completed": 1,
+    }
+    path = save_checkpoint(tmp_path / "mid", model, meta)
+    with pytest.raises(UserError, match="inside ToST's ghost window") as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message and "--resume" in message and "epoch 1" in message
+    assert "ends at epoch 2" in message
+
+
 def test_random_erk_masks_and_no_ghosts_freeze_at_once() -> None:
     config = _config(tost_mask="random", random_distribution="erk", tost_activation="relu")
     sp = _tost(dataclass_replace(config, tost_skip=False))
@@ -309,9 +341,11 @@ def test_rbs_train_method_tost_end_to_end(tmp_path: Path) -> None:
          "--limit", "50", "--out", str(results), "--device", "cpu"]
     )  # fmt: skip
     assert code == 0
-    assert (
-        json.loads((out / "checkpoint.json").read_text())["sparsity"]["tost_activation"] == "swish"
-    )
+    meta = json.loads((out / "checkpoint.json").read_text())
+    assert meta["sparsity"]["tost_activation"] == "swish"
+    # the label smoothing the losses used (ToST's 0.1 on 10 classes as torch's), not the flag's 0
+    assert meta["training"]["label_smoothing"] == pytest.approx(tost_label_smoothing(0.1, 10))
+    assert meta["training"]["label_smoothing"] == pytest.approx(1 / 9)
 
 
 def test_mask_from_trains_exactly_that_checkpoints_masks_from_the_seeded_init(
