@@ -117,6 +117,28 @@ class LoadedCheckpoint:
         return sparsity_report(self.model, config, pruned)
 
 
+def _refuse_ghost_window(p: Path, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+    """Raises UserError for a ToST checkpoint saved inside its ghost window: it holds ghost
+    paths that exist only while training (:mod:`~robustbench_sparse.sparsity.methods.tost_ghosts`),
+    so no model of its architecture can take its weights."""
+    from robustbench_sparse.sparsity.methods.tost_ghosts import GHOST_NAME
+
+    ghost = next((k for k in state if f".{GHOST_NAME}." in f".{k}"), None)
+    if ghost is None:
+        return
+    epoch = meta.get("epochs_completed", "?")
+    end = (
+        (meta.get("sparsity") or {}).get("end", "?")
+        if isinstance(meta.get("sparsity"), dict)
+        else "?"
+    )
+    raise UserError(
+        f"{p} was saved at epoch {epoch}, inside ToST's ghost window (its temporary ghost paths, "
+        f"e.g. {ghost!r}, are removed when the prune window ends at epoch {end}): finish its "
+        "training with `rbs train ... --resume` and load the final checkpoint"
+    )
+
+
 def save_checkpoint(
     out_dir: str | Path,
     model: nn.Module,
@@ -374,6 +396,7 @@ def load_checkpoint(
     masks = {k[len(MASK_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
     state = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
     check_finite(state, weights_path)
+    _refuse_ghost_window(p, meta, state)
 
     _check_arch_trusted(p, meta, arch, arch_kwargs, trust_arch)
     ckpt_dataset = str(meta["dataset"])

@@ -111,3 +111,24 @@ def test_plain_state_dicts_and_packed_files_are_sources_too(dense: Path, tmp_pat
         assert ckpt.meta["post_training"]["source"]["weights_sha256"] == sha256_file(src)
         assert ckpt.meta["method"] == "calibrated" and "source" not in ckpt.meta
         assert ckpt.sparsity_report().nnz_pruned < ckpt.sparsity_report().numel_pruned
+
+
+def test_the_post_training_method_names_the_checkpoint_even_with_another_methods_masks(
+    dense: Path, tmp_path: Path
+) -> None:
+    """FilterSketch fine-tuned under Campfire window masks: the row is FilterSketch's (meta
+    ``method``), the masks' own config (method campfire) stays under ``sparsity``."""
+    options = {
+        "finetune_epochs": 1,
+        "mask_granularity": "window",
+        "mask_sparsity": 0.5,
+        "batch_size": 20,
+    }
+    config = PostTrainConfig("filtersketch", 0.5, "filter", options=options)
+    with single_thread():
+        out = run_prune_job(PruneJob(dense, tmp_path / "fs", config, calibration=40))
+    ckpt = load_checkpoint(out)
+    assert ckpt.meta["method"] == "filtersketch"
+    assert ckpt.meta["granularity"] == "filtersketch+window"
+    assert ckpt.meta["sparsity"]["method"] == "campfire" and ckpt.masks
+    assert ckpt.meta["post_training"]["method"] == "filtersketch"

@@ -209,10 +209,13 @@ def _meta(
     if result.sparsity is not None:
         sparsity = SparsityConfig.from_dict(result.sparsity)
         report = sparsity_report(result.model, sparsity, result.pruned_layers)
-        target, method = sparsity.target, sparsity.method.value
+        target = sparsity.target
     else:
         report = measured_sparsity_report(result.model)
-        target, method = config.sparsity, config.method
+        target = config.sparsity
+    # the post-training method names the row, also where its masks come from another method
+    # (FilterSketch's fine-tune with Campfire masks records those masks under "sparsity")
+    method = config.method
     meta.update(
         name=job.name or job.out.name,
         kind="post-training",
