@@ -110,11 +110,50 @@ class LoadedCheckpoint:
 
         section = self.meta.get("sparsity")
         thin = bool(self.meta.get("thin"))  # thinned: its shapes are not the config's
-        if self.meta.get("method") == MEASURED_METHOD or thin or not isinstance(section, dict):
+        if thin:  # against the architecture's dense widths (removed weights count as pruned)
+            return thin_checkpoint_report(self.model, self.meta)
+        if self.meta.get("method") == MEASURED_METHOD or not isinstance(section, dict):
             return measured_sparsity_report(self.model)
         config = dataclass_from_dict(SparsityConfig, section, "sparsity")
         pruned = [str(n) for n in self.meta.get("pruned_layers") or []]
         return sparsity_report(self.model, config, pruned)
+
+
+def dense_weight_numels(meta: dict[str, Any]) -> dict[str, int]:
+    """Conv2d/Linear weight name -> element count of the checkpoint's architecture at its dense
+    widths (the model ``meta`` describes, built without its ``thin`` widths)."""
+    from robustbench_sparse.sparsity.selection import weight_layers
+
+    norm = meta.get("normalization") or {}
+    dense = create_model(
+        str(meta["arch"]),
+        num_classes=int(meta["num_classes"]),
+        in_channels=int(meta["in_channels"]),
+        mean=norm.get("mean"),
+        std=norm.get("std"),
+        input_shape=meta.get("input_shape"),
+        **dict(meta.get("arch_kwargs") or {}),
+    )
+    return {
+        f"{name}.weight" if name else "weight": int(module.weight.numel())
+        for name, module in weight_layers(dense)
+    }
+
+
+def thin_checkpoint_report(model: nn.Module, meta: dict[str, Any]) -> SparsityReport:
+    """The sparsity report of a thinned ``model`` (``meta["thin"]``: FilterSketch, ``rbs export
+    --format thin``) against its architecture's dense widths
+    (:func:`~robustbench_sparse.sparsity.thinned.thinned_sparsity_report`): removed weights count
+    as pruned, so the achieved figure is comparable with a masked model's."""
+    from robustbench_sparse.sparsity.thinned import thinned_sparsity_report
+
+    return thinned_sparsity_report(
+        measured_sparsity_report(model),
+        dense_weight_numels(meta),
+        target=float(meta.get("sparsity_target", 0.0)),
+        granularity=str(meta.get("granularity") or "thin"),
+        method=str(meta.get("method") or MEASURED_METHOD),
+    )
 
 
 def _refuse_ghost_window(p: Path, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> None:

@@ -132,3 +132,16 @@ def test_the_post_training_method_names_the_checkpoint_even_with_another_methods
     assert ckpt.meta["granularity"] == "filtersketch+window"
     assert ckpt.meta["sparsity"]["method"] == "campfire" and ckpt.masks
     assert ckpt.meta["post_training"]["method"] == "filtersketch"
+    # achieved sparsity against the dense widths (removed filters and input slices, plus zeros),
+    # counted independently here, and the same when recomputed from the loaded weights
+    source = load_checkpoint(dense).model
+    dense_n = {n: p.numel() for n, p in source.named_parameters() if n.endswith("weight")}
+    thin = dict(ckpt.model.named_parameters())
+    changed = [n for n, p in thin.items() if n in dense_n and p.ndim > 1 and p.numel() < dense_n[n]]
+    assert changed
+    removed = sum(dense_n[n] - int((thin[n] != 0).sum()) for n in changed)
+    report = ckpt.meta["sparsity_report"]
+    assert report["numel_pruned"] == sum(dense_n[n] for n in changed)
+    assert report["achieved_pruned"] == pytest.approx(removed / report["numel_pruned"])
+    assert report["achieved_pruned"] > 0.5 and ckpt.sparsity_achieved == report["achieved_pruned"]
+    assert ckpt.sparsity_report().achieved_pruned == pytest.approx(report["achieved_pruned"])

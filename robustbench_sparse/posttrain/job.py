@@ -25,7 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from robustbench_sparse.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from robustbench_sparse.checkpoint import (
+    LoadedCheckpoint,
+    load_checkpoint,
+    save_checkpoint,
+    thin_checkpoint_report,
+)
 from robustbench_sparse.checkpoint_files import resolve_checkpoint_files, sha256_file
 from robustbench_sparse.data_roots import load_evaluation_split
 from robustbench_sparse.devices import resolve_device
@@ -206,7 +211,18 @@ def _meta(
     calibration: dict[str, Any] | None,
 ) -> dict[str, Any]:
     meta = {k: v for k, v in ckpt.meta.items() if k not in _DROPPED}
-    if result.sparsity is not None:
+    if result.meta.get("thin"):  # narrower layers: removed weights count against the dense ones
+        report = thin_checkpoint_report(
+            result.model,
+            {
+                **meta,
+                "sparsity_target": config.sparsity,
+                "granularity": result.granularity,
+                "method": config.method,
+            },
+        )
+        target = config.sparsity
+    elif result.sparsity is not None:
         sparsity = SparsityConfig.from_dict(result.sparsity)
         report = sparsity_report(result.model, sparsity, result.pruned_layers)
         target = sparsity.target
