@@ -119,13 +119,10 @@ class LoadedCheckpoint:
         return sparsity_report(self.model, config, pruned)
 
 
-def dense_weight_numels(meta: dict[str, Any]) -> dict[str, int]:
-    """Conv2d/Linear weight name -> element count of the checkpoint's architecture at its dense
-    widths (the model ``meta`` describes, built without its ``thin`` widths)."""
-    from robustbench_sparse.sparsity.selection import weight_layers
-
+def _model_from_meta(meta: dict[str, Any]) -> nn.Module:
+    """The architecture ``meta`` records, at its dense widths, with its input normalisation."""
     norm = meta.get("normalization") or {}
-    dense = create_model(
+    return create_model(
         str(meta["arch"]),
         num_classes=int(meta["num_classes"]),
         in_channels=int(meta["in_channels"]),
@@ -134,6 +131,14 @@ def dense_weight_numels(meta: dict[str, Any]) -> dict[str, int]:
         input_shape=meta.get("input_shape"),
         **dict(meta.get("arch_kwargs") or {}),
     )
+
+
+def dense_weight_numels(meta: dict[str, Any]) -> dict[str, int]:
+    """Conv2d/Linear weight name -> element count of the checkpoint's architecture at its dense
+    widths (the model ``meta`` describes, built without its ``thin`` widths)."""
+    from robustbench_sparse.sparsity.selection import weight_layers
+
+    dense = _model_from_meta(meta)
     return {
         f"{name}.weight" if name else "weight": int(module.weight.numel())
         for name, module in weight_layers(dense)
@@ -442,16 +447,7 @@ def load_checkpoint(
     name = dataset or ckpt_dataset
     info = _info_for(name, data_root, meta if name == ckpt_dataset else None)
     _check_dataset_fits(p, meta, info)
-    norm = meta.get("normalization") or {}
-    model = create_model(
-        str(meta["arch"]),
-        num_classes=int(meta["num_classes"]),
-        in_channels=int(meta["in_channels"]),
-        mean=norm.get("mean"),
-        std=norm.get("std"),
-        input_shape=meta.get("input_shape"),
-        **dict(meta.get("arch_kwargs") or {}),
-    )
+    model = _model_from_meta(meta)
     warn_if_source_changed(str(meta["arch"]), meta.get("arch_source"))
     thin = meta.get("thin")
     if isinstance(thin, dict) and thin.get("widths"):  # `rbs export --format thin`

@@ -169,21 +169,10 @@ def measured_sparsity_report(model: nn.Module) -> SparsityReport:
         if pruned:
             layer = dataclasses.replace(layer, target=layer.achieved)
         layers.append(layer)
-    pruned_layers = [layer for layer in layers if layer.pruned]
-    numel_pruned = sum(layer.numel for layer in pruned_layers)
-    nnz_pruned = sum(layer.nnz for layer in pruned_layers)
-    numel_all = sum(layer.numel for layer in layers)
-    nnz_all = sum(layer.nnz for layer in layers)
-    achieved_pruned = 1.0 - nnz_pruned / numel_pruned if numel_pruned else 0.0
-    return SparsityReport(
-        layers=layers,
-        target=achieved_pruned,
+    report = SparsityReport.from_layers(
+        layers,
+        target=0.0,
         granularity=model_pattern([layer.granularity for layer in layers]),
-        achieved_pruned=achieved_pruned,
-        achieved_all=1.0 - nnz_all / numel_all if numel_all else 0.0,
-        numel_pruned=numel_pruned,
-        numel_all=numel_all,
-        nnz_pruned=nnz_pruned,
-        nnz_all=nnz_all,
         method=MEASURED_METHOD,
     )
+    return dataclasses.replace(report, target=report.achieved_pruned)  # no recorded target

@@ -113,6 +113,30 @@ class SparsityReport:
         data["layers"] = [LayerSparsity.from_dict(x) for x in data["layers"]]
         return cls(**data)
 
+    @classmethod
+    def from_layers(
+        cls, layers: list[LayerSparsity], *, target: float, granularity: str, method: str
+    ) -> SparsityReport:
+        """The report of ``layers`` with its totals: nonzeros and weights over the pruned layers
+        and over all of them."""
+        pruned = [layer for layer in layers if layer.pruned]
+        numel_pruned = sum(layer.numel for layer in pruned)
+        nnz_pruned = sum(layer.nnz for layer in pruned)
+        numel_all = sum(layer.numel for layer in layers)
+        nnz_all = sum(layer.nnz for layer in layers)
+        return cls(
+            layers=layers,
+            target=target,
+            granularity=granularity,
+            achieved_pruned=1.0 - nnz_pruned / numel_pruned if numel_pruned else 0.0,
+            achieved_all=1.0 - nnz_all / numel_all if numel_all else 0.0,
+            numel_pruned=numel_pruned,
+            numel_all=numel_all,
+            nnz_pruned=nnz_pruned,
+            nnz_all=nnz_all,
+            method=method,
+        )
+
     def format_table(self) -> str:
         """Plain-text aligned table, one row per layer, then the totals with their denominators."""
         header = (
@@ -290,20 +314,6 @@ def sparsity_report(
         raise UserError(
             f"pruned layers not found among the model's Conv2d/Linear weights: {', '.join(missing)}"
         )
-    pruned_layers = [layer for layer in layers if layer.pruned]
-    numel_pruned = sum(layer.numel for layer in pruned_layers)
-    nnz_pruned = sum(layer.nnz for layer in pruned_layers)
-    numel_all = sum(layer.numel for layer in layers)
-    nnz_all = sum(layer.nnz for layer in layers)
-    return SparsityReport(
-        layers=layers,
-        target=config.target,
-        granularity=config.label,
-        achieved_pruned=1.0 - nnz_pruned / numel_pruned if numel_pruned else 0.0,
-        achieved_all=1.0 - nnz_all / numel_all if numel_all else 0.0,
-        numel_pruned=numel_pruned,
-        numel_all=numel_all,
-        nnz_pruned=nnz_pruned,
-        nnz_all=nnz_all,
-        method=config.method.value,
+    return SparsityReport.from_layers(
+        layers, target=config.target, granularity=config.label, method=config.method.value
     )

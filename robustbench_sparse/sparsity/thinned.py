@@ -51,9 +51,10 @@ def thinned_sparsity_report(
             layers.append(layer)
             continue
         achieved = 1.0 - layer.nnz / full
-        label = granularity if thinned and not layer.pruned else f"{layer.granularity}+thin"
-        if not thinned:
+        if not thinned:  # full width, masked
             label = layer.granularity
+        else:  # narrower: the thinning method's name, with the pattern of any zeros left
+            label = f"{layer.granularity}+thin" if layer.pruned else granularity
         layers.append(
             dataclasses.replace(
                 layer,
@@ -65,20 +66,6 @@ def thinned_sparsity_report(
                 numel=full,
             )
         )
-    pruned = [layer for layer in layers if layer.pruned]
-    numel_pruned = sum(layer.numel for layer in pruned)
-    nnz_pruned = sum(layer.nnz for layer in pruned)
-    numel_all = sum(layer.numel for layer in layers)
-    nnz_all = sum(layer.nnz for layer in layers)
-    return SparsityReport(
-        layers=layers,
-        target=float(target),
-        granularity=granularity,
-        achieved_pruned=1.0 - nnz_pruned / numel_pruned if numel_pruned else 0.0,
-        achieved_all=1.0 - nnz_all / numel_all if numel_all else 0.0,
-        numel_pruned=numel_pruned,
-        numel_all=numel_all,
-        nnz_pruned=nnz_pruned,
-        nnz_all=nnz_all,
-        method=method,
+    return SparsityReport.from_layers(
+        layers, target=float(target), granularity=granularity, method=method
     )
